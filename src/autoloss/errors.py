@@ -1,0 +1,58 @@
+"""User-facing errors.
+
+Every problem a user can cause (a bad file, a wrong option, a corrupt checkpoint) raises a subclass
+of :class:`AutolossError`. The command line catches them once and prints one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AutolossError(Exception):
+    """Base class of errors caused by inputs or options rather than by a bug."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        column: str | int | None = None,
+    ) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.column = column
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if self.line is not None:
+                where += f":{self.line}"
+            if self.column is not None:
+                where += f" (column {self.column})"
+            where += ": "
+        return f"{where}{self.message}"
+
+
+class DataError(AutolossError):
+    """Malformed or missing input data (raw files or an encoded dataset)."""
+
+
+class SchemaError(DataError):
+    """A schema file that is invalid or names a column the data does not have."""
+
+
+class ConfigError(AutolossError):
+    """An invalid option or configuration value (names the option)."""
+
+
+class CheckpointError(AutolossError):
+    """A missing, corrupt or mismatched checkpoint / controller file."""
+
+
+class RegistryError(ConfigError):
+    """An unknown model, loss, candidate or method name."""
