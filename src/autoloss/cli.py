@@ -1,0 +1,66 @@
+"""The ``autoloss`` command line.
+
+Each command lives in its own module exposing ``register(subparsers)``; the parser built there
+sets ``func`` (called with the parsed namespace, returns an exit code). User errors
+(:class:`autoloss.errors.AutolossError`) are caught here, once, and printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from autoloss import __version__
+from autoloss.errors import AutolossError
+
+# Modules that add sub-commands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "autoloss.data.commands",  # prepare, synth
+    "autoloss.train.commands",  # train, evaluate, predict, export
+    "autoloss.experiments.commands",  # compare, report, demo
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with code 2 and one line (no usage dump) on a bad option."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"autoloss {self.prog.split()[-1]}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="autoloss", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"autoloss {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AutolossError as exc:
+        sys.stderr.write(f"autoloss {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"autoloss {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
