@@ -1,0 +1,113 @@
+"""Optimisers for a recommender: lazy row-wise Adam for sparse embedding tables, Adam elsewhere.
+
+A dense Adam step touches every row of a million-row table every batch; here only the rows a batch
+looked up are read and written (the "lazy Adam" of TensorFlow / ``torch.optim.SparseAdam``), which
+is what makes Criteo-scale vocabularies cheap. Bias correction uses the global step, as SparseAdam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class RowwiseAdam(torch.optim.Optimizer):
+    """Adam applied to the rows present in a sparse gradient (``nn.Embedding(sparse=True)``).
+
+    Rows that appear several times in a batch have their gradients summed first (coalesce), so the
+    update equals a dense Adam step restricted to the touched rows.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+        for group in self.param_groups:
+            lr = group["lr"]
+            b1, b2 = group["betas"]
+            eps = group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                m_all, v_all = state["exp_avg"], state["exp_avg_sq"]
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    idx = grad.indices()[0]
+                    g = grad.values()
+                    m = m_all.index_select(0, idx).mul_(b1).add_(g, alpha=1 - b1)
+                    v = v_all.index_select(0, idx).mul_(b2).addcmul_(g, g, value=1 - b2)
+                    m_all.index_copy_(0, idx, m)
+                    v_all.index_copy_(0, idx, v)
+                    denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+                    p.index_add_(0, idx, m.div_(denom), alpha=-lr / (1 - b1**t))
+                else:  # a dense gradient (e.g. sparse=False tables): plain Adam
+                    m_all.mul_(b1).add_(grad, alpha=1 - b1)
+                    v_all.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                    denom = (v_all / (1 - b2**t)).sqrt_().add_(eps)
+                    p.addcdiv_(m_all, denom, value=-lr / (1 - b1**t))
+        return None
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(sparse embedding tables, everything else) of a model."""
+    sparse_ids: set[int] = set()
+    sparse: list[nn.Parameter] = []
+    for mod in model.modules():
+        if isinstance(mod, nn.Embedding | nn.EmbeddingBag) and mod.sparse:
+            if id(mod.weight) not in sparse_ids:
+                sparse_ids.add(id(mod.weight))
+                sparse.append(mod.weight)
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
+    return sparse, dense
+
+
+class RecommenderOptimizer:
+    """Row-wise Adam on the sparse tables plus Adam (with optional L2) on dense parameters."""
+
+    def __init__(
+        self, model: nn.Module, lr: float, embedding_lr: float | None = None, weight_decay: float = 0.0
+    ) -> None:
+        sparse, dense = split_parameters(model)
+        self.sparse = RowwiseAdam(sparse, lr=embedding_lr or lr) if sparse else None
+        self.dense = torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay) if dense else None
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.sparse, self.dense) if o is not None]
+
+    def zero_grad(self) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "sparse": self.sparse.state_dict() if self.sparse else None,
+            "dense": self.dense.state_dict() if self.dense else None,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if self.sparse is not None and state.get("sparse") is not None:
+            self.sparse.load_state_dict(state["sparse"])  # type: ignore[arg-type]
+        if self.dense is not None and state.get("dense") is not None:
+            self.dense.load_state_dict(state["dense"])  # type: ignore[arg-type]
