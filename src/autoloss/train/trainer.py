@@ -337,7 +337,7 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         valid = self.evaluate_split("valid")
-        test = self.evaluate_split("test") if self.dataset.has_split("test") else {}
+        test = self.evaluate_split("test") if "test" in self.dataset.split_names else {}
         result: dict[str, Any] = {
             "test": test,
             "valid": valid,
