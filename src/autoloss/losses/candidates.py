@@ -1,0 +1,484 @@
+"""Candidate losses: per-example losses computed from logits, and their registry.
+
+A candidate maps ``(logits, y)`` to a per-example loss (``reduction='none'``): logits ``(B,)`` with
+labels in {0, 1} for a binary task, logits ``(B, C)`` with int64 labels in ``0..C-1`` for a
+multi-class task. :func:`candidate_losses` builds a :class:`CandidateSet`, which evaluates K
+candidates in one call and returns the ``(B, K)`` matrix the loss policies weight::
+
+    >>> cs = candidate_losses("focal,kl,hinge,ce", "binary")
+    >>> cs(torch.tensor([0.0, 3.0]), torch.tensor([1, 0])).shape
+    torch.Size([2, 4])
+
+Every built-in is written in log space (``logsigmoid`` / ``log_softmax``), so values and gradients
+stay finite at ``|logit| = 1e4``. The set computes the shared log-probabilities once per call: this
+runs every training step. See ``docs/losses.md`` for the definitions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from autoloss.errors import ConfigError, RegistryError
+
+Task = Literal["binary", "multiclass"]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: The paper's candidate set, in the paper's order.
+DEFAULT_CANDIDATES: tuple[str, ...] = ("focal", "kl", "hinge", "ce")
+DEFAULT_FOCAL_GAMMA = 2.0
+DEFAULT_KL_EPS = 0.1
+TASKS: tuple[str, ...] = ("binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class CandidateLoss:
+    """One named candidate loss.
+
+    ``binary(logits (B,), y (B,)) -> (B,)`` and ``multiclass(logits (B, C), y (B,)) -> (B,)``; a
+    custom candidate may leave ``multiclass`` as ``None`` (binary tasks only).
+    """
+
+    name: str
+    binary: LossFn
+    multiclass: LossFn | None = None
+    doc: str = ""
+
+    def fn(self, task: str) -> LossFn:
+        """The function for ``task`` ("binary" or "multiclass")."""
+        if task == "binary":
+            return self.binary
+        if self.multiclass is None:
+            raise ConfigError(
+                f"candidate loss {self.name!r} has no multi-class function "
+                "(register one with register_candidate(..., multiclass=fn))"
+            )
+        return self.multiclass
+
+
+# --------------------------------------------------------------------------------------------
+# Shared intermediates. Each property is computed at most once per CandidateSet call.
+
+
+class _BinaryTerms:
+    """Log-probabilities of a binary batch. ``y`` is cast to the logits' dtype."""
+
+    def __init__(self, logits: Tensor, y: Tensor) -> None:
+        if logits.dim() != 1 or y.shape != logits.shape:
+            raise ValueError(
+                f"binary candidates need logits (B,) and labels (B,), got logits "
+                f"{tuple(logits.shape)} and labels {tuple(y.shape)}"
+            )
+        self.s = logits
+        self.y = y.to(logits.dtype)
+
+    @cached_property
+    def log_p1(self) -> Tensor:  # log sigmoid(s) = log P(y=1)
+        return F.logsigmoid(self.s)
+
+    @cached_property
+    def log_p0(self) -> Tensor:  # log sigmoid(-s) = log P(y=0); not log_p1 - s (cancellation)
+        return F.logsigmoid(-self.s)
+
+    @cached_property
+    def log_pt(self) -> Tensor:  # log p_t = logsigmoid(t*s), t = 2y-1 (linear in y: BCE form)
+        return self.y * self.log_p1 + (1 - self.y) * self.log_p0
+
+    @cached_property
+    def log_1m_pt(self) -> Tensor:  # log(1 - p_t) = logsigmoid(-t*s), exact even when p_t ~ 1
+        return self.y * self.log_p0 + (1 - self.y) * self.log_p1
+
+
+class _MulticlassTerms:
+    """Log-softmax of a multi-class batch. ``y`` is cast to int64."""
+
+    def __init__(self, logits: Tensor, y: Tensor) -> None:
+        if logits.dim() != 2 or y.dim() != 1 or y.shape[0] != logits.shape[0]:
+            raise ValueError(
+                f"multi-class candidates need logits (B, C) and labels (B,), got logits "
+                f"{tuple(logits.shape)} and labels {tuple(y.shape)}"
+            )
+        self.s = logits
+        self.y = y.long()
+        self.num_classes = logits.shape[1]
+
+    @cached_property
+    def logp(self) -> Tensor:  # (B, C)
+        return F.log_softmax(self.s, dim=1)
+
+    @cached_property
+    def log_pt(self) -> Tensor:  # (B,) log p_y
+        return self.logp.gather(1, self.y[:, None]).squeeze(1)
+
+    @cached_property
+    def log_1m_pt(self) -> Tensor:
+        # log(1 - p_y) = logsumexp over the other classes' log-probabilities: no 1 - p cancellation,
+        # so (1 - p_y)^gamma and its gradient stay exact when p_y rounds to 1.
+        masked = self.logp.scatter(1, self.y[:, None], float("-inf"))
+        return masked.logsumexp(1)
+
+    @cached_property
+    def onehot(self) -> Tensor:
+        return F.one_hot(self.y, self.num_classes).to(self.s.dtype)
+
+
+def _xlogx(q: float) -> float:
+    return q * math.log(q) if q > 0 else 0.0
+
+
+# Built-in formulas on the shared terms. ``b_`` binary, ``m_`` multi-class.
+
+
+def _b_ce(t: _BinaryTerms) -> Tensor:
+    return -t.log_pt
+
+
+def _m_ce(t: _MulticlassTerms) -> Tensor:
+    return -t.log_pt
+
+
+def _focal(t: _BinaryTerms | _MulticlassTerms, gamma: float) -> Tensor:
+    if gamma == 0:
+        return -t.log_pt
+    # (1 - p_t)^gamma = exp(gamma * log(1 - p_t)): finite value and gradient for any gamma >= 0.
+    return -torch.exp(gamma * t.log_1m_pt) * t.log_pt
+
+
+def _b_kl(t: _BinaryTerms, eps: float) -> Tensor:
+    q1 = t.y * (1 - eps) + eps / 2
+    q0 = 1 - q1
+    # sum_c q_c (log q_c - log p_c), 0 log 0 = 0 (xlogy), over the outcomes {1, 0}.
+    return torch.xlogy(q1, q1) + torch.xlogy(q0, q0) - q1 * t.log_p1 - q0 * t.log_p0
+
+
+def _m_kl(t: _MulticlassTerms, eps: float) -> Tensor:
+    c = t.num_classes
+    # q = onehot(1-eps) + eps/C; sum_c q_c log q_c is the same constant for every example.
+    neg_entropy = _xlogx(1 - eps + eps / c) + (c - 1) * _xlogx(eps / c)
+    cross = (1 - eps) * t.log_pt + (eps / c) * t.logp.sum(1)
+    return neg_entropy - cross
+
+
+def _b_hinge(t: _BinaryTerms) -> Tensor:
+    return torch.relu(1 - (2 * t.y - 1) * t.s)
+
+
+def _m_hinge(t: _MulticlassTerms) -> Tensor:
+    # sum_{c != y} max(0, 1 - s_y + s_c) / C  (torch multi_margin_loss, p=1, margin=1)
+    return F.multi_margin_loss(t.s, t.y, p=1, margin=1.0, reduction="none")
+
+
+def _b_mse(t: _BinaryTerms) -> Tensor:
+    return (torch.exp(t.log_p1) - t.y).square()
+
+
+def _m_mse(t: _MulticlassTerms) -> Tensor:
+    return (torch.exp(t.logp) - t.onehot).square().sum(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Public per-candidate functions (logits, y) -> (B,).
+
+
+def binary_ce(logits: Tensor, y: Tensor) -> Tensor:
+    """BCE with logits: ``-log sigmoid(t*s)``, t = 2y-1. Shapes (B,), (B,) -> (B,)."""
+    return _b_ce(_BinaryTerms(logits, y))
+
+
+def binary_focal(logits: Tensor, y: Tensor, gamma: float = DEFAULT_FOCAL_GAMMA) -> Tensor:
+    """Focal loss ``-(1-p_t)^gamma log p_t`` with ``p_t = sigmoid(t*s)``."""
+    return _focal(_BinaryTerms(logits, y), gamma)
+
+
+def binary_kl(logits: Tensor, y: Tensor, eps: float = DEFAULT_KL_EPS) -> Tensor:
+    """``KL(y_smooth || p)``, ``y_smooth = y(1-eps) + eps/2``, over the outcomes {1, 0}."""
+    return _b_kl(_BinaryTerms(logits, y), eps)
+
+
+def binary_hinge(logits: Tensor, y: Tensor) -> Tensor:
+    """Margin on the logit: ``max(0, 1 - t*s)``, t = 2y-1."""
+    return _b_hinge(_BinaryTerms(logits, y))
+
+
+def binary_mse(logits: Tensor, y: Tensor) -> Tensor:
+    """Squared error of the probability: ``(sigmoid(s) - y)^2``."""
+    return _b_mse(_BinaryTerms(logits, y))
+
+
+def multiclass_ce(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy ``-log softmax(s)_y``. Shapes (B, C), (B,) -> (B,)."""
+    return _m_ce(_MulticlassTerms(logits, y))
+
+
+def multiclass_focal(logits: Tensor, y: Tensor, gamma: float = DEFAULT_FOCAL_GAMMA) -> Tensor:
+    """Focal loss ``-(1-p_y)^gamma log p_y`` with ``p = softmax(s)``."""
+    return _focal(_MulticlassTerms(logits, y), gamma)
+
+
+def multiclass_kl(logits: Tensor, y: Tensor, eps: float = DEFAULT_KL_EPS) -> Tensor:
+    """``KL(y_smooth || softmax(s))``, ``y_smooth = onehot(y)(1-eps) + eps/C``."""
+    return _m_kl(_MulticlassTerms(logits, y), eps)
+
+
+def multiclass_hinge(logits: Tensor, y: Tensor) -> Tensor:
+    """``sum_{c != y} max(0, 1 - s_y + s_c) / C`` (``multi_margin_loss``, p=1, margin=1)."""
+    return _m_hinge(_MulticlassTerms(logits, y))
+
+
+def multiclass_mse(logits: Tensor, y: Tensor) -> Tensor:
+    """``||softmax(s) - onehot(y)||^2`` summed over classes."""
+    return _m_mse(_MulticlassTerms(logits, y))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry.
+
+_BinaryFused = Callable[[_BinaryTerms, float, float], Tensor]
+_MultiFused = Callable[[_MulticlassTerms, float, float], Tensor]
+
+_BUILTINS: dict[str, tuple[CandidateLoss, _BinaryFused, _MultiFused]] = {}
+_REGISTRY: dict[str, CandidateLoss] = {}
+
+
+def _add_builtin(
+    name: str, binary: LossFn, multiclass: LossFn, fb: _BinaryFused, fm: _MultiFused, doc: str
+) -> None:
+    cand = CandidateLoss(name, binary, multiclass, doc)
+    _BUILTINS[name] = (cand, fb, fm)
+    _REGISTRY[name] = cand
+
+
+_add_builtin(
+    "ce",
+    binary_ce,
+    multiclass_ce,
+    lambda t, g, e: _b_ce(t),
+    lambda t, g, e: _m_ce(t),
+    "cross-entropy (BCE with logits for binary)",
+)
+_add_builtin(
+    "focal",
+    binary_focal,
+    multiclass_focal,
+    lambda t, g, e: _focal(t, g),
+    lambda t, g, e: _focal(t, g),
+    "focal loss -(1-p_t)^gamma log p_t, gamma=2",
+)
+_add_builtin(
+    "kl",
+    binary_kl,
+    multiclass_kl,
+    lambda t, g, e: _b_kl(t, e),
+    lambda t, g, e: _m_kl(t, e),
+    "KL(label-smoothed target || prediction), eps=0.1",
+)
+_add_builtin(
+    "hinge",
+    binary_hinge,
+    multiclass_hinge,
+    lambda t, g, e: _b_hinge(t),
+    lambda t, g, e: _m_hinge(t),
+    "hinge on the logit margin (multi_margin_loss for multi-class)",
+)
+_add_builtin(
+    "mse",
+    binary_mse,
+    multiclass_mse,
+    lambda t, g, e: _b_mse(t),
+    lambda t, g, e: _m_mse(t),
+    "squared error of the predicted probabilities",
+)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
+        raise ConfigError(
+            f"invalid candidate loss name {name!r}: a non-empty string without commas or "
+            "surrounding spaces"
+        )
+    return name
+
+
+def register_candidate(
+    name: str,
+    binary: LossFn,
+    multiclass: LossFn | None = None,
+    *,
+    overwrite: bool = False,
+    doc: str = "",
+) -> CandidateLoss:
+    """Register a custom candidate loss and return it.
+
+    ``binary`` and ``multiclass`` map ``(logits, y)`` to a per-example loss of shape ``(B,)``;
+    without ``multiclass`` the candidate is usable on binary tasks only. Registering a name that
+    exists raises :class:`RegistryError` unless ``overwrite=True``.
+
+    >>> register_candidate("logcosh", lambda s, y: torch.log(torch.cosh(torch.sigmoid(s) - y)))
+    """
+    _check_name(name)
+    if not callable(binary) or (multiclass is not None and not callable(multiclass)):
+        raise ConfigError(f"candidate loss {name!r}: binary/multiclass must be callables")
+    if name in _REGISTRY and not overwrite:
+        raise RegistryError(
+            f"candidate loss {name!r} is already registered (pass overwrite=True to replace it)"
+        )
+    cand = CandidateLoss(name, binary, multiclass, doc or (binary.__doc__ or "").strip())
+    _REGISTRY[name] = cand
+    return cand
+
+
+def unregister_candidate(name: str) -> None:
+    """Remove a custom candidate; for a built-in name, restore the built-in definition."""
+    if name in _BUILTINS:
+        _REGISTRY[name] = _BUILTINS[name][0]
+    elif _REGISTRY.pop(name, None) is None:
+        raise RegistryError(f"unknown candidate loss {name!r}; known: {', '.join(_REGISTRY)}")
+
+
+def candidate_names() -> list[str]:
+    """Names of all registered candidate losses (built-ins first, in registration order)."""
+    return list(_REGISTRY)
+
+
+def get_candidate(name: str) -> CandidateLoss:
+    """The registered candidate called ``name``; :class:`RegistryError` if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RegistryError(
+            f"unknown candidate loss {name!r}; known: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Candidate sets.
+
+
+class CandidateSet:
+    """K candidate losses for one task, evaluated together: ``cs(logits, y) -> (B, K)``.
+
+    Built by :func:`candidate_losses`. Column k is the per-example loss of ``cs.names[k]``.
+    Built-in candidates share ``logsigmoid`` / ``log_softmax`` computed once per call.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[CandidateLoss],
+        task: Task,
+        *,
+        focal_gamma: float = DEFAULT_FOCAL_GAMMA,
+        kl_eps: float = DEFAULT_KL_EPS,
+    ) -> None:
+        self.candidates = tuple(candidates)
+        self.task: Task = task
+        self.focal_gamma = float(focal_gamma)
+        self.kl_eps = float(kl_eps)
+        self.names: tuple[str, ...] = tuple(c.name for c in self.candidates)
+        # Per column: ("fused", formula on the shared terms) or ("plain", user function).
+        self._columns: list[tuple[bool, Callable[..., Tensor]]] = []
+        for cand in self.candidates:
+            builtin = _BUILTINS.get(cand.name)
+            if builtin is not None and builtin[0] is cand:
+                self._columns.append((True, builtin[1] if task == "binary" else builtin[2]))
+            else:
+                self._columns.append((False, cand.fn(task)))
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __iter__(self) -> Iterator[CandidateLoss]:
+        return iter(self.candidates)
+
+    def __repr__(self) -> str:
+        return f"CandidateSet({','.join(self.names)!r}, task={self.task!r})"
+
+    def index(self, name: str) -> int:
+        """Column of candidate ``name``; :class:`RegistryError` if it is not in the set."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise RegistryError(
+                f"candidate loss {name!r} is not in this set ({', '.join(self.names)})"
+            ) from None
+
+    def terms(self, logits: Tensor, y: Tensor) -> _BinaryTerms | _MulticlassTerms:
+        if self.task == "binary":
+            return _BinaryTerms(logits, y)
+        return _MulticlassTerms(logits, y)
+
+    def __call__(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Per-example losses ``(B, K)`` of logits ``(B,)``/``(B, C)`` and labels ``(B,)``."""
+        terms = self.terms(logits, y)
+        cols = []
+        for (fused, fn), name in zip(self._columns, self.names):
+            if fused:
+                col = fn(terms, self.focal_gamma, self.kl_eps)
+            else:
+                col = fn(logits, y)
+                if col.shape != (logits.shape[0],):
+                    raise ConfigError(
+                        f"candidate loss {name!r} returned shape {tuple(col.shape)}; "
+                        f"expected a per-example loss of shape ({logits.shape[0]},)"
+                    )
+            cols.append(col)
+        return torch.stack(cols, dim=1)
+
+
+def _parse_names(names: Sequence[str] | str) -> list[str]:
+    if isinstance(names, str):
+        parts = [p.strip() for p in names.split(",")]
+        if names.strip() and any(not p for p in parts):
+            raise ConfigError(f"empty name in candidate list {names!r}")
+        parts = [p for p in parts if p]
+    else:
+        parts = list(names)
+    if not parts:
+        raise ConfigError("the candidate loss list is empty")
+    seen: set[str] = set()
+    for p in parts:
+        if p in seen:
+            raise ConfigError(f"candidate loss {p!r} is listed twice")
+        seen.add(p)
+    return parts
+
+
+def candidate_losses(
+    names: Sequence[str] | str,
+    task: str,
+    *,
+    focal_gamma: float = DEFAULT_FOCAL_GAMMA,
+    kl_eps: float = DEFAULT_KL_EPS,
+) -> CandidateSet:
+    """Build the :class:`CandidateSet` for ``names`` (a list or ``"focal,kl,hinge,ce"``).
+
+    Raises :class:`RegistryError` for an unknown name (listing the known ones) and
+    :class:`ConfigError` for an empty or duplicated list, a bad task, a bad ``focal_gamma`` /
+    ``kl_eps``, or a custom candidate without a multi-class function on a multi-class task.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected 'binary' or 'multiclass'")
+    if not (math.isfinite(focal_gamma) and focal_gamma >= 0):
+        raise ConfigError(f"focal_gamma must be >= 0, got {focal_gamma}")
+    if not (0 <= kl_eps < 1):
+        raise ConfigError(f"kl_eps must be in [0, 1), got {kl_eps}")
+    cands = [get_candidate(n) for n in _parse_names(names)]
+    for cand in cands:
+        cand.fn(task)  # ConfigError when a custom candidate lacks the multi-class function
+    return CandidateSet(
+        cands,
+        "binary" if task == "binary" else "multiclass",
+        focal_gamma=focal_gamma,
+        kl_eps=kl_eps,
+    )
+
+
+def weighted_loss(weights: Tensor, losses: Tensor) -> Tensor:
+    """Training loss of a policy: mean over the batch of ``sum_k w_k * l_k``; (B, K) x2 -> ()."""
+    return (weights * losses).sum(1).mean()
