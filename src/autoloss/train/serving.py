@@ -1,0 +1,155 @@
+"""``autoloss predict`` and ``autoloss export``: using a trained run outside training.
+
+Both use the run directory only (``config.yaml``, ``model.pt``, ``dataset/``): raw rows are encoded
+with the vocabularies saved at preparation time, unseen values map to the OOV id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoloss.data.spec import FeatureSpec
+from autoloss.errors import ConfigError
+from autoloss.train.run import load_run
+
+
+class ServingModel(nn.Module):
+    """A trained model that returns probabilities: (B,) P(y=1) for binary, (B, C) otherwise."""
+
+    def __init__(self, model: nn.Module, spec: FeatureSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.binary = spec.num_classes == 2
+
+    def forward(
+        self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = self.model(x, dense, bags)
+        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
+
+
+def example_inputs(spec: FeatureSpec, meta: dict[str, Any], batch: int = 4) -> tuple[torch.Tensor, ...]:
+    """Inputs of the right shapes and dtypes for tracing/export (only the kinds the data has)."""
+    x = torch.zeros(batch, len(spec.cat_names), dtype=torch.long)
+    inputs: list[torch.Tensor] = [x]
+    if spec.dense_names:
+        inputs.append(torch.zeros(batch, len(spec.dense_names)))
+    if spec.bag_names:
+        max_len = max(int(f.get("max_len", 1)) for f in meta["fields"] if f["kind"] == "multivalue")
+        inputs.append(torch.full((batch, len(spec.bag_names), max_len), -1, dtype=torch.long))
+    return tuple(inputs)
+
+
+class _Positional(nn.Module):
+    """Binds the optional inputs by keyword so exported graphs take exactly the inputs the data has."""
+
+    def __init__(self, inner: ServingModel, has_dense: bool, has_bags: bool) -> None:
+        super().__init__()
+        self.inner, self.has_dense, self.has_bags = inner, has_dense, has_bags
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        it = iter(args)
+        x = next(it)
+        dense = next(it) if self.has_dense else None
+        bags = next(it) if self.has_bags else None
+        return self.inner(x, dense, bags)
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    run = load_run(run_dir, device="cpu")
+    wrapped = _Positional(ServingModel(run.model, run.spec).eval(), bool(run.spec.dense_names), bool(run.spec.bag_names))
+    inputs = example_inputs(run.spec, run.meta)
+    names = ["x"] + (["dense"] if run.spec.dense_names else []) + (["bags"] if run.spec.bag_names else [])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target, then rename: a failed export leaves no file.
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torch.no_grad():
+            if fmt == "torchscript":
+                traced = torch.jit.trace(wrapped, inputs, check_trace=False)
+                traced.save(str(tmp))
+            elif fmt == "onnx":
+                torch.onnx.export(
+                    wrapped,
+                    inputs,
+                    str(tmp),
+                    input_names=names,
+                    output_names=["prob"],
+                    dynamic_axes={n: {0: "batch"} for n in [*names, "prob"]},
+                    opset_version=17,
+                    dynamo=False,  # torch.export path fails on the batch-dependent graph; legacy exporter verified by tests
+                )
+            else:
+                raise ConfigError(f"--format {fmt}: expected onnx or torchscript")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 20000) -> int:
+    """Score the raw rows of ``input_path``; writes a CSV, returns the number of rows."""
+    from autoloss.data.encoder import RowEncoder
+
+    run = load_run(run_dir, device="cpu")
+    encoded = RowEncoder(run.run_dir / "dataset").encode_file(input_path)
+    model = ServingModel(run.model, run.spec).eval()
+    n = len(encoded)
+    probs = []
+    with torch.no_grad():
+        for a in range(0, n, batch_size):
+            b = encoded.batch(a, min(n, a + batch_size))
+            probs.append(model(*b.inputs()).numpy())
+    p = np.concatenate(probs) if probs else np.zeros((0,))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        if p.ndim == 1:
+            w.writerow(["prob"])
+            w.writerows([[f"{v:.6f}"] for v in p])
+        else:
+            w.writerow(["pred", *[f"p{c}" for c in range(p.shape[1])]])
+            pred = p.argmax(1)
+            for i in range(n):
+                w.writerow([int(pred[i]), *[f"{v:.6f}" for v in p[i]]])
+    tmp.replace(out)
+    return n
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    n = predict_file(args.run, args.input, args.out)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = export_run(args.run, args.format, args.out)
+    print(f"exported {args.format} model to {out}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("predict", help="score raw rows with a trained run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--input", required=True, help="raw rows in the format the dataset was prepared from")
+    p.add_argument("--out", required=True, help="output CSV (prob, or pred,p0..pC-1)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="export a trained model for serving")
+    p.add_argument("--run", required=True)
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
