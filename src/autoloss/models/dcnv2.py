@@ -1,0 +1,54 @@
+"""DCN-V2 (Wang et al., WWW 2021): full-rank cross network with an MLP, parallel or stacked."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autoloss.data.spec import FeatureSpec
+from autoloss.models.base import CTRModel
+from autoloss.models.layers import MLP, CrossNetworkV2, FieldEmbedding
+
+STRUCTURES = ("parallel", "stacked", "crossnet_only")
+
+
+class DCNv2(CTRModel):
+    """x0 = flatten(E); ``parallel``: W [CrossV2(x0), MLP(x0)]; ``stacked``: W MLP(CrossV2(x0));
+    ``crossnet_only``: W CrossV2(x0).
+
+    Model-specific: ``num_cross_layers`` (3), ``structure`` ("parallel").
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        *,
+        embed_dim: int = 16,
+        mlp: tuple[int, ...] = (128, 128),
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        embedding_l2: float = 0.0,
+        num_cross_layers: int = 3,
+        structure: str = "parallel",
+    ) -> None:
+        super().__init__(spec)
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+        in_dim = spec.num_fields * embed_dim
+        self.structure = structure
+        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
+        self.cross = CrossNetworkV2(in_dim, num_cross_layers)
+        self.mlp = MLP(in_dim, mlp, dropout, batch_norm) if structure != "crossnet_only" else None
+        head_in = in_dim
+        if self.mlp is not None:
+            head_in = self.mlp.output_dim + (in_dim if structure == "parallel" else 0)
+        self.head = nn.Linear(head_in, self.out_dim)
+
+    def forward(
+        self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x0 = self.embedding(x, dense, bags).flatten(1)
+        h = self.cross(x0)
+        if self.mlp is not None:
+            h = torch.cat([h, self.mlp(x0)], dim=1) if self.structure == "parallel" else self.mlp(h)
+        return self.logits(self.head(h))
