@@ -1,0 +1,136 @@
+"""Benchmark ``autoloss prepare --format criteo`` against a bare pandas parse.
+
+For synthetic Criteo files of 1M and 4M rows (generated once, cached in ``bench-out/``):
+
+* pandas: ``pandas.read_csv(path, sep="\\t", header=None)`` alone, timed inside a fresh
+  subprocess (import time excluded);
+* prepare: ``python -m autoloss prepare --format criteo`` in a fresh subprocess: its own
+  reported seconds (meta.json, import time excluded), the wall time of the command, and the
+  peak RSS of that subprocess (``getrusage(RUSAGE_CHILDREN)`` in a fresh wrapper per run).
+
+Targets: prepare <= 1.5 x the pandas parse; peak RSS at 4M rows within 25% of 1M rows.
+
+    .venv/bin/python benchmarks/prepare.py [--rows 1000000 4000000] [--out bench-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Runs `argv` as a child and reports its wall time and peak RSS (a fresh process per
+# measurement, so RUSAGE_CHILDREN sees exactly one child).
+_WRAPPER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(json.dumps({"rc": rc, "wall": time.perf_counter() - t,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+_PANDAS = """
+import sys, time, pandas as pd
+t = time.perf_counter()
+df = pd.read_csv(sys.argv[1], sep="\\t", header=None)
+print(time.perf_counter() - t, len(df))
+"""
+
+
+def machine_info() -> dict[str, object]:
+    import numpy
+    import pyarrow
+
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "-"
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram, 1),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "torch": torch_version,
+        "load_avg": os.getloadavg(),
+    }
+
+
+def measure(argv: list[str]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *argv], capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    if result["rc"] != 0:
+        raise SystemExit(f"command failed: {' '.join(argv)}")
+    return result
+
+
+def pandas_seconds(path: Path) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", _PANDAS, str(path)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    ap.add_argument("--out", type=Path, default=Path("bench-out"))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (best kept)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print("machine:", json.dumps(machine_info()))
+
+    from autoloss.data.synth import write_synthetic_criteo
+
+    results = {}
+    for rows in args.rows:
+        path = args.out / f"criteo-synth-{rows}.txt"
+        if not path.exists():
+            t = time.perf_counter()
+            write_synthetic_criteo(path, rows, seed=0)
+            print(f"generated {path} in {time.perf_counter() - t:.1f} s")
+        size_mb = path.stat().st_size / 2**20
+        pandas = min(pandas_seconds(path) for _ in range(args.repeat))
+        dest = args.out / f"prepared-{rows}"
+        cmd = [sys.executable, "-m", "autoloss", "prepare", "--format", "criteo"]
+        cmd += ["--input", str(path), "--out", str(dest), "--overwrite"]
+        runs = []
+        for _ in range(args.repeat):
+            m = measure(cmd)
+            m["seconds"] = json.loads((dest / "meta.json").read_text())["seconds"]
+            runs.append(m)
+        best = min(runs, key=lambda r: r["seconds"])
+        results[rows] = best
+        print(
+            f"{rows:>9,} rows ({size_mb:,.0f} MiB): pandas parse {pandas:.2f} s | "
+            f"prepare {best['seconds']:.2f} s ({rows / best['seconds']:,.0f} rows/s; "
+            f"command wall {best['wall']:.2f} s) | ratio prepare/pandas "
+            f"{best['seconds'] / pandas:.2f} | peak RSS {best['maxrss_mb']:,.0f} MiB"
+        )
+    if len(results) >= 2:
+        small, large = min(results), max(results)
+        growth = results[large]["maxrss_mb"] / results[small]["maxrss_mb"] - 1
+        print(f"peak RSS {large:,} vs {small:,} rows: {growth:+.1%}")
+
+
+if __name__ == "__main__":
+    main()

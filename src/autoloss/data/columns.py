@@ -1,0 +1,152 @@
+"""Vectorised conversion of raw (binary) columns, reporting bad rows as masks.
+
+Each converter returns its result plus a :class:`Problem` per kind of bad value found, so that
+the caller can either raise with the first bad row's line number or skip the bad rows. The fast
+path is one pyarrow cast; only when it fails do we look for the offending values, once per
+*distinct* value (never per row).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass
+class Problem:
+    """Rows of a chunk with one kind of bad value."""
+
+    reason: str
+    column: str
+    mask: np.ndarray  # bool (n,)
+
+
+def null_mask(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.zeros(len(arr), dtype=bool)
+    return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _bad_values(arr: pa.Array, ok) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Row mask of values for which ``ok(value) -> bool`` fails, checked once per distinct value."""
+    enc = arr.dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    bad_unique = np.array([not ok(v) for v in values], dtype=bool)
+    idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    return bad_unique[idx] & ~null_mask(arr)
+
+
+def _decodes(v: bytes) -> bool:
+    try:
+        v.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def to_text(arr: pa.Array, column: str, problems: list[Problem]) -> pa.Array:
+    """binary -> utf8 string; undecodable values become null and are reported."""
+    try:
+        return pc.cast(arr, pa.string())
+    except pa.ArrowInvalid:
+        bad = _bad_values(arr, _decodes)
+        problems.append(Problem("undecodable bytes (not UTF-8)", column, bad))
+        return pc.cast(pc.if_else(pa.array(bad), pa.scalar(None, arr.type), arr), pa.string())
+
+
+def categorical_tokens(arr: pa.Array, column: str, problems: list[Problem]) -> pa.Array:
+    """binary -> dictionary<string> tokens (null is its own entry). UTF-8 is validated on the
+    distinct values only; rows with undecodable bytes are reported and become null."""
+    enc = arr.dictionary_encode(null_encoding="encode")
+    try:
+        values = pc.cast(enc.dictionary, pa.string())
+    except pa.ArrowInvalid:
+        bad_unique = np.array(
+            [v is not None and not _decodes(v) for v in enc.dictionary.to_pylist()]
+        )
+        problems.append(
+            Problem("undecodable bytes (not UTF-8)", column, bad_unique[enc.indices.to_numpy()])
+        )
+        fixed = pc.if_else(
+            pa.array(bad_unique), pa.scalar(None, enc.dictionary.type), enc.dictionary
+        )
+        values = pc.cast(fixed, pa.string())
+    return pa.DictionaryArray.from_arrays(enc.indices, values)
+
+
+def _is_int(v: str) -> bool:
+    try:
+        int(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_float(v: str) -> bool:
+    try:
+        math.isfinite(float(v))
+    except ValueError:
+        return False
+    return True
+
+
+def _to_number(
+    arr: pa.Array, column: str, problems: list[Problem], target: pa.DataType, what: str, ok
+) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    text = to_text(arr, column, problems)
+    try:
+        out = pc.cast(text, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        bad = _bad_values(text, ok)
+        problems.append(Problem(f"not {what}", column, bad))
+        text = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), text)
+        out = pc.cast(pc.utf8_trim_whitespace(text), target)
+    nulls = null_mask(out)
+    fill = 0 if pa.types.is_integer(target) else np.nan
+    return np.asarray(out.fill_null(fill).to_numpy(zero_copy_only=False)), nulls
+
+
+def to_int(arr: pa.Array, column: str, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
+    """binary -> (int64 values with nulls as 0, null mask); non-integers are reported."""
+    return _to_number(arr, column, problems, pa.int64(), "an integer", _is_int)
+
+
+def to_float(arr: pa.Array, column: str, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
+    """binary -> (float64 values with nulls as NaN, null mask); non-numbers are reported."""
+    return _to_number(arr, column, problems, pa.float64(), "a number", _is_float)
+
+
+def int_tokens(values: np.ndarray, nulls: np.ndarray) -> pa.Array:
+    """An int64 token array; null stays null (its own token)."""
+    return pa.array(values.astype(np.int64, copy=False), mask=nulls if nulls.any() else None)
+
+
+def bucket(values: np.ndarray, rule: str) -> np.ndarray:
+    """Bucket numbers (NaN allowed, result ignored there) into int64 tokens.
+
+    * ``ln2``: the Criteo rule, v > 2 -> floor(ln(v)^2), else int(v) (truncation, negatives kept).
+    * ``log2``: sign(v) * floor(log2(1 + |v|)): symmetric, monotone, 0 only for |v| < 1.
+    """
+    v = np.nan_to_num(values.astype(np.float64, copy=False), nan=0.0)
+    if rule == "ln2":
+        big = np.floor(np.log(np.where(v > 2, v, 3.0)) ** 2).astype(np.int64)
+        # Integers keep their exact value below the threshold (no float round trip).
+        small = values if np.issubdtype(values.dtype, np.integer) else np.trunc(v)
+        return np.where(v > 2, big, small).astype(np.int64)
+    if rule == "log2":
+        return (np.sign(v) * np.floor(np.log2(1.0 + np.abs(v)))).astype(np.int64)
+    raise ValueError(f"unknown bucketing {rule!r}")
+
+
+def first_bad_row(problems: list[Problem]) -> tuple[int, Problem] | None:
+    """The smallest row index flagged by any problem, with that problem."""
+    best: tuple[int, Problem] | None = None
+    for p in problems:
+        hits = np.flatnonzero(p.mask)
+        if hits.size and (best is None or hits[0] < best[0]):
+            best = (int(hits[0]), p)
+    return best

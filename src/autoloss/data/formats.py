@@ -1,0 +1,636 @@
+"""One schema per raw format: which columns are read and how a chunk becomes fields.
+
+A format turns a chunk of raw binary columns into a :class:`ChunkData`: labels, categorical
+*tokens* (to be counted and encoded by :mod:`autoloss.data.vocab`), raw numbers (dense or
+quantile-bucketed fields), multi-valued bags, and the :class:`~autoloss.data.columns.Problem`
+rows found on the way. All of it vectorised; see ``docs/data.md`` for the protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from autoloss.data.columns import (
+    Problem,
+    bucket,
+    categorical_tokens,
+    int_tokens,
+    null_mask,
+    to_float,
+    to_int,
+    to_text,
+)
+from autoloss.data.readers import BadRows, Layout, iter_chunks, read_head
+from autoloss.errors import ConfigError, DataError, SchemaError
+
+TASKS = ("binary", "multiclass")
+BUCKETINGS = ("ln2", "log2", "none")
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """One output field.
+
+    ``kind`` is ``categorical`` (a column of ``x``), ``dense`` (a column of ``dense``) or
+    ``multivalue`` (a bag in ``bags``). ``bucketing`` is set for numeric sources: ``ln2``,
+    ``log2``, ``quantile:N`` (all categorical) or ``none`` (dense).
+    """
+
+    name: str
+    kind: str
+    source: str = "categorical"
+    bucketing: str | None = None
+    separator: str | None = None
+    min_count: int = 1
+
+    @property
+    def quantiles(self) -> int | None:
+        if self.bucketing and self.bucketing.startswith("quantile:"):
+            return int(self.bucketing.split(":", 1)[1])
+        return None
+
+    @property
+    def from_numbers(self) -> bool:
+        """Carried as raw numbers through the pass (dense or quantile-bucketed)."""
+        return self.kind == "dense" or self.quantiles is not None
+
+
+@dataclass
+class ChunkData:
+    """One chunk after the format's conversion (``n`` rows)."""
+
+    n: int
+    y: np.ndarray | None
+    tokens: dict[str, pa.Array] = field(default_factory=dict)
+    numbers: dict[str, np.ndarray] = field(default_factory=dict)
+    bags: dict[str, pa.Array] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def select(self, keep: np.ndarray) -> ChunkData:
+        mask = pa.array(keep)
+        return ChunkData(
+            n=int(keep.sum()),
+            y=None if self.y is None else self.y[keep],
+            tokens={k: v.filter(mask) for k, v in self.tokens.items()},
+            numbers={k: v[keep] for k, v in self.numbers.items()},
+            bags={k: v.filter(mask) for k, v in self.bags.items()},
+        )
+
+
+def parse_min_count(value: Any, where: str) -> int | dict[str, int]:
+    """An int, or a mapping column -> int (from a schema file or --min-count)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"min_count must be an integer, got {value!r}", column=where)
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"min_count must be >= 1, got {value}", column=where)
+        return value
+    if isinstance(value, dict):
+        return {str(k): int(parse_min_count(v, where)) for k, v in value.items()}  # type: ignore[arg-type]
+    raise ConfigError(f"min_count must be an integer or a mapping, got {value!r}", column=where)
+
+
+class RawFormat:
+    """Base class: subclasses set ``name``, ``label``, ``default_min_count`` and implement
+    :meth:`layout`, :meth:`bind` and :meth:`convert`."""
+
+    name = ""
+    label = "label"
+    default_min_count = 1
+
+    def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r} (binary or multiclass)", column="--task")
+        self.task = task
+        self.num_classes = 2
+        self.min_count = min_count
+        self.fields: list[FieldDef] = []
+
+    # --- to override -------------------------------------------------------------------------
+    def layout(self, path: Path) -> Layout:
+        raise NotImplementedError
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        """Check the columns of ``path``; set ``self.fields``; return the columns to read."""
+        raise NotImplementedError
+
+    def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        """Fill ``data`` (labels already done) from one chunk."""
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Any]:
+        """Format-specific protocol parameters for meta.json (enough to rebuild the format)."""
+        return {}
+
+    def side_inputs(self) -> list[Path]:
+        """Extra files the encoding depends on (checksummed in meta.json)."""
+        return []
+
+    # --- shared ------------------------------------------------------------------------------
+    def field_min_count(self, name: str) -> int:
+        mc = self.min_count
+        if isinstance(mc, dict):
+            return int(mc.get(name, self.default_min_count))
+        return int(mc) if mc is not None else self.default_min_count
+
+    def transform(self, batch: pa.RecordBatch, *, has_label: bool) -> ChunkData:
+        data = ChunkData(n=batch.num_rows, y=None)
+        if has_label:
+            data.y = self.labels(batch.column(self.label), data.problems)
+        self.convert(batch, data)
+        return data
+
+    def labels(self, arr: pa.Array, problems: list[Problem]) -> np.ndarray:
+        """Integer labels: 0/1 for binary, 0..C-1 for multiclass."""
+        missing = null_mask(arr)
+        v, nulls = to_float(arr, self.label, problems)
+        problems.append(Problem("missing label", self.label, missing))
+        valid = (v >= 0) & (v == np.floor(v))
+        if self.task == "binary":
+            valid &= v <= 1
+            reason = "label is not 0 or 1"
+        else:
+            valid &= v < self.num_classes
+            reason = f"label is not a class in 0..{self.num_classes - 1}"
+        problems.append(Problem(reason, self.label, ~valid & ~nulls))
+        return np.where(valid & ~nulls, v, 0).astype(np.int32)
+
+    def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
+        """Read side files (MovieLens movies) before the pass."""
+
+
+def _categorical_tokens(batch: pa.RecordBatch, name: str, problems: list[Problem]) -> pa.Array:
+    return categorical_tokens(batch.column(name), name, problems)
+
+
+def _missing_columns(want: list[str], names: list[str], path: Path, error=DataError) -> None:  # type: ignore[no-untyped-def]
+    for c in want:
+        if c not in names:
+            raise error(f"column {c!r} is absent (found {', '.join(names)})", path=path, column=c)
+
+
+# ---------------------------------------------------------------------------------------------
+class CriteoFormat(RawFormat):
+    """Criteo Kaggle/Terabyte ``train.txt``: tab-separated, no header, label, I1-I13, C1-C26."""
+
+    name = "criteo"
+    default_min_count = 10
+    INTS = tuple(f"I{i}" for i in range(1, 14))
+    CATS = tuple(f"C{i}" for i in range(1, 27))
+    NAMES = ("label", *INTS, *CATS)
+
+    def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
+        if task != "binary":
+            raise ConfigError("criteo is a binary task", column="--task")
+        super().__init__(task, min_count)
+        self._names = self.NAMES
+
+    def layout(self, path: Path) -> Layout:
+        return Layout("\t", header=False, names=self._names)
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        if not need_label:
+            # A file to predict may come without the label column: tell by the column count.
+            first = _first_line(path)
+            if first is not None and first.count(b"\t") == len(self.NAMES) - 2:
+                self._names = self.NAMES[1:]
+        self.fields = [
+            FieldDef(n, "categorical", "numeric", "ln2", min_count=self.field_min_count(n))
+            for n in self.INTS
+        ] + [FieldDef(n, "categorical", min_count=self.field_min_count(n)) for n in self.CATS]
+        return list(self._names)
+
+    def has_label_column(self) -> bool:
+        return "label" in self._names
+
+    def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        for n in self.INTS:
+            v, nulls = to_int(batch.column(n), n, data.problems)
+            data.tokens[n] = int_tokens(bucket(v, "ln2"), nulls)
+        for n in self.CATS:
+            data.tokens[n] = _categorical_tokens(batch, n, data.problems)
+
+
+def _first_line(path: Path) -> bytes | None:
+    from autoloss.data.readers import open_stream
+
+    with open_stream(path) as s:
+        head = s.read(1 << 20)
+    lines = [x for x in head.split(b"\n") if x.strip()]
+    return lines[0].rstrip(b"\r") if lines else None
+
+
+# ---------------------------------------------------------------------------------------------
+class AvazuFormat(RawFormat):
+    """Avazu ``train.csv``: ``id,click,hour,C1,banner_pos,...,C21`` with a header."""
+
+    name = "avazu"
+    label = "click"
+    default_min_count = 4
+    HOUR_FIELDS = ("hour", "weekday", "is_weekend")
+
+    def layout(self, path: Path) -> Layout:
+        return Layout(",", header=True)
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        _missing_columns(["hour", *(["click"] if need_label else [])], names, path)
+        cats = [n for n in names if n not in ("id", "click", "hour")]
+        if not self.fields:
+            self.fields = [
+                FieldDef(n, "categorical", "derived", min_count=self.field_min_count(n))
+                for n in self.HOUR_FIELDS
+            ] + [FieldDef(n, "categorical", min_count=self.field_min_count(n)) for n in cats]
+        else:
+            _missing_columns([f.name for f in self.fields if f.source != "derived"], names, path)
+        read = ["hour", *[f.name for f in self.fields if f.source != "derived"]]
+        return [*(["click"] if "click" in names else []), *read]
+
+    def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        v, nulls = to_int(batch.column("hour"), "hour", data.problems)
+        yy, mm, dd, hh = v // 1_000_000, v // 10_000 % 100, v // 100 % 100, v % 100
+        ok = (v >= 0) & (mm >= 1) & (mm <= 12) & (dd >= 1) & (dd <= 31) & (hh <= 23)
+        data.problems.append(Problem("hour is not YYMMDDHH", "hour", ~ok & ~nulls))
+        months = ((2000 + np.where(ok, yy, 70) - 1970) * 12 + np.where(ok, mm, 1) - 1).astype(
+            "datetime64[M]"
+        )
+        days = (months.astype("datetime64[D]") + np.where(ok, dd, 1) - 1).astype(np.int64)
+        weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        bad = nulls | ~ok
+        data.tokens["hour"] = int_tokens(hh, bad)
+        data.tokens["weekday"] = int_tokens(weekday, bad)
+        data.tokens["is_weekend"] = int_tokens((weekday >= 5).astype(np.int64), bad)
+        for f in self.fields:
+            if f.source != "derived":
+                data.tokens[f.name] = _categorical_tokens(batch, f.name, data.problems)
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Movies:
+    ids: pa.Array  # string movieId
+    genres: pa.Array  # list<string>
+    year: pa.Array  # string (null when the title has no year)
+
+
+class MovieLensFormat(RawFormat):
+    """MovieLens ``ratings.csv`` (ml-latest-small, ml-20m) or ml-1m ``ratings.dat``.
+
+    Fields: userId, movieId, and with a ``movies`` file beside the ratings, ``year`` (from the
+    title) and ``genres`` (multi-valued, ``|``). The timestamp is not a feature.
+    """
+
+    name = "movielens"
+    label = "rating"
+    default_min_count = 2
+    DAT_NAMES = ("userId", "_a", "movieId", "_b", "rating", "_c", "timestamp")
+
+    def __init__(
+        self,
+        task: str = "binary",
+        min_count: int | dict[str, int] | None = None,
+        movies: Path | None = None,
+        use_movies: bool = True,
+    ):
+        super().__init__(task, min_count)
+        self.num_classes = 2 if task == "binary" else 5
+        self.movies_path = movies
+        self.use_movies = use_movies
+        self._movies: _Movies | None = None
+
+    def layout(self, path: Path) -> Layout:
+        if ".dat" in path.suffixes:
+            # "::"-separated: split on ':' and ignore the empty columns in between.
+            return Layout(":", header=False, names=self.DAT_NAMES)
+        return Layout(",", header=True)
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        _missing_columns(["userId", "movieId", *(["rating"] if need_label else [])], names, path)
+        if self.use_movies and self.movies_path is None:
+            self.movies_path = _beside(path, "movies")
+        self.fields = [
+            FieldDef("userId", "categorical", min_count=self.field_min_count("userId")),
+            FieldDef("movieId", "categorical", min_count=self.field_min_count("movieId")),
+        ]
+        if self.use_movies and self.movies_path is not None:
+            self.fields += [
+                FieldDef("year", "categorical", "derived", min_count=self.field_min_count("year")),
+                FieldDef(
+                    "genres",
+                    "multivalue",
+                    separator="|",
+                    min_count=self.field_min_count("genres"),
+                ),
+            ]
+        return ["userId", "movieId", *(["rating"] if "rating" in names else [])]
+
+    def side_inputs(self) -> list[Path]:
+        return [self.movies_path] if self.use_movies and self.movies_path else []
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "movies": str(self.movies_path) if self.movies_path and self.use_movies else None,
+            "label_rule": "rating >= 4"
+            if self.task == "binary"
+            else "ceil(rating) - 1 (half stars rounded up)",
+        }
+
+    def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
+        if not self.use_movies or self.movies_path is None or self._movies is not None:
+            return
+        path = self.movies_path
+        dat = ".dat" in path.suffixes
+        if dat:
+            # ml-1m movies.dat: latin-1, "::" with ':' inside titles, so read whole lines.
+            layout = Layout("\x1f", header=False, names=("line",), encoding="latin-1")
+        else:
+            layout = Layout(",", header=True)
+        names, _ = read_head(path, layout)
+        if not dat:
+            _missing_columns(["movieId", "title", "genres"], names, path)
+        parts = []
+        for chunk in iter_chunks(
+            path, layout, list(names), chunk_rows=1 << 20, skip_bad=skip_bad, bad=bad
+        ):
+            problems: list[Problem] = []
+            b = chunk.batch
+            if dat:
+                split = pc.split_pattern(to_text(b.column("line"), "line", problems), "::", 2)
+                ids = pc.list_element(split, 0)
+                title = pc.list_element(split, 1)
+                genres = pc.list_element(split, 2)
+            else:
+                ids = to_text(b.column("movieId"), "movieId", problems)
+                title = to_text(b.column("title"), "title", problems)
+                genres = to_text(b.column("genres"), "genres", problems)
+            year = pc.struct_field(pc.extract_regex(title, r"\((?P<y>\d{4})\)\s*$"), [0])
+            parts.append((ids, pc.split_pattern(genres, "|"), year))
+        self._movies = _Movies(
+            pa.concat_arrays([p[0] for p in parts]),
+            pa.concat_arrays([p[1] for p in parts]),
+            pa.concat_arrays([p[2] for p in parts]),
+        )
+
+    def labels(self, arr: pa.Array, problems: list[Problem]) -> np.ndarray:
+        missing = null_mask(arr)
+        r, nulls = to_float(arr, "rating", problems)
+        problems.append(Problem("missing rating", "rating", missing))
+        ok = (r > 0) & (r <= 5)
+        problems.append(Problem("rating is not in (0, 5]", "rating", ~ok & ~nulls))
+        # Binary: rating >= 4. Five classes: half stars rounded up (0.5 -> 1, 4.5 -> 5), minus 1.
+        y = r >= 4 if self.task == "binary" else np.ceil(np.where(ok, r, 1)) - 1
+        return np.where(ok, y, 0).astype(np.int32)
+
+    def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        # Ids must be integers (validated), but they are tokens: keep their text.
+        to_int(batch.column("userId"), "userId", data.problems)
+        to_int(batch.column("movieId"), "movieId", data.problems)
+        data.tokens["userId"] = to_text(batch.column("userId"), "userId", [])
+        movie_text = to_text(batch.column("movieId"), "movieId", [])
+        data.tokens["movieId"] = movie_text
+        if self._movies is not None and any(f.name == "genres" for f in self.fields):
+            row = pc.index_in(movie_text, value_set=self._movies.ids)
+            data.tokens["year"] = self._movies.year.take(row)
+            data.bags["genres"] = self._movies.genres.take(row)
+
+
+def _beside(path: Path, stem: str) -> Path | None:
+    """``movies.csv``/``movies.dat`` (any compression) in the directory of ``path``."""
+    ext = ".dat" if ".dat" in path.suffixes else ".csv"
+    for suffix in ("", ".gz", ".bz2", ".zst"):
+        cand = path.parent / f"{stem}{ext}{suffix}"
+        if cand.is_file():
+            return cand
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CsvSchema:
+    """A parsed ``csv`` schema file (see SPEC §4)."""
+
+    label: str
+    task: str = "binary"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[tuple[str, str], ...] = ()
+    multivalue: tuple[tuple[str, str], ...] = ()
+    min_count: int | dict[str, int] = 1
+    num_classes: int | None = None
+    delimiter: str = ","
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "task": self.task,
+            "categorical": list(self.categorical),
+            "numeric": dict(self.numeric),
+            "multivalue": dict(self.multivalue),
+            "min_count": self.min_count,
+            "num_classes": self.num_classes,
+            "delimiter": self.delimiter,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str | Path = "schema") -> CsvSchema:
+        def fail(msg: str) -> SchemaError:
+            return SchemaError(msg, path=where)
+
+        if not isinstance(raw, dict):
+            raise fail("a schema must be a mapping with at least 'label'")
+        unknown = set(raw) - {
+            "label",
+            "task",
+            "categorical",
+            "numeric",
+            "multivalue",
+            "min_count",
+            "num_classes",
+            "delimiter",
+        }
+        if unknown:
+            raise fail(f"unknown schema keys: {', '.join(sorted(unknown))}")
+        if not isinstance(raw.get("label"), str):
+            raise fail("'label' (the label column) is required")
+        task = raw.get("task", "binary")
+        if task not in TASKS:
+            raise fail(f"task must be binary or multiclass, got {task!r}")
+        cats = raw.get("categorical") or []
+        if not isinstance(cats, list):
+            raise fail("'categorical' must be a list of columns")
+        numeric = raw.get("numeric") or {}
+        if isinstance(numeric, list):
+            numeric = dict.fromkeys(numeric, "ln2")
+        if not isinstance(numeric, dict):
+            raise fail("'numeric' must map columns to a bucketing")
+        for col, rule in numeric.items():
+            rule = str(rule)
+            if rule not in BUCKETINGS and not (
+                rule.startswith("quantile:") and rule[9:].isdigit() and int(rule[9:]) >= 2
+            ):
+                raise fail(f"numeric {col}: bucketing must be ln2, log2, quantile:N or none")
+        multi = raw.get("multivalue") or {}
+        if not isinstance(multi, dict) or not all(isinstance(v, str) and v for v in multi.values()):
+            raise fail("'multivalue' must map columns to a separator string")
+        try:
+            min_count = parse_min_count(raw.get("min_count", 1), "min_count")
+        except ConfigError as exc:
+            raise fail(exc.message) from exc
+        ncls = raw.get("num_classes")
+        if ncls is not None and (not isinstance(ncls, int) or ncls < 2):
+            raise fail("num_classes must be an integer >= 2")
+        cols = [str(c) for c in cats] + [str(c) for c in numeric] + [str(c) for c in multi]
+        dup = {c for c in cols if cols.count(c) > 1} | ({raw["label"]} & set(cols))
+        if dup:
+            raise fail(f"column(s) listed twice: {', '.join(sorted(dup))}")
+        if not cols:
+            raise fail("no feature columns (categorical, numeric or multivalue)")
+        delimiter = str(raw.get("delimiter", ","))
+        if len(delimiter) != 1:
+            raise fail("delimiter must be one character")
+        return cls(
+            label=raw["label"],
+            task=task,
+            categorical=tuple(str(c) for c in cats),
+            numeric=tuple((str(k), str(v)) for k, v in numeric.items()),
+            multivalue=tuple((str(k), str(v)) for k, v in multi.items()),
+            min_count=min_count,
+            num_classes=ncls,
+            delimiter=delimiter,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> CsvSchema:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SchemaError("no such schema file", path=path) from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise SchemaError(f"invalid YAML ({exc})", path=path) from exc
+        return cls.from_dict(raw, path)
+
+
+class CsvFormat(RawFormat):
+    """A header CSV described by a :class:`CsvSchema`."""
+
+    name = "csv"
+
+    def __init__(
+        self,
+        schema: CsvSchema,
+        min_count: int | dict[str, int] | None = None,
+        task: str | None = None,
+    ):
+        super().__init__(
+            task or schema.task, min_count if min_count is not None else schema.min_count
+        )
+        self.schema = replace(schema, task=self.task)
+        self.label = schema.label
+        if self.task == "multiclass":
+            if schema.num_classes is None:
+                raise SchemaError("a multiclass csv schema needs num_classes")
+            self.num_classes = schema.num_classes
+        self.schema_path: Path | None = None
+
+    def layout(self, path: Path) -> Layout:
+        return Layout(self.schema.delimiter, header=True)
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        s = self.schema
+        want = [*s.categorical, *(c for c, _ in s.numeric), *(c for c, _ in s.multivalue)]
+        _missing_columns([*([s.label] if need_label else []), *want], names, path, SchemaError)
+        mc = self.field_min_count
+        self.fields = (
+            [FieldDef(c, "categorical", min_count=mc(c)) for c in s.categorical]
+            + [
+                FieldDef(c, "dense", "numeric", "none")
+                if rule == "none"
+                else FieldDef(c, "categorical", "numeric", rule, min_count=mc(c))
+                for c, rule in s.numeric
+            ]
+            + [FieldDef(c, "multivalue", separator=sep, min_count=mc(c)) for c, sep in s.multivalue]
+        )
+        return [*([s.label] if s.label in names else []), *want]
+
+    def parameters(self) -> dict[str, Any]:
+        return {"schema": self.schema.as_dict()}
+
+    def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        for f in self.fields:
+            col = batch.column(f.name)
+            if f.kind == "multivalue":
+                text = to_text(col, f.name, data.problems)
+                data.bags[f.name] = pc.split_pattern(text, f.separator or "|")
+            elif f.source == "numeric":
+                v, nulls = to_float(col, f.name, data.problems)
+                if f.from_numbers:
+                    data.numbers[f.name] = v
+                else:
+                    data.tokens[f.name] = int_tokens(bucket(v, f.bucketing or "ln2"), nulls)
+            else:
+                data.tokens[f.name] = categorical_tokens(col, f.name, data.problems)
+
+
+class FrappeFormat(CsvFormat):
+    """Frappe (BARS Frappe_x1): header CSV, label ``label``, every other column categorical."""
+
+    name = "frappe"
+    default_min_count = 2
+
+    def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
+        if task != "binary":
+            raise ConfigError("frappe is a binary task", column="--task")
+        super().__init__(CsvSchema(label="label", categorical=("_",), min_count=2), min_count)
+        self._bound = False
+
+    def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
+        if not self._bound:
+            cats = tuple(n for n in names if n != "label")
+            self.schema = replace(self.schema, categorical=cats)
+            self._bound = True
+        return super().bind(path, names, need_label=need_label)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"columns": list(self.schema.categorical)}
+
+
+FORMATS = ("criteo", "avazu", "movielens", "frappe", "csv")
+
+
+def make_format(
+    name: str,
+    *,
+    task: str | None = None,
+    schema: Path | CsvSchema | None = None,
+    min_count: int | dict[str, int] | None = None,
+) -> RawFormat:
+    """The format object for ``--format name``."""
+    if name not in FORMATS:
+        raise ConfigError(
+            f"unknown format {name!r} (one of {', '.join(FORMATS)})", column="--format"
+        )
+    if schema is not None and name != "csv":
+        raise ConfigError("--schema is only for --format csv", column="--schema")
+    if name == "csv":
+        if schema is None:
+            raise ConfigError("--format csv needs --schema FILE", column="--schema")
+        parsed = schema if isinstance(schema, CsvSchema) else CsvSchema.load(Path(schema))
+        fmt = CsvFormat(parsed, min_count, task)
+        if not isinstance(schema, CsvSchema):
+            fmt.schema_path = Path(schema)
+        return fmt
+    t = task or "binary"
+    if name == "criteo":
+        return CriteoFormat(t, min_count)
+    if name == "avazu":
+        if t != "binary":
+            raise ConfigError("avazu is a binary task", column="--task")
+        return AvazuFormat(t, min_count)
+    if name == "movielens":
+        return MovieLensFormat(t, min_count)
+    return FrappeFormat(t, min_count)
