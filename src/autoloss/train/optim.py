@@ -7,6 +7,7 @@ is what makes Criteo-scale vocabularies cheap. Bias correction uses the global s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -48,14 +49,19 @@ class RowwiseAdam(torch.optim.Optimizer):
                 t = float(state["step"])
                 m_all, v_all = state["exp_avg"], state["exp_avg_sq"]
                 if grad.is_sparse:
-                    grad = grad.coalesce()
-                    idx = grad.indices()[0]
-                    g = grad.values()
-                    m = m_all.index_select(0, idx).mul_(b1).add_(g, alpha=1 - b1)
+                    idx = grad._indices()[0]
+                    # Autograd drops the "coalesced" flag when it stores .grad; strictly increasing
+                    # indices (what the unique-row lookup produces) are coalesced already.
+                    if not grad.is_coalesced() and not bool((idx[1:] > idx[:-1]).all()):
+                        grad = grad.coalesce()
+                        idx = grad._indices()[0]
+                    g = grad._values()
+                    m = m_all.index_select(0, idx).lerp_(g, 1 - b1)
                     v = v_all.index_select(0, idx).mul_(b2).addcmul_(g, g, value=1 - b2)
                     m_all.index_copy_(0, idx, m)
                     v_all.index_copy_(0, idx, v)
-                    denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+                    denom = v.sqrt_().mul_(1 / math.sqrt(1 - b2**t)).add_(eps)
+                    # rows are unique after coalescing, so index_add_ writes each row once
                     p.index_add_(0, idx, m.div_(denom), alpha=-lr / (1 - b1**t))
                 else:  # a dense gradient (e.g. sparse=False tables): plain Adam
                     m_all.mul_(b1).add_(grad, alpha=1 - b1)
