@@ -73,8 +73,9 @@ def copy_dataset_reference(dataset: EncodedDataset, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     src = Path(dataset.path)
     shutil.copy2(src / "meta.json", dest / "meta.json")
-    if (src / "vocab").is_dir():
-        shutil.copytree(src / "vocab", dest / "vocab", dirs_exist_ok=True)
+    for sub in ("vocab", "side"):  # side: e.g. MovieLens movies table for genres/year
+        if (src / sub).is_dir():
+            shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
 
 
 @dataclass

@@ -108,10 +108,11 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path, b
     model = ServingModel(run.model, run.spec).eval()
     n = len(encoded)
     probs = []
+    whole = encoded.batch()
     with torch.no_grad():
         for a in range(0, n, batch_size):
-            b = encoded.batch(a, min(n, a + batch_size))
-            probs.append(model(*b.inputs()).numpy())
+            part = [None if t is None else t[a : a + batch_size] for t in whole.inputs()]
+            probs.append(model(*part).numpy())
     p = np.concatenate(probs) if probs else np.zeros((0,))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
