@@ -23,7 +23,12 @@ def machine_info() -> str:
             mem = f"{kb / 2**20:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    parts = [f"cpu: {cpu}", f"cores: {os.cpu_count()}", f"memory: {mem}", f"python {platform.python_version()}"]
+    parts = [
+        f"cpu: {cpu}",
+        f"cores: {os.cpu_count()}",
+        f"memory: {mem}",
+        f"python {platform.python_version()}",
+    ]
     try:
         import torch
 

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
-
-from autoloss.models import model_names  # noqa: E402
-from autoloss.train.config import RunConfig  # noqa: E402
-from autoloss.train.run import train_run  # noqa: E402
+from _machine import machine_info
+from autoloss.models import model_names
+from autoloss.train.config import RunConfig
+from autoloss.train.run import train_run
 
 
 def main() -> None:
@@ -50,13 +49,20 @@ def main() -> None:
         t0 = time.perf_counter()
         _, r = train_run(cfg, overwrite=True, log=lambda s: None)
         rows.append((name, r, time.perf_counter() - t0))
-        print(f"{name}: test AUC {r['test']['auc']:.4f} logloss {r['test']['logloss']:.4f} "
-              f"(best epoch {r['best_epoch']}/{r['epochs']}, {r['train_rows_per_second']:,.0f} rows/s)", flush=True)
-    print(f"\n| model | test AUC | test logloss | valid AUC | best epoch / epochs | train rows/s | wall s |")
+        print(
+            f"{name}: test AUC {r['test']['auc']:.4f} logloss {r['test']['logloss']:.4f} "
+            f"(best epoch {r['best_epoch']}/{r['epochs']}, {r['train_rows_per_second']:,.0f} rows/s)",
+            flush=True,
+        )
+    print(
+        "\n| model | test AUC | test logloss | valid AUC | best epoch / epochs | train rows/s | wall s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r, wall in rows:
-        print(f"| {name} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | {r['valid']['auc']:.4f} | "
-              f"{r['best_epoch']} / {r['epochs']} | {r['train_rows_per_second']:,.0f} | {wall:.0f} |")
+        print(
+            f"| {name} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | {r['valid']['auc']:.4f} | "
+            f"{r['best_epoch']} / {r['epochs']} | {r['train_rows_per_second']:,.0f} | {wall:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,18 +24,19 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
-
-from autoloss.data.batches import BatchIterator  # noqa: E402
-from autoloss.data.store import EncodedDataset  # noqa: E402
-from autoloss.train.config import RunConfig  # noqa: E402
-from autoloss.train.trainer import Trainer  # noqa: E402
+from _machine import machine_info
+from autoloss.data.batches import BatchIterator
+from autoloss.data.store import EncodedDataset
+from autoloss.train.config import RunConfig
+from autoloss.train.trainer import Trainer
 
 
 class PlainDeepFM(nn.Module):
     """The reference: what a competent user writes by hand (logits out, BCE-with-logits outside)."""
 
-    def __init__(self, vocab: list[int], dim: int = 16, hidden: tuple[int, ...] = (128, 128)) -> None:
+    def __init__(
+        self, vocab: list[int], dim: int = 16, hidden: tuple[int, ...] = (128, 128)
+    ) -> None:
         super().__init__()
         self.register_buffer("offsets", torch.tensor(np.concatenate([[0], np.cumsum(vocab)[:-1]])))
         total = int(sum(vocab))
@@ -90,7 +90,15 @@ def plain_loop(data: EncodedDataset, steps: int, batch: int, seed: int) -> float
     return rows / (time.perf_counter() - t0)
 
 
-def ours(data: EncodedDataset, method: str, steps: int, batch: int, seed: int, device: str, **loss_kw: object) -> float:
+def ours(
+    data: EncodedDataset,
+    method: str,
+    steps: int,
+    batch: int,
+    seed: int,
+    device: str,
+    **loss_kw: object,
+) -> float:
     cfg = RunConfig()
     cfg.data.path = str(data.path)
     cfg.model.name = "deepfm"
@@ -125,28 +133,61 @@ def main() -> None:
     raw = work / f"criteo-synth-{args.rows}.txt"
     data_dir = work / f"criteo-synth-{args.rows}-mc1"
     if not raw.exists():
-        subprocess.run([sys.executable, "-m", "autoloss", "synth", "criteo", "--rows", str(args.rows), "--out", str(raw)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "autoloss",
+                "synth",
+                "criteo",
+                "--rows",
+                str(args.rows),
+                "--out",
+                str(raw),
+            ],
+            check=True,
+        )
     if not data_dir.exists():
         subprocess.run(
-            [sys.executable, "-m", "autoloss", "prepare", "--format", "criteo", "--input", str(raw),
-             "--out", str(data_dir), "--min-count", "1"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "autoloss",
+                "prepare",
+                "--format",
+                "criteo",
+                "--input",
+                str(raw),
+                "--out",
+                str(data_dir),
+                "--min-count",
+                "1",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
     data = EncodedDataset(data_dir)
     vocab = sum(data.spec.cat_vocab)
-    print(f"data: {len(data.split('train')):,} train rows, {len(data.spec.cat_vocab)} fields, "
-          f"{vocab:,} embedding rows; batch {args.batch_size}, {args.steps} steps per method")
+    print(
+        f"data: {len(data.split('train')):,} train rows, {len(data.spec.cat_vocab)} fields, "
+        f"{vocab:,} embedding rows; batch {args.batch_size}, {args.steps} steps per method"
+    )
     results: dict[str, float] = {}
     for m in args.methods.split(","):
         t0 = time.perf_counter()
         if m == "plain":
             rps = plain_loop(data, args.steps, args.batch_size, 0)
         elif m == "unrolled":
-            rps = ours(data, "autoloss", args.steps, args.batch_size, 0, args.device, mode="unrolled")
+            rps = ours(
+                data, "autoloss", args.steps, args.batch_size, 0, args.device, mode="unrolled"
+            )
         else:
             rps = ours(data, m, args.steps, args.batch_size, 0, args.device)
         results[m] = rps
-        print(f"{m:>10}: {rps:10,.0f} rows/s  ({time.perf_counter() - t0:.1f}s wall incl. set-up)", flush=True)
+        print(
+            f"{m:>10}: {rps:10,.0f} rows/s  ({time.perf_counter() - t0:.1f}s wall incl. set-up)",
+            flush=True,
+        )
     if "ce" in results:
         print("time per row relative to autoloss --loss ce:")
         for m, r in results.items():

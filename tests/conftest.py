@@ -28,18 +28,26 @@ def write_encoded_dataset(
     if num_classes == 2:
         y = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.int32)
     else:
-        cuts = np.quantile(score + rng.normal(0, 0.5, rows), np.linspace(0, 1, num_classes + 1)[1:-1])
+        cuts = np.quantile(
+            score + rng.normal(0, 0.5, rows), np.linspace(0, 1, num_classes + 1)[1:-1]
+        )
         y = np.searchsorted(cuts, score).astype(np.int32)
     root.mkdir(parents=True, exist_ok=True)
     n_train = int(rows * split[0])
     n_valid = int(rows * split[1])
-    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, rows)}
+    bounds = {
+        "train": (0, n_train),
+        "valid": (n_train, n_train + n_valid),
+        "test": (n_train + n_valid, rows),
+    }
     for name, (a, b) in bounds.items():
         d = root / name
         d.mkdir(exist_ok=True)
         np.save(d / "x.npy", x[a:b])
         np.save(d / "y.npy", y[a:b])
-    fields = [{"name": f"f{i}", "kind": "categorical", "vocab_size": int(v)} for i, v in enumerate(vocab)]
+    fields = [
+        {"name": f"f{i}", "kind": "categorical", "vocab_size": int(v)} for i, v in enumerate(vocab)
+    ]
     meta = {
         "format_version": 1,
         "format": "synthetic",
@@ -56,7 +64,9 @@ def write_encoded_dataset(
     vd.mkdir(exist_ok=True)
     for f in fields:
         values = [str(i) for i in range(1, f["vocab_size"])]
-        (vd / f"{f['name']}.json").write_text(json.dumps({"field": f["name"], "kind": "categorical", "values": values}))
+        (vd / f"{f['name']}.json").write_text(
+            json.dumps({"field": f["name"], "kind": "categorical", "values": values})
+        )
     return root
 
 

@@ -51,7 +51,7 @@ def test_rowwise_adam_matches_sparse_adam() -> None:
 def test_optimizer_splits_sparse_tables_from_dense_parameters() -> None:
     spec = FeatureSpec(cat_names=("a", "b"), cat_vocab=(5, 7))
     model = build_model("deepfm", spec, embed_dim=4, mlp=(8,))
-    sparse, dense = split_parameters(model)
+    sparse, _dense = split_parameters(model)
     assert len(sparse) == 2  # embedding + linear tables
     assert all(p.dim() == 2 and p.shape[0] == 5 + 7 + 1 for p in sparse)
     opt = RecommenderOptimizer(model, lr=1e-2)

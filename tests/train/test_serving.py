@@ -18,15 +18,36 @@ from autoloss.train.serving import ServingModel
 @pytest.fixture
 def trained_run(tiny_dataset: Path, tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    args = ["train", "--data", str(tiny_dataset), "--model", "deepfm", "--loss", "ce", "--epochs", "1",
-            "--embed-dim", "8", "--mlp", "16", "--out", str(run), "--progress", "off", "--device", "cpu"]
+    args = [
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--model",
+        "deepfm",
+        "--loss",
+        "ce",
+        "--epochs",
+        "1",
+        "--embed-dim",
+        "8",
+        "--mlp",
+        "16",
+        "--out",
+        str(run),
+        "--progress",
+        "off",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     return run
 
 
 def _reference(run_dir: Path, data: Path) -> tuple[torch.Tensor, np.ndarray]:
     run = load_run(run_dir)
-    batch = next(iter(BatchIterator(EncodedDataset(data).split("test"), 64, shuffle=False).epoch(0)))
+    batch = next(
+        iter(BatchIterator(EncodedDataset(data).split("test"), 64, shuffle=False).epoch(0))
+    )
     with torch.no_grad():
         ref = ServingModel(run.model, run.spec).eval()(batch.x).numpy()
     return batch.x, ref
@@ -34,7 +55,10 @@ def _reference(run_dir: Path, data: Path) -> tuple[torch.Tensor, np.ndarray]:
 
 def test_export_torchscript(trained_run: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
-    assert main(["export", "--run", str(trained_run), "--format", "torchscript", "--out", str(out)]) == 0
+    assert (
+        main(["export", "--run", str(trained_run), "--format", "torchscript", "--out", str(out)])
+        == 0
+    )
     x, ref = _reference(trained_run, tiny_dataset)
     loaded = torch.jit.load(str(out))
     np.testing.assert_allclose(loaded(x).detach().numpy(), ref, rtol=1e-5, atol=1e-6)
@@ -58,13 +82,52 @@ def test_predict_raw_movielens_rows(tmp_path: Path) -> None:
     n = 3000
     users, items = rng.integers(1, 60, n), rng.integers(1, 200, n)
     ratings = np.clip(np.round((users % 5 + items % 3) / 1.5 * 2) / 2 + 0.5, 0.5, 5.0)
-    lines = ["userId,movieId,rating,timestamp"] + [f"{u},{i},{r},{1000 + k}" for k, (u, i, r) in enumerate(zip(users, items, ratings))]
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u},{i},{r},{1000 + k}" for k, (u, i, r) in enumerate(zip(users, items, ratings))
+    ]
     raw.write_text("\n".join(lines) + "\n")
     data = tmp_path / "ml"
-    assert main(["prepare", "--format", "movielens", "--input", str(raw), "--out", str(data), "--min-count", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--format",
+                "movielens",
+                "--input",
+                str(raw),
+                "--out",
+                str(data),
+                "--min-count",
+                "1",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--loss", "ce", "--epochs", "1", "--embed-dim", "4", "--mlp", "8",
-                 "--out", str(run), "--progress", "off", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--loss",
+                "ce",
+                "--epochs",
+                "1",
+                "--embed-dim",
+                "4",
+                "--mlp",
+                "8",
+                "--out",
+                str(run),
+                "--progress",
+                "off",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     new = tmp_path / "new.csv"
     new.write_text("userId,movieId,rating,timestamp\n1,1,4.0,5\n999999,1,3.0,6\n2,5,1.0,7\n")
     scores = tmp_path / "scores.csv"

@@ -36,7 +36,16 @@ def test_training_learns_and_writes_run_dir(tiny_dataset: Path, tmp_path: Path) 
     cfg = small_cfg(tiny_dataset, out=str(tmp_path / "run"))
     run_dir, result = train_run(cfg, log=lambda s: None)
     assert result["test"]["auc"] > 0.7
-    for key in ("valid", "best_epoch", "epochs", "train_seconds", "train_rows_per_second", "method", "model", "seed"):
+    for key in (
+        "valid",
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "train_rows_per_second",
+        "method",
+        "model",
+        "seed",
+    ):
         assert key in result
     for name in ("config.yaml", "metrics.jsonl", "result.json", "model.pt", "dataset/meta.json"):
         assert (run_dir / name).is_file(), name
@@ -56,10 +65,14 @@ def test_same_seed_same_metrics(tiny_dataset: Path) -> None:
     assert r1["test"] != r3["test"]
 
 
-def test_early_stopping_keeps_best_epoch(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_stopping_keeps_best_epoch(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scripted = iter([0.60, 0.70, 0.65, 0.64, 0.99])
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    trainer = Trainer(small_cfg(tiny_dataset, train__epochs=10, train__patience=2), log=lambda s: None)
+    trainer = Trainer(
+        small_cfg(tiny_dataset, train__epochs=10, train__patience=2), log=lambda s: None
+    )
     real_eval = trainer.evaluate_split
 
     def fake_eval(split: str) -> dict[str, float]:
@@ -103,7 +116,9 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_dataset: Path, tmp_pa
     assert resumed["epochs"] == expected["epochs"]
 
 
-def test_failed_start_leaves_no_run_dir(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_start_leaves_no_run_dir(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "never"
     code = main(["train", "--data", str(tiny_dataset), "--model", "nosuchmodel", "--out", str(out)])
     assert code == 2
@@ -113,10 +128,31 @@ def test_failed_start_leaves_no_run_dir(tiny_dataset: Path, tmp_path: Path, caps
 
 
 @pytest.mark.e2e
-def test_cli_train_then_evaluate_reproduces_result(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_then_evaluate_reproduces_result(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
-    args = ["train", "--data", str(tiny_dataset), "--loss", "uniform", "--epochs", "2", "--batch-size", "256",
-            "--embed-dim", "8", "--mlp", "16", "--out", str(run), "--progress", "off", "--device", "cpu"]
+    args = [
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--loss",
+        "uniform",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--embed-dim",
+        "8",
+        "--mlp",
+        "16",
+        "--out",
+        str(run),
+        "--progress",
+        "off",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert "test AUC" in capsys.readouterr().out
     result = json.loads((run / "result.json").read_text())
@@ -125,14 +161,18 @@ def test_cli_train_then_evaluate_reproduces_result(tiny_dataset: Path, tmp_path:
     assert out["auc"] == pytest.approx(result["test"]["auc"], abs=1e-12)
     assert out["logloss"] == pytest.approx(result["test"]["logloss"], abs=1e-9)
     # the saved config repeats the run exactly
-    assert main(["train", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
+    assert (
+        main(["train", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
+    )
     again = json.loads((tmp_path / "again" / "result.json").read_text())
     assert again["test"] == result["test"]
     # an existing run dir is refused without --overwrite
     assert main(args) == 2
 
 
-def test_corrupt_checkpoint_is_one_line_error(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_checkpoint_is_one_line_error(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     train_run(small_cfg(tiny_dataset, out=str(run), train__epochs=1), log=lambda s: None)
     (run / "model.pt").write_bytes(b"not a checkpoint")
@@ -142,6 +182,8 @@ def test_corrupt_checkpoint_is_one_line_error(tiny_dataset: Path, tmp_path: Path
 
 
 def test_multiclass_training(tiny_multiclass_dataset: Path) -> None:
-    result = Trainer(small_cfg(tiny_multiclass_dataset, loss__method="uniform"), log=lambda s: None).fit()
+    result = Trainer(
+        small_cfg(tiny_multiclass_dataset, loss__method="uniform"), log=lambda s: None
+    ).fit()
     assert result["task"] == "multiclass"
     assert result["test"]["auc"] > 0.6

@@ -60,7 +60,9 @@ def parse_method(method: str, cfg: LossConfig) -> tuple[str, LossConfig]:
         try:
             w = [float(v) for v in raw.split(",") if v.strip()]
         except ValueError:
-            raise RegistryError(f"--loss {method}: weights must be numbers, e.g. weights:1,1,0,2") from None
+            raise RegistryError(
+                f"--loss {method}: weights must be numbers, e.g. weights:1,1,0,2"
+            ) from None
         return "weights", replace(cfg, weights=w)
     return method, cfg
 

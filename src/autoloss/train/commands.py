@@ -14,8 +14,16 @@ from autoloss.train.config import RunConfig
 TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
     "--data": ("data.path", str, "encoded dataset directory (default: embedded MovieLens)"),
     "--task": ("data.task", str, "task of the embedded default: binary | multiclass"),
-    "--model": ("model.name", str, "model name (lr, fm, deepfm, ipnn, nfm, autoint, widedeep, dcn, dcnv2, xdeepfm)"),
-    "--loss": ("loss.method", str, "loss method: ce, focal, kl, hinge, mse, uniform, weights:a,b,..., search, darts, slf, autoloss-soft, autoloss"),
+    "--model": (
+        "model.name",
+        str,
+        "model name (lr, fm, deepfm, ipnn, nfm, autoint, widedeep, dcn, dcnv2, xdeepfm)",
+    ),
+    "--loss": (
+        "loss.method",
+        str,
+        "loss method: ce, focal, kl, hinge, mse, uniform, weights:a,b,..., search, darts, slf, autoloss-soft, autoloss",
+    ),
     "--candidates": ("loss.candidates", str, "candidate losses, e.g. focal,kl,hinge,ce"),
     "--epochs": ("train.epochs", int, "maximum epochs"),
     "--patience": ("train.patience", int, "early-stopping patience (validation AUC)"),
@@ -43,10 +51,22 @@ def add_training_options(p: argparse.ArgumentParser, *, with_out: bool = True) -
     g.add_argument("--config", help="YAML config file (a run's config.yaml repeats that run)")
     for flag, (key, kind, text) in TRAINING_FLAGS.items():
         g.add_argument(flag, dest=key.replace(".", "__"), type=kind, default=None, help=text)
-    g.add_argument("--hard", dest="loss__hard", action="store_const", const=True, default=None,
-                   help="straight-through hard Gumbel samples")
-    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config setting, e.g. --set model.cross_layers=4 (repeatable)")
+    g.add_argument(
+        "--hard",
+        dest="loss__hard",
+        action="store_const",
+        const=True,
+        default=None,
+        help="straight-through hard Gumbel samples",
+    )
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config setting, e.g. --set model.cross_layers=4 (repeatable)",
+    )
     if with_out:
         g.add_argument("--out", help="run directory (default runs/<model>-<loss>-s<seed>-<time>)")
 
@@ -100,7 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from autoloss.train.trainer import predict_logits, resolve_device
 
     run = load_run(args.run, device=args.device)
-    data = EncodedDataset(args.data or run.cfg.data.path)
+    path = args.data or run.cfg.data.path
+    if path is None:
+        raise ConfigError("--data is needed: the run's config names no dataset")
+    data = EncodedDataset(path)
     if data.spec != run.spec:
         raise ConfigError(f"--data {data.path}: features differ from the run's training data")
     it = BatchIterator(data.split(args.split), run.cfg.data.eval_batch_size, shuffle=False)
@@ -112,7 +135,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model with a loss method", description="Train a model.")
+    p = sub.add_parser(
+        "train", help="train a model with a loss method", description="Train a model."
+    )
     add_training_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")

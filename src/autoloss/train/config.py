@@ -213,7 +213,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting '{key}' has an invalid value {value!r} (expected {ann})") from None
+        raise ConfigError(
+            f"setting '{key}' has an invalid value {value!r} (expected {ann})"
+        ) from None
 
 
 def _as_list(value: Any, kind: type) -> list[Any]:

@@ -79,7 +79,7 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
         if isinstance(mod, nn.Embedding | nn.EmbeddingBag) and mod.sparse:
             if id(mod.weight) not in sparse_ids:
                 sparse_ids.add(id(mod.weight))
-                sparse.append(mod.weight)
+                sparse.append(mod.weight)  # type: ignore[arg-type]
     dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
     return sparse, dense
 
@@ -88,7 +88,11 @@ class RecommenderOptimizer:
     """Row-wise Adam on the sparse tables plus Adam (with optional L2) on dense parameters."""
 
     def __init__(
-        self, model: nn.Module, lr: float, embedding_lr: float | None = None, weight_decay: float = 0.0
+        self,
+        model: nn.Module,
+        lr: float,
+        embedding_lr: float | None = None,
+        weight_decay: float = 0.0,
     ) -> None:
         sparse, dense = split_parameters(model)
         self.sparse = RowwiseAdam(sparse, lr=embedding_lr or lr) if sparse else None

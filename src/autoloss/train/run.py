@@ -25,7 +25,10 @@ from autoloss.train.trainer import Trainer, build_recommender, load_checkpoint_f
 
 def default_run_dir(cfg: RunConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model.name}-{cfg.loss.method.replace(':', '_')}-s{cfg.train.seed}-{stamp}"
+    return (
+        Path("runs")
+        / f"{cfg.model.name}-{cfg.loss.method.replace(':', '_')}-s{cfg.train.seed}-{stamp}"
+    )
 
 
 def train_run(
@@ -37,7 +40,9 @@ def train_run(
     if run_dir.exists() and not resume:
         if any(run_dir.iterdir()) and not overwrite:
             hint = " (an unfinished run: add --resume)" if ckpt.exists() else ""
-            raise ConfigError(f"--out {run_dir}: directory exists and is not empty{hint}; use --overwrite to replace it")
+            raise ConfigError(
+                f"--out {run_dir}: directory exists and is not empty{hint}; use --overwrite to replace it"
+            )
     if resume and not ckpt.exists():
         if (run_dir / "result.json").exists():
             return run_dir, json.loads((run_dir / "result.json").read_text())
@@ -104,7 +109,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     try:
         model.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"weights do not match the model: {str(exc).splitlines()[0]}", path=rd / "model.pt") from None
+        raise CheckpointError(
+            f"weights do not match the model: {str(exc).splitlines()[0]}", path=rd / "model.pt"
+        ) from None
     model.to(resolve_device(device)).eval()
-    result = json.loads((rd / "result.json").read_text()) if (rd / "result.json").is_file() else None
+    result = (
+        json.loads((rd / "result.json").read_text()) if (rd / "result.json").is_file() else None
+    )
     return LoadedRun(rd, cfg, spec, meta, model, result)

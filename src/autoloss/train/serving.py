@@ -37,7 +37,9 @@ class ServingModel(nn.Module):
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)
 
 
-def example_inputs(spec: FeatureSpec, meta: dict[str, Any], batch: int = 4) -> tuple[torch.Tensor, ...]:
+def example_inputs(
+    spec: FeatureSpec, meta: dict[str, Any], batch: int = 4
+) -> tuple[torch.Tensor, ...]:
     """Inputs of the right shapes and dtypes for tracing/export (only the kinds the data has)."""
     x = torch.zeros(batch, len(spec.cat_names), dtype=torch.long)
     inputs: list[torch.Tensor] = [x]
@@ -66,9 +68,17 @@ class _Positional(nn.Module):
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     run = load_run(run_dir, device="cpu")
-    wrapped = _Positional(ServingModel(run.model, run.spec).eval(), bool(run.spec.dense_names), bool(run.spec.bag_names))
+    wrapped = _Positional(
+        ServingModel(run.model, run.spec).eval(),
+        bool(run.spec.dense_names),
+        bool(run.spec.bag_names),
+    )
     inputs = example_inputs(run.spec, run.meta)
-    names = ["x"] + (["dense"] if run.spec.dense_names else []) + (["bags"] if run.spec.bag_names else [])
+    names = (
+        ["x"]
+        + (["dense"] if run.spec.dense_names else [])
+        + (["bags"] if run.spec.bag_names else [])
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target, then rename: a failed export leaves no file.
@@ -99,7 +109,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 20000) -> int:
+def predict_file(
+    run_dir: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 20000
+) -> int:
     """Score the raw rows of ``input_path``; writes a CSV, returns the number of rows."""
     from autoloss.data.encoder import RowEncoder
 
@@ -123,7 +135,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path, b
             w.writerow(["prob"])
             w.writerows([[f"{v:.6f}"] for v in p])
         else:
-            w.writerow(["pred", *[f"p{c}" for c in range(p.shape[1])]])
+            w.writerow(["pred", *[f"p{c}" for c in range(int(p.shape[-1]))]])
             pred = p.argmax(1)
             for i in range(n):
                 w.writerow([int(pred[i]), *[f"{v:.6f}" for v in p[i]]])
@@ -146,7 +158,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("predict", help="score raw rows with a trained run")
     p.add_argument("--run", required=True)
-    p.add_argument("--input", required=True, help="raw rows in the format the dataset was prepared from")
+    p.add_argument(
+        "--input", required=True, help="raw rows in the format the dataset was prepared from"
+    )
     p.add_argument("--out", required=True, help="output CSV (prob, or pred,p0..pC-1)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="export a trained model for serving")

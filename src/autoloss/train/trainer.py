@@ -91,6 +91,12 @@ def predict_logits(
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
 
 
+def model_regularization(model: nn.Module) -> torch.Tensor | float:
+    """The model's penalty on the embedding rows of its last forward (0 if it has none)."""
+    fn = getattr(model, "regularization", None)
+    return fn() if callable(fn) else 0.0
+
+
 class _ValidStream:
     """An endless stream of validation mini-batches, reshuffled each time it is exhausted."""
 
@@ -105,7 +111,9 @@ class _ValidStream:
             except StopIteration:
                 self._cur = iter(self.it.epoch(self.epoch))
                 self.epoch += 1
-        raise ConfigError("the validation split is empty; a learnt loss policy needs validation rows")
+        raise ConfigError(
+            "the validation split is empty; a learnt loss policy needs validation rows"
+        )
 
 
 class Trainer:
@@ -172,8 +180,7 @@ class Trainer:
         logits = model(*batch.inputs())
         losses = self.candidates(logits, batch.y)
         w = weights_fn(PolicyInput(logits, batch.y, losses, self.step))
-        reg = model.regularization() if hasattr(model, "regularization") else 0.0
-        return (w * losses).sum(1).mean() + reg
+        return (w * losses).sum(1).mean() + model_regularization(model)
 
     # ------------------------------------------------------------------ records
     def _record(self, rec: dict[str, Any]) -> None:
@@ -199,7 +206,12 @@ class Trainer:
         self._record(rec)
         improved = m["auc"] > self.best["auc"]
         if improved:
-            self.best = {"auc": m["auc"], "logloss": m["logloss"], "epoch": self.epoch, "step": self.step}
+            self.best = {
+                "auc": m["auc"],
+                "logloss": m["logloss"],
+                "epoch": self.epoch,
+                "step": self.step,
+            }
             self.bad_evals = 0
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
@@ -238,7 +250,9 @@ class Trainer:
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint does not match this run: {str(exc).splitlines()[0]}", path=path) from None
+            raise CheckpointError(
+                f"checkpoint does not match this run: {str(exc).splitlines()[0]}", path=path
+            ) from None
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.rows_seen = int(state["rows_seen"])
@@ -280,9 +294,7 @@ class Trainer:
                 losses = cands(logits, batch.y)
                 inp = PolicyInput(logits, batch.y, losses, self.step)
                 weights = policy.weights(inp)
-                loss = (weights * losses).sum(1).mean()
-                if hasattr(model, "regularization"):
-                    loss = loss + model.regularization()
+                loss = (weights * losses).sum(1).mean() + model_regularization(model)
                 opt.zero_grad()
                 policy.zero_grad(set_to_none=True)
                 loss.backward()
@@ -308,12 +320,23 @@ class Trainer:
                 if self.step % log_every == 0:
                     stats = policy.stats(inp, weights)
                     if stats or rec:
-                        self._record({"type": "policy", "step": self.step, "rows": self.rows_seen, **stats, **rec})
+                        self._record(
+                            {
+                                "type": "policy",
+                                "step": self.step,
+                                "rows": self.rows_seen,
+                                **stats,
+                                **rec,
+                            }
+                        )
                 if progress is not None:
                     progress.update(1)
                     if self.step % 20 == 0:
                         el = self.train_seconds + time.perf_counter() - t_epoch
-                        progress.set_postfix(loss=f"{float(loss):.4f}", rows_s=f"{self.rows_seen / max(el, 1e-9):,.0f}")
+                        progress.set_postfix(
+                            loss=f"{float(loss):.4f}",
+                            rows_s=f"{self.rows_seen / max(el, 1e-9):,.0f}",
+                        )
                 limit = cfg.train.max_steps > 0 and self.step >= cfg.train.max_steps
                 if limit or (eval_every > 0 and self.step % eval_every == 0):
                     self.train_seconds += time.perf_counter() - t_epoch
@@ -374,7 +397,9 @@ def _progress(mode: str, total: int, initial: int) -> Any:
 
 
 def save_weights(run_dir: Path, model: nn.Module, policy: LossPolicy, spec: FeatureSpec) -> None:
-    torch.save({"format": "autoloss-model-1", "state_dict": model.state_dict()}, run_dir / "model.pt")
+    torch.save(
+        {"format": "autoloss-model-1", "state_dict": model.state_dict()}, run_dir / "model.pt"
+    )
     ctrl = policy.controller_state()
     if ctrl is not None:
         torch.save(ctrl, run_dir / "controller.pt")
@@ -387,7 +412,9 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, runtime) for corrupt files
-        raise CheckpointError(f"corrupt or unreadable checkpoint ({type(exc).__name__})", path=path) from None
+        raise CheckpointError(
+            f"corrupt or unreadable checkpoint ({type(exc).__name__})", path=path
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError("not an autoloss checkpoint", path=path)
     return state
