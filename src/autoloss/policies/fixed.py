@@ -16,6 +16,7 @@ class FixedWeights(LossPolicy):
     """The same weight vector for every example and step."""
 
     name = "weights"
+    fixed: torch.Tensor
 
     def __init__(self, candidates: CandidateSet, weights: Sequence[float]) -> None:
         super().__init__(candidates)

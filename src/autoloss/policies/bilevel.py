@@ -1,0 +1,443 @@
+"""Bi-level learning of a loss policy on validation batches (DARTS-style hypergradients).
+
+A :class:`BilevelPolicy` owns parameters V (the AutoLoss controller, or DARTS's global logits) and a
+differentiable weighting ``policy_weights(logits, y, step) -> (B, K)``. The recommender W trains on
+the weighted training loss with the weights held constant; every ``update_every`` recommender
+steps the trainer calls :meth:`BilevelPolicy.update` with a validation batch and V takes one Adam
+step on
+
+* ``first-order`` (ξ = 0): the weighted validation loss ``mean_b Σ_k p_k ℓ_k(W)``, W fixed;
+* ``unrolled`` (ξ > 0): plain CE on the validation batch at ``W' = W - ξ ∇_W L_train(W, V)``
+  (DARTS one-step), with ``∇_V`` computed either by central finite differences of
+  ``∇_V L_train(W ± ε ∇_{W'} L_val, V)`` (DARTS eq. 7/8) or exactly by autograd through the
+  virtual step (``torch.func.functional_call`` with ``create_graph``).
+
+The recommender never changes during V's step: parameters perturbed in place are restored bit for
+bit from saved copies, training-mode forwards save and restore every buffer (BatchNorm running
+statistics), validation forwards run in eval mode, and all gradients are taken with
+``torch.autograd.grad`` so no recommender ``.grad`` is written.
+
+Sparse embedding tables (``nn.Embedding(sparse=True)``) are never copied densely by the
+finite-difference path (it perturbs only the rows present in the sparse gradients); the exact
+autograd path needs dense copies of each table per update (see :func:`_unrolled_autograd`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoloss.errors import ConfigError
+from autoloss.losses import CandidateSet
+from autoloss.policies.base import LossPolicy, PolicyInput, UpdateContext
+from autoloss.train.config import LossConfig
+
+MODES = ("first-order", "unrolled")
+UNROLLED_IMPLS = ("finite-difference", "autograd")
+#: DARTS's finite-difference radius: ε = FD_RADIUS / ‖∇_{W'} L_val‖.
+FD_RADIUS = 0.01
+
+Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_bilevel_config(cfg: LossConfig) -> None:
+    """Raise :class:`ConfigError` for an invalid mode, implementation, ξ, f or learning rate."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"loss.mode {cfg.mode!r}: expected one of {', '.join(MODES)}")
+    if cfg.unrolled_impl not in UNROLLED_IMPLS:
+        raise ConfigError(
+            f"loss.unrolled_impl {cfg.unrolled_impl!r}: expected one of {', '.join(UNROLLED_IMPLS)}"
+        )
+    if cfg.mode == "unrolled" and not (cfg.xi > 0 and math.isfinite(cfg.xi)):
+        raise ConfigError(f"loss.xi must be > 0 with mode unrolled, got {cfg.xi}")
+    if cfg.update_every < 1:
+        raise ConfigError(f"loss.update_every must be >= 1, got {cfg.update_every}")
+    if not cfg.controller_lr > 0:
+        raise ConfigError(f"loss.controller_lr must be > 0, got {cfg.controller_lr}")
+
+
+def evaluation_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Plain cross-entropy (the evaluation loss): BCE with logits (B,) or CE with logits (B, C)."""
+    if logits.dim() == 1:
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+    return F.cross_entropy(logits, y.long())
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeping the recommender unchanged
+
+
+@contextmanager
+def recommender_mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Run ``model`` in train/eval mode; afterwards restore its mode and (if training) buffers.
+
+    A training-mode forward updates BatchNorm running statistics; the controller's step must not.
+    Every buffer is swapped for a copy for the duration (the forward updates the copy), and the
+    originals are put back untouched: nothing the autograd graph saved is modified in place.
+    """
+    was = model.training
+    swapped: list[tuple[dict[str, torch.Tensor | None], str, torch.Tensor]] = []
+    if training:
+        for mod in model.modules():
+            for name, buf in mod._buffers.items():
+                if buf is not None:
+                    swapped.append((mod._buffers, name, buf))
+        for bufs, name, buf in swapped:
+            bufs[name] = buf.clone()
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(was)
+        for bufs, name, buf in swapped:
+            bufs[name] = buf
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+class _Perturbation:
+    """An in-place step ``W += a·d`` on some parameters that can be undone exactly.
+
+    Dense directions save a copy of the parameter; sparse directions (row-sparse COO gradients of
+    embedding tables) save only the rows they touch.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], direction: Sequence[torch.Tensor | None]):
+        self.items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        for p, d in zip(params, direction):
+            if d is None:
+                continue
+            if d.is_sparse:
+                d = d.coalesce()
+                idx = d.indices()[0]
+                self.items.append((p, d.values(), idx, p.detach().index_select(0, idx)))
+            else:
+                self.items.append((p, d, None, p.detach().clone()))
+
+    @torch.no_grad()
+    def apply(self, alpha: float) -> None:
+        for p, d, idx, _ in self.items:
+            if idx is None:
+                p.add_(d, alpha=alpha)
+            else:
+                p.index_add_(0, idx, d, alpha=alpha)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, _, idx, saved in self.items:
+            if idx is None:
+                p.copy_(saved)
+            else:
+                p.index_copy_(0, idx, saved)
+
+
+def _norm(grads: Sequence[torch.Tensor | None]) -> float:
+    total = 0.0
+    for g in grads:
+        if g is None:
+            continue
+        v = g.coalesce().values() if g.is_sparse else g
+        total += float(v.double().pow(2).sum())
+    return math.sqrt(total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hypergradients: each returns (objective value, gradients w.r.t. the policy parameters V)
+
+
+def first_order(
+    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter]
+) -> tuple[float, list[torch.Tensor | None]]:
+    """∇_V of the weighted validation loss ``mean_b Σ_k p_k ℓ_k(W)`` with W fixed.
+
+    The recommender's validation logits come from an eval-mode forward (as at evaluation time),
+    so they are constants: no recommender graph, no BatchNorm statistics touched.
+    """
+    vb = ctx.valid_batch
+    with recommender_mode(ctx.model, False), torch.no_grad():
+        logits = ctx.model(*vb.inputs())
+        losses = ctx.candidates(logits, vb.y)
+    p = weigh(logits, vb.y)
+    obj = (p * losses).sum(1).mean()
+    grads = torch.autograd.grad(obj, list(params), allow_unused=True)
+    return float(obj.detach()), list(grads)
+
+
+def unrolled(
+    ctx: UpdateContext,
+    weigh: Weigh,
+    params: Sequence[nn.Parameter],
+    xi: float,
+    impl: str = "finite-difference",
+) -> tuple[float, list[torch.Tensor | None]]:
+    """∇_V of ``CE_val(W - ξ ∇_W L_train(W, V))``; ``impl`` is finite-difference or autograd.
+
+    ``L_train`` is ``ctx.train_loss`` on ``ctx.train_batch`` (training mode, the recommender's own
+    objective including regularisation) with weights ``weigh(ŷ(W), y)``: the controller input is
+    taken at the current W and held there, matching the recommender step, where ŷ is detached.
+    """
+    if impl == "autograd":
+        return _unrolled_autograd(ctx, weigh, params, xi)
+    return _unrolled_finite_difference(ctx, weigh, params, xi)
+
+
+def _unrolled_finite_difference(
+    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
+) -> tuple[float, list[torch.Tensor | None]]:
+    model, tb, vb = ctx.model, ctx.train_batch, ctx.valid_batch
+    device = tb.y.device
+    w_params = [p for p in model.parameters() if p.requires_grad]
+    held: dict[str, torch.Tensor] = {}
+
+    def weights_at_w(inp: PolicyInput) -> torch.Tensor:
+        held["p"] = weigh(inp.logits.detach(), inp.y)  # attached to V; input fixed at W
+        return held["p"].detach()
+
+    # 1. g = ∇_W L_train(W, V) (p constant), then the virtual step W' = W - ξ g.
+    rng_before = _rng_state(device)
+    with recommender_mode(model, True):
+        loss = ctx.train_loss(model, tb, weights_at_w)
+        g = torch.autograd.grad(loss, w_params, allow_unused=True)
+    rng_after = _rng_state(device)
+    step = _Perturbation(w_params, g)
+    step.apply(-xi)
+    try:
+        # 2. dw = ∇_{W'} CE_val(W').
+        with recommender_mode(model, False):
+            val = evaluation_loss(model(*vb.inputs()), vb.y)
+            dw = torch.autograd.grad(val, w_params, allow_unused=True)
+    finally:
+        step.restore()
+    norm = _norm(dw)
+    if not (norm > 0 and math.isfinite(norm)):
+        return float(val.detach()), [None] * len(params)
+    eps = FD_RADIUS / norm
+
+    # 3. ∇_V L_train(W ± ε dw, V), same dropout masks and controller sample as in step 1.
+    p_attached = held["p"]
+    sides = []
+    for sign in (1.0, -1.0):
+        pert = _Perturbation(w_params, dw)
+        pert.apply(sign * eps)
+        try:
+            _set_rng_state(rng_before, device)
+            with recommender_mode(model, True):
+                sides.append(ctx.train_loss(model, tb, lambda inp: p_attached))
+        finally:
+            pert.restore()
+    _set_rng_state(rng_after, device)
+    grads = torch.autograd.grad(sides[0] - sides[1], list(params), allow_unused=True)
+    scale = -xi / (2 * eps)
+    return float(val.detach()), [None if gr is None else gr * scale for gr in grads]
+
+
+def _sparse_table_names(model: nn.Module) -> set[str]:
+    """Parameter names of the sparse embedding tables (``nn.Embedding/EmbeddingBag(sparse=True)``)."""
+    names: set[str] = set()
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.Embedding | nn.EmbeddingBag) and mod.sparse:
+            names.add(f"{mod_name}.weight" if mod_name else "weight")
+    return names
+
+
+def _unrolled_autograd(
+    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
+) -> tuple[float, list[torch.Tensor | None]]:
+    """Exact hypergradient: differentiate through the virtual step with ``create_graph``.
+
+    Dense parameters are stepped as ``W' = W - ξ g`` and passed to the validation forward with
+    ``torch.func.functional_call``. A sparse table's gradient is a sparse tensor whose
+    double-backward PyTorch supports only through a dense operand, so for the duration of the update
+    each table is seen as ``W.detach() + Δ`` with a zero leaf Δ (the gradient w.r.t. Δ is the
+    table's gradient, with graph) and ``W' = W.detach() - ξ·dense(g_Δ)``: two dense copies of each
+    table per update. Exact for any model, but for million-row tables use finite differences.
+    """
+    model, tb, vb = ctx.model, ctx.train_batch, ctx.valid_batch
+    tables = _sparse_table_names(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    deltas = {n: torch.zeros_like(p, requires_grad=True) for n, p in named if n in tables}
+    leaves = [deltas.get(n, p) for n, p in named]
+    seen = {n: p.detach() + deltas[n] for n, p in named if n in deltas}
+
+    def train_loss(m: nn.Module, b: Any, fn: Callable[[PolicyInput], torch.Tensor]) -> torch.Tensor:
+        return ctx.train_loss(_Functional(m, seen), b, fn)
+
+    with recommender_mode(model, True):
+        loss = train_loss(model, tb, lambda inp: weigh(inp.logits.detach(), inp.y))
+        g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    stepped: dict[str, torch.Tensor] = {}
+    for (n, p), gr in zip(named, g):
+        base = p.detach() if n in deltas else p
+        if gr is None:
+            stepped[n] = base
+        else:
+            stepped[n] = base - xi * (gr.to_dense() if gr.is_sparse else gr)
+    with recommender_mode(model, False):
+        logits = torch.func.functional_call(model, stepped, vb.inputs())
+        val = evaluation_loss(logits, vb.y)
+    try:
+        grads = torch.autograd.grad(val, list(params), allow_unused=True)
+    except RuntimeError as exc:
+        if "not implemented" not in str(exc):
+            raise
+        raise ConfigError(  # e.g. multi_margin_loss (multi-class hinge) has no double backward
+            "loss.unrolled_impl=autograd needs twice-differentiable candidate losses and model "
+            f"({str(exc).splitlines()[0]}); use unrolled_impl=finite-difference"
+        ) from None
+    return float(val.detach()), list(grads)
+
+
+class _Functional(nn.Module):
+    """``model`` called with some parameters replaced (``functional_call``), for ``train_loss``.
+
+    ``train_loss`` calls ``model(*inputs)`` and ``model.regularization()``; both must see the
+    replaced tables, so the call goes through ``functional_call`` and the regularisation (computed
+    from the last forward's stored penalties) is forwarded to the real model.
+    """
+
+    def __init__(self, model: nn.Module, replaced: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.inner = [model]  # a list: not registered as a submodule
+        self.replaced = replaced
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        out: torch.Tensor = torch.func.functional_call(self.inner[0], self.replaced, args)
+        return out
+
+    def regularization(self) -> torch.Tensor:
+        reg = getattr(self.inner[0], "regularization", None)
+        return reg() if reg is not None else torch.zeros(())
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy base
+
+
+class PolicyOptimizer:
+    """Adam over a policy's parameters, built on first use (lazy layers are materialised by then).
+
+    Its state travels in the policy's ``state_dict`` (``get_extra_state``), so a resumed run
+    continues with the same moments.
+    """
+
+    def __init__(self, params: Callable[[], list[nn.Parameter]], lr: float) -> None:
+        self._params = params
+        self.lr = lr
+        self._opt: torch.optim.Optimizer | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def get(self) -> torch.optim.Optimizer:
+        if self._opt is None:
+            self._opt = torch.optim.Adam(self._params(), lr=self.lr)
+            if self._pending is not None:
+                self._opt.load_state_dict(self._pending)
+                self._pending = None
+        return self._opt
+
+    def step(self, grads: Sequence[torch.Tensor | None] | None = None) -> None:
+        """One Adam step; with ``grads`` these replace the parameters' ``.grad`` first."""
+        opt = self.get()
+        if grads is not None:
+            for p, g in zip(self._params(), grads):
+                p.grad = None if g is None else g.detach()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self._opt.state_dict() if self._opt is not None else self._pending
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self._opt = None
+        self._pending = state
+
+
+class BilevelPolicy(LossPolicy):
+    """A loss policy whose parameters learn on validation batches every ``update_every`` steps.
+
+    Subclasses implement :meth:`policy_weights` (differentiable in the policy's parameters) and
+    list their trainable parameters in :meth:`hyper_parameters`. During the recommender's step the
+    weights are computed without gradient (constants); the validation step is :meth:`update`.
+    """
+
+    def __init__(self, candidates: CandidateSet, cfg: LossConfig) -> None:
+        super().__init__(candidates)
+        check_bilevel_config(cfg)
+        self.update_every = cfg.update_every
+        self.mode = cfg.mode
+        self.xi = float(cfg.xi)
+        self.unrolled_impl = cfg.unrolled_impl
+        self.updates = 0
+        self.policy_optimizer = PolicyOptimizer(self.hyper_parameters, float(cfg.controller_lr))
+        self._objectives: list[float] = []
+
+    # -- to implement
+    def policy_weights(
+        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, own_step: bool = False
+    ) -> torch.Tensor:
+        """(B, K) weights from detached logits, differentiable w.r.t. the policy's parameters.
+
+        ``own_step`` is True inside the policy's validation step (a controller may update its
+        BatchNorm statistics there) and False during the recommender's step.
+        """
+        raise NotImplementedError
+
+    def hyper_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- the recommender's step
+    def weights(self, inp: PolicyInput) -> torch.Tensor:
+        with torch.no_grad():
+            return self.policy_weights(inp.logits.detach(), inp.y, inp.step)
+
+    # -- the policy's step
+    def hypergradient(self, ctx: UpdateContext) -> tuple[float, list[torch.Tensor | None]]:
+        """(validation objective, ∇_V) for the configured mode, without stepping anything."""
+        params = self.hyper_parameters()
+
+        def weigh(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.policy_weights(logits.detach(), y, ctx.step, own_step=True)
+
+        if self.mode == "first-order":
+            return first_order(ctx, weigh, params)
+        return unrolled(ctx, weigh, params, self.xi, self.unrolled_impl)
+
+    def update(self, ctx: UpdateContext) -> dict[str, float]:
+        if self.update_every <= 0:
+            return {}
+        obj, grads = self.hypergradient(ctx)
+        self.policy_optimizer.step(grads)
+        self.updates += 1
+        self._objectives.append(obj)
+        return {"controller_objective": obj}
+
+    def stats(self, inp: PolicyInput, weights: torch.Tensor) -> dict[str, float]:
+        out = super().stats(inp, weights)
+        if self._objectives:
+            out["controller_objective_avg"] = sum(self._objectives) / len(self._objectives)
+            self._objectives = []
+        out["controller_updates"] = float(self.updates)
+        return out
+
+    # -- resume: the policy's optimizer state travels in the trainer's checkpoint
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self.policy_optimizer.state_dict(), "updates": self.updates}
+
+    def set_extra_state(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.updates = int(state.get("updates", 0))
+            self.policy_optimizer.load_state_dict(state.get("optimizer"))

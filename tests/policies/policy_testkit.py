@@ -1,0 +1,116 @@
+"""Tiny hand-made recommenders, batches and update contexts for the loss-policy tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoloss.data.spec import Batch
+from autoloss.losses import CandidateSet, candidate_losses
+from autoloss.policies.base import PolicyInput, UpdateContext
+from autoloss.train.config import LossConfig, RunConfig
+
+
+class TinyRecommender(nn.Module):
+    """Sparse embedding (with a padding row) -> Linear -> BatchNorm -> ReLU -> logits."""
+
+    def __init__(
+        self, vocab: int = 30, fields: int = 2, dim: int = 4, num_classes: int = 2
+    ) -> None:
+        super().__init__()
+        self.pad = vocab
+        self.embedding = nn.Embedding(vocab + 1, dim, sparse=True, padding_idx=vocab)
+        self.fc = nn.Linear(fields * dim, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 1 if num_classes == 2 else num_classes)
+
+    def forward(
+        self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = torch.relu(self.bn(self.fc(self.embedding(x).flatten(1))))
+        o = self.out(h)
+        return o.squeeze(-1) if o.shape[1] == 1 else o
+
+
+def batch(n: int, *, seed: int, vocab: int = 30, num_classes: int = 2, pad_every: int = 7) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, 2), generator=g)
+    x[::pad_every, 1] = vocab  # some padding ids
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    return Batch(x=x, y=y)
+
+
+def train_loss_fn(
+    cands: CandidateSet,
+) -> Callable[[nn.Module, Batch, Callable[[PolicyInput], torch.Tensor]], torch.Tensor]:
+    """The trainer's ``training_loss``: mean_b sum_k w*l."""
+
+    def train_loss(
+        model: nn.Module, b: Batch, weights_fn: Callable[[PolicyInput], torch.Tensor]
+    ) -> torch.Tensor:
+        logits = model(*b.inputs())
+        losses = cands(logits, b.y)
+        w = weights_fn(PolicyInput(logits, b.y, losses, 0))
+        return (w * losses).sum(1).mean()
+
+    return train_loss
+
+
+def context(
+    model: nn.Module, cands: CandidateSet, tb: Batch, vb: Batch, step: int = 7
+) -> UpdateContext:
+    return UpdateContext(
+        model=model,
+        candidates=cands,
+        train_batch=tb,
+        valid_batch=vb,
+        step=step,
+        model_lr=1e-3,
+        train_loss=train_loss_fn(cands),
+    )
+
+
+def loss_cfg(**over: Any) -> LossConfig:
+    cfg = LossConfig()
+    cfg.controller_hidden = [16, 16]
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def candidates(task: str = "binary") -> CandidateSet:
+    return candidate_losses(["focal", "kl", "hinge", "ce"], task)
+
+
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if torch.is_tensor(v)}
+
+
+def assert_same_state(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = {k: v for k, v in module.state_dict().items() if torch.is_tensor(v)}
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed"
+
+
+def run_cfg(data: Path, **over: Any) -> RunConfig:
+    """A small, fast training configuration on a tiny encoded dataset."""
+    cfg = RunConfig()
+    cfg.data.path = str(data)
+    cfg.model.name = "deepfm"
+    cfg.model.embed_dim = 8
+    cfg.model.mlp = [16, 16]
+    cfg.loss.method = "autoloss"
+    cfg.loss.controller_hidden = [16, 16]
+    cfg.optim.batch_size = 128
+    cfg.optim.lr = 3e-3
+    cfg.train.epochs = 1
+    cfg.train.progress = "off"
+    cfg.train.device = "cpu"
+    for k, v in over.items():
+        cfg.set(k.replace("__", "."), v)
+    return cfg
