@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import write_encoded_dataset
+    from encoded_fixtures import write_encoded_dataset
 
     root = tmp_path_factory.mktemp("autoloss-run")
     data = write_encoded_dataset(root / "tiny")
