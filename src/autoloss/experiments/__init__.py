@@ -1,0 +1,1 @@
+"""autoloss.experiments"""

@@ -1,0 +1,136 @@
+"""``autoloss compare``, ``report`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from autoloss.errors import ConfigError
+from autoloss.experiments.compare import PAPER_METHODS, PAPER_MODELS, PAPER_SEEDS
+from autoloss.train.commands import add_training_options, config_from_args
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from autoloss.experiments.compare import (
+        experiment_from_config,
+        prepare_experiment,
+        run_experiment,
+    )
+
+    models, methods = args.models, args.methods
+    if args.model__name is not None:  # --model X is a one-model grid
+        if models is not None:
+            raise ConfigError("--model and --models: give one of them")
+        models = args.model__name
+    if args.loss__method is not None:
+        if methods is not None:
+            raise ConfigError("--loss and --methods: give one of them")
+        methods = args.loss__method
+    args.model__name = args.loss__method = None
+    cfg = config_from_args(args)
+    exp = experiment_from_config(
+        cfg,
+        args.out,
+        models=_names(models or ",".join(PAPER_MODELS)),
+        methods=_names(methods or ",".join(PAPER_METHODS)),
+        num_seeds=args.seeds,
+    )
+    prepare_experiment(exp, overwrite=args.overwrite)
+    outcome = run_experiment(exp, jobs=args.jobs)
+    print()
+    print(outcome.table)
+    print(f"results: {exp.out / 'results.csv'}\ntable: {exp.out / 'table.md'}")
+    if outcome.failed:
+        names = ", ".join(sorted(outcome.failed))
+        print(
+            f"autoloss compare: {len(outcome.failed)} runs failed ({names}); rerun the command to retry them"
+        )
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoloss.report.contents import write_report
+
+    path = write_report(Path(args.path), Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from autoloss.experiments.demo import run_demo
+
+    run_demo(Path(args.out), seeds=args.seeds, epochs=args.epochs, jobs=args.jobs)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare models × loss methods × seeds, with a significance table",
+        description=(
+            "Train a grid of models × loss methods × seeds on one dataset (resumable) and write "
+            "results.csv and table.md (mean ± std, Welch t-tests). Every training option of "
+            "'autoloss train' applies to each run; --seed is the first seed."
+        ),
+    )
+    p.add_argument("--models", help=f"comma-separated models (default {','.join(PAPER_MODELS)})")
+    p.add_argument(
+        "--methods", help=f"comma-separated loss methods (default {','.join(PAPER_METHODS)})"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=PAPER_SEEDS,
+        help=f"number of seeds: --seed, --seed+1, ... (default {PAPER_SEEDS})",
+    )
+    p.add_argument(
+        "--out", required=True, help="experiment directory (rerun the command to resume)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs trained in parallel worker processes (default 1)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace runs made with other settings in --out"
+    )
+    add_training_options(p, with_out=False)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="plots and report.html for a run or an experiment",
+        description="Write PNG plots and a self-contained report.html for a run or experiment directory.",
+    )
+    p.add_argument(
+        "path", metavar="RUN_DIR|EXP_DIR", help="a run directory or an experiment directory"
+    )
+    p.add_argument("--out", help="output directory (default PATH/report)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "demo",
+        help="compare ce, uniform, darts and autoloss on the embedded data, with a report",
+        description=(
+            "On the embedded MovieLens data (nothing downloaded): DeepFM with ce, uniform, darts "
+            "and autoloss over a few seeds, the comparison table and the report."
+        ),
+    )
+    from autoloss.experiments.demo import DEMO_EPOCHS, DEMO_JOBS, DEMO_SEEDS
+
+    p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
+    p.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"seeds (default {DEMO_SEEDS})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=DEMO_EPOCHS,
+        help=f"max epochs per run (default {DEMO_EPOCHS})",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=DEMO_JOBS, help=f"parallel runs (default {DEMO_JOBS})"
+    )
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,502 @@
+"""``compare``: a grid of models × loss methods × seeds on one prepared dataset.
+
+An experiment directory::
+
+    EXP_DIR/experiment.yaml        the grid and the base configuration (every run = base + cell)
+    EXP_DIR/runs/<model>-<method>-s<seed>/   one ordinary run directory per run
+    EXP_DIR/results.csv            one row per finished run
+    EXP_DIR/table.md               mean ± std, Welch t-tests, efficiency
+
+Running the same command again resumes: runs with ``result.json`` are skipped, an interrupted run
+with a checkpoint continues from it, and any other leftover directory is restarted cleanly.
+``jobs > 1`` trains runs in spawned worker processes, each with ``cores // jobs`` torch threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoloss import __version__
+from autoloss.errors import AutolossError, CheckpointError, ConfigError
+from autoloss.experiments.tables import (
+    ResultRow,
+    Summary,
+    render_markdown,
+    result_row,
+    summarize,
+    write_results_csv,
+)
+from autoloss.train.config import RunConfig
+
+#: The paper's protocol (Table 2): every baseline, DeepFM and IPNN, 5 seeds.
+PAPER_METHODS: tuple[str, ...] = (
+    "ce",
+    "focal",
+    "kl",
+    "hinge",
+    "uniform",
+    "search",
+    "darts",
+    "slf",
+    "autoloss",
+)
+PAPER_MODELS: tuple[str, ...] = ("deepfm", "ipnn")
+PAPER_SEEDS = 5
+EXPERIMENT_FORMAT = "autoloss-experiment-1"
+
+# Settings that do not change what a run computes: an experiment may be resumed with other values.
+_NEUTRAL_KEYS = (
+    "out",
+    "train.progress",
+    "train.num_threads",
+    "train.device",
+    "data.eval_batch_size",
+)
+
+Log = Callable[[str], None]
+
+
+class ExperimentError(AutolossError):
+    """Some runs of an experiment failed (the others finished and are tabulated)."""
+
+
+def run_name(model: str, method: str, seed: int) -> str:
+    safe = method.replace(":", "_").replace(",", "_").replace("/", "_")
+    return f"{model}-{safe}-s{seed}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    model: str
+    method: str
+    seed: int
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def config(self, base: RunConfig) -> RunConfig:
+        cfg = base.copy()
+        cfg.model.name = self.model
+        cfg.loss.method = self.method
+        cfg.train.seed = self.seed
+        cfg.out = str(self.run_dir)
+        return cfg
+
+    def state(self) -> str:
+        """``done`` (result.json), ``interrupted`` (checkpoint.pt), ``leftover`` or ``new``."""
+        if (self.run_dir / "result.json").is_file():
+            try:
+                json.loads((self.run_dir / "result.json").read_text(encoding="utf-8"))
+                return "done"
+            except (OSError, ValueError):
+                return "leftover"
+        if (self.run_dir / "checkpoint.pt").is_file():
+            return "interrupted"
+        return "leftover" if self.run_dir.exists() else "new"
+
+
+@dataclass
+class Experiment:
+    """The grid and the base configuration of a comparison."""
+
+    out: Path
+    models: list[str]
+    methods: list[str]
+    seeds: list[int]
+    base: RunConfig
+    task: str = ""
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out / "runs"
+
+    def plan(self) -> list[PlannedRun]:
+        """Every run, seed-major so that a partial experiment has whole seeds for every cell."""
+        return [
+            PlannedRun(model, method, seed, self.runs_dir / run_name(model, method, seed))
+            for seed in self.seeds
+            for model in self.models
+            for method in self.methods
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": EXPERIMENT_FORMAT,
+            "models": list(self.models),
+            "methods": list(self.methods),
+            "seeds": list(self.seeds),
+            "task": self.task,
+            "data": self.base.data.path,
+            "config": self.base.to_dict(),
+            "autoloss_version": __version__,
+        }
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / "experiment.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, self.out / "experiment.yaml")
+
+    @classmethod
+    def load(cls, out: str | Path) -> Experiment:
+        p = Path(out) / "experiment.yaml"
+        if not p.is_file():
+            raise ConfigError("not an experiment directory (no experiment.yaml)", path=Path(out))
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            base = RunConfig.from_dict(raw["config"], source=str(p))
+            return cls(
+                Path(out),
+                [str(m) for m in raw["models"]],
+                [str(m) for m in raw["methods"]],
+                [int(s) for s in raw["seeds"]],
+                base,
+                str(raw.get("task") or ""),
+            )
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"invalid experiment file ({type(exc).__name__}: {exc})", path=p
+            ) from None
+
+    def title(self) -> str:
+        data = Path(self.base.data.path).name if self.base.data.path else "embedded MovieLens"
+        return f"Comparison on {data}"
+
+    def notes(self) -> list[str]:
+        c = self.base
+        return [
+            f"data: `{c.data.path}` (task {self.task or 'binary'})",
+            f"models: {', '.join(self.models)}; methods: {', '.join(self.methods)}",
+            f"max epochs {c.train.epochs} (early stopping patience {c.train.patience} on validation AUC),"
+            f" batch {c.optim.batch_size}, lr {c.optim.lr}, candidates {','.join(c.loss.candidates)}"
+            + (f", max steps {c.train.max_steps}" if c.train.max_steps else ""),
+        ]
+
+
+def experiment_from_config(
+    base: RunConfig,
+    out: str | Path,
+    *,
+    models: Sequence[str] = PAPER_MODELS,
+    methods: Sequence[str] = PAPER_METHODS,
+    num_seeds: int = PAPER_SEEDS,
+) -> Experiment:
+    """The grid for ``base`` (its seed is the base seed: seeds are base + 0 .. base + n-1)."""
+    if num_seeds < 1:
+        raise ConfigError(f"--seeds {num_seeds}: need at least one seed")
+    models = [m.strip() for m in models if m.strip()]
+    methods = [m.strip() for m in methods if m.strip()]
+    if not models:
+        raise ConfigError("--models: need at least one model")
+    if not methods:
+        raise ConfigError("--methods: need at least one method")
+    for label, names in (("--models", models), ("--methods", methods)):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{label}: listed twice: {', '.join(dup)}")
+    seeds = [base.train.seed + i for i in range(num_seeds)]
+    return Experiment(Path(out), models, methods, seeds, base.copy())
+
+
+def _comparable(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d["model"].pop("name", None)
+    d["loss"].pop("method", None)
+    d["train"].pop("seed", None)
+    for key in _NEUTRAL_KEYS:
+        parts = key.split(".")
+        (d[parts[0]] if len(parts) == 2 else d).pop(parts[-1], None)
+    return d
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------- validation
+def validate_names(exp: Experiment) -> None:
+    """Unknown models or methods fail before any run starts, naming the option."""
+    try:
+        from autoloss.policies import method_names, parse_method
+    except ImportError:  # pragma: no cover - policies are part of the package
+        return
+    known = set(method_names())
+    for m in exp.methods:
+        name, _ = parse_method(m, exp.base.loss)
+        if name not in known and name != "weights":
+            raise ConfigError(
+                f"--methods: unknown loss method '{m}'; known: {', '.join(sorted(known))}"
+            )
+    try:
+        from autoloss import models as model_pkg
+    except ImportError:  # pragma: no cover
+        return
+    names_fn = getattr(model_pkg, "model_names", None)
+    if callable(names_fn):
+        known_models = set(names_fn())
+        for m in exp.models:
+            if m not in known_models:
+                raise ConfigError(
+                    f"--models: unknown model '{m}'; known: {', '.join(sorted(known_models))}"
+                )
+
+
+def resolve_data(base: RunConfig) -> tuple[str, str]:
+    """Absolute dataset path (the embedded default prepared once, here) and its task."""
+    from autoloss.data.store import EncodedDataset
+
+    if base.data.path is None:
+        from autoloss.data.embedded import default_dataset
+
+        path = Path(default_dataset(base.data.task))
+    else:
+        path = Path(base.data.path)
+    ds = EncodedDataset(path)  # raises a DataError naming the directory when it is not a dataset
+    return str(path.resolve()), ds.spec.task
+
+
+def prepare_experiment(exp: Experiment, *, overwrite: bool = False) -> Experiment:
+    """Resolve the data, check names, and create or re-open ``exp.out``.
+
+    Re-opening an experiment with a different base configuration is an error (its finished runs
+    would not be comparable) unless ``overwrite``, which deletes the previous runs and tables.
+    """
+    exp.base.data.path, exp.task = resolve_data(exp.base)
+    validate_names(exp)
+    saved_path = exp.out / "experiment.yaml"
+    if saved_path.is_file():
+        old = Experiment.load(exp.out)
+        diff = _differences(_comparable(old.base), _comparable(exp.base))
+        if diff and not overwrite:
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise ConfigError(
+                f"--out {exp.out}: holds an experiment with other settings ({shown}); "
+                "use another --out, or --overwrite to delete its runs"
+            )
+        if diff and overwrite:
+            shutil.rmtree(exp.runs_dir, ignore_errors=True)
+            for name in ("results.csv", "table.md"):
+                (exp.out / name).unlink(missing_ok=True)
+    elif exp.out.exists() and any(exp.out.iterdir()) and not (exp.out / "runs").is_dir():
+        raise ConfigError(
+            f"--out {exp.out}: exists, is not empty and is not an experiment directory"
+        )
+    exp.save()
+    return exp
+
+
+# ---------------------------------------------------------------------------------- running
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def train_planned(
+    cfg_dict: dict[str, Any], state: str, threads: int, quiet: bool
+) -> dict[str, Any]:
+    """Train one run (in this process or a worker): resume, restart or start it."""
+    from autoloss.train.run import train_run
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(cfg_dict)
+    name = Path(str(cfg.out)).name
+
+    def log(line: str) -> None:
+        if not quiet:
+            print(f"[{name}] {line}", flush=True)
+
+    if state == "interrupted":
+        try:
+            return train_run(cfg, resume=True, log=log)[1]
+        except CheckpointError as exc:
+            log(f"cannot resume ({exc}); restarting")
+    return train_run(cfg, overwrite=state != "new", log=log)[1]
+
+
+@dataclass
+class CompareOutcome:
+    rows: list[ResultRow]
+    summary: Summary
+    table: str
+    trained: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+
+
+class _Tally:
+    """Which runs finished or failed, logged as they come in."""
+
+    def __init__(self, total: int, log: Log) -> None:
+        self.total, self.log = total, log
+        self.trained: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.t0 = time.perf_counter()
+
+    def done(self, run: PlannedRun, result: dict[str, Any]) -> None:
+        self.trained.append(run.name)
+        auc = (result.get("test") or result.get("valid") or {}).get("auc", float("nan"))
+        self.log(
+            f"[{len(self.trained) + len(self.failed)}/{self.total}] {run.name}: test AUC {auc:.4f}, "
+            f"{result.get('train_seconds', 0):.1f}s training "
+            f"({time.perf_counter() - self.t0:.0f}s elapsed)"
+        )
+
+    def fail(self, run: PlannedRun, exc: BaseException) -> None:
+        if isinstance(exc, AutolossError):
+            raise exc  # a bad option or input: every other run would fail the same way
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.failed[run.name] = f"{type(exc).__name__}: {exc}"
+        self.log(f"run {run.name} failed:\n{tb}")
+
+
+def _train_serial(
+    exp: Experiment, todo: list[PlannedRun], states: dict[str, str], tally: _Tally, quiet: bool
+) -> None:
+    for run in todo:
+        try:
+            cfg = run.config(exp.base).to_dict()
+            result = train_planned(cfg, states[run.name], exp.base.train.num_threads, quiet)
+        except Exception as exc:
+            tally.fail(run, exc)
+        else:
+            tally.done(run, result)
+
+
+def _train_parallel(
+    exp: Experiment,
+    todo: list[PlannedRun],
+    states: dict[str, str],
+    tally: _Tally,
+    quiet: bool,
+    jobs: int,
+) -> None:
+    threads = exp.base.train.num_threads or max(1, available_cores() // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
+        futures: dict[cf.Future[dict[str, Any]], PlannedRun] = {}
+        for run in todo:
+            cfg = run.config(exp.base)
+            if cfg.train.progress == "auto":
+                cfg.train.progress = "off"  # bars of parallel workers would interleave
+            futures[pool.submit(train_planned, cfg.to_dict(), states[run.name], threads, quiet)] = (
+                run
+            )
+        try:
+            for fut in cf.as_completed(futures):
+                error = fut.exception()
+                if error is None:
+                    tally.done(futures[fut], fut.result())
+                else:
+                    tally.fail(futures[fut], error)
+        except BaseException:
+            for f in futures:
+                f.cancel()  # runs already training finish (and are kept); queued ones never start
+            raise
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    jobs: int = 1,
+    log: Log = print,
+    quiet_runs: bool = False,
+) -> CompareOutcome:
+    """Train every unfinished run of ``exp`` (already prepared), then write results and tables.
+
+    A run failing on a bug is logged with its traceback and the others go on (the outcome lists
+    it); a user error (:class:`AutolossError`) or an interrupt stops the experiment. Either way
+    ``results.csv`` and ``table.md`` describe the runs that finished.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: need at least 1")
+    plan = exp.plan()
+    states = {r.name: r.state() for r in plan}
+    todo = [r for r in plan if states[r.name] != "done"]
+    skipped = [r.name for r in plan if states[r.name] == "done"]
+    parallel = jobs > 1 and len(todo) > 1
+    log(
+        f"experiment {exp.out}: {len(plan)} runs ({len(exp.models)} models × {len(exp.methods)}"
+        f" methods × {len(exp.seeds)} seeds), {len(skipped)} finished, {len(todo)} to train"
+        + (f" in {jobs} worker processes" if parallel else "")
+    )
+    exp.runs_dir.mkdir(parents=True, exist_ok=True)
+    tally = _Tally(len(todo), log)
+    try:
+        if parallel:
+            _train_parallel(exp, todo, states, tally, quiet_runs, jobs)
+        else:
+            _train_serial(exp, todo, states, tally, quiet_runs)
+    finally:
+        outcome = finish_experiment(
+            exp, trained=tally.trained, skipped=skipped, failed=tally.failed
+        )
+    return outcome
+
+
+def collect_rows(exp: Experiment) -> list[ResultRow]:
+    """A row for every finished run of the grid, in plan order."""
+    rows = []
+    for run in exp.plan():
+        p = run.run_dir / "result.json"
+        if not p.is_file():
+            continue
+        try:
+            result = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        rows.append(
+            result_row(
+                result, model=run.model, method=run.method, seed=run.seed, run_dir=run.run_dir
+            )
+        )
+    return rows
+
+
+def finish_experiment(
+    exp: Experiment,
+    *,
+    trained: Sequence[str] = (),
+    skipped: Sequence[str] = (),
+    failed: dict[str, str] | None = None,
+) -> CompareOutcome:
+    """Write results.csv and table.md from the finished runs on disk."""
+    rows = collect_rows(exp)
+    write_results_csv(exp.out / "results.csv", rows)
+    summary = summarize(rows, models=exp.models, methods=exp.methods)
+    if not summary.task:
+        summary.task = exp.task
+    notes = exp.notes()
+    missing = len(exp.plan()) - len(rows)
+    if missing:
+        notes.append(f"**incomplete**: {missing} of {len(exp.plan())} runs have not finished")
+    table = render_markdown(summary, title=exp.title(), notes=notes)
+    tmp = exp.out / "table.md.tmp"
+    tmp.write_text(table, encoding="utf-8")
+    os.replace(tmp, exp.out / "table.md")
+    return CompareOutcome(rows, summary, table, list(trained), list(skipped), dict(failed or {}))

@@ -1,0 +1,410 @@
+"""Results of an experiment as rows, summary statistics, Welch t-tests and markdown tables.
+
+``results.csv`` holds one row per finished run (:data:`RESULT_COLUMNS`: the SPEC's columns first,
+then extras). :func:`summarize` groups the rows by model × method and computes mean, sample
+standard deviation (ddof = 1) and two-sided Welch t-tests of each method against ``ce`` and against
+the *best baseline* (the non-AutoLoss method with the highest mean test AUC for that model).
+:func:`render_markdown` turns the summary into ``table.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoloss.errors import DataError
+from autoloss.metrics import welch_ttest
+
+#: The columns SPEC §5 requires, in order.
+SPEC_COLUMNS: tuple[str, ...] = (
+    "model",
+    "method",
+    "seed",
+    "test_auc",
+    "test_logloss",
+    "valid_auc",
+    "valid_logloss",
+    "best_epoch",
+    "train_seconds",
+    "train_rows_per_second",
+)
+#: Extra columns written after the SPEC's.
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "epochs",
+    "steps",
+    "train_rows",
+    "search_seconds",
+    "task",
+    "run_dir",
+)
+RESULT_COLUMNS: tuple[str, ...] = SPEC_COLUMNS + EXTRA_COLUMNS
+
+#: Methods that are AutoLoss itself (never "the best baseline").
+AUTOLOSS_METHODS: frozenset[str] = frozenset({"autoloss", "autoloss-soft"})
+REFERENCE_METHOD = "ce"
+
+_INT_COLUMNS = {"seed", "best_epoch", "epochs", "steps", "train_rows"}
+_STR_COLUMNS = {"model", "method", "task", "run_dir"}
+
+ResultRow = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------- rows
+def result_row(
+    result: dict[str, Any], *, model: str, method: str, seed: int, run_dir: str | Path
+) -> ResultRow:
+    """One ``results.csv`` row from a run's ``result.json``."""
+    test = result.get("test") or {}
+    valid = result.get("valid") or {}
+    policy = result.get("policy") or {}
+    search = result.get(
+        "search_seconds", policy.get("search_seconds") if isinstance(policy, dict) else None
+    )
+    return {
+        "model": model,
+        "method": method,
+        "seed": int(seed),
+        "test_auc": _float(test.get("auc")),
+        "test_logloss": _float(test.get("logloss")),
+        "valid_auc": _float(valid.get("auc")),
+        "valid_logloss": _float(valid.get("logloss")),
+        "best_epoch": int(result.get("best_epoch", 0)),
+        "train_seconds": _float(result.get("train_seconds")),
+        "train_rows_per_second": _float(result.get("train_rows_per_second")),
+        "epochs": int(result.get("epochs", 0)),
+        "steps": int(result.get("steps", 0)),
+        "train_rows": int(result.get("train_rows", 0)),
+        "search_seconds": _float(search),
+        "task": str(result.get("task", "")),
+        "run_dir": str(run_dir),
+    }
+
+
+def _float(v: Any) -> float:
+    return math.nan if v is None or v == "" else float(v)
+
+
+def write_results_csv(path: str | Path, rows: Iterable[ResultRow]) -> None:
+    """Write ``results.csv`` atomically (a reader never sees half a file)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _csv_value(row.get(k)) for k in RESULT_COLUMNS})
+    os.replace(tmp, p)
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return "" if v is None else v
+
+
+def read_results_csv(path: str | Path) -> list[ResultRow]:
+    """Rows of a ``results.csv`` with numbers parsed (empty cells -> nan)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("results file not found", path=p)
+    with open(p, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in SPEC_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(
+                f"not an autoloss results file (missing columns: {', '.join(missing)})", path=p
+            )
+        rows = []
+        for i, raw in enumerate(reader, start=2):
+            row: ResultRow = {}
+            try:
+                for k, v in raw.items():
+                    if k is None:  # cells beyond the header
+                        continue
+                    if k in _STR_COLUMNS:
+                        row[k] = v
+                    elif k in _INT_COLUMNS:
+                        row[k] = int(float(v)) if v not in ("", None) else 0
+                    else:
+                        row[k] = _float(v)
+            except ValueError:
+                raise DataError(f"non-numeric value in column '{k}'", path=p, line=i) from None
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------- summary
+@dataclass
+class MethodStats:
+    """One model × method cell: the per-seed values of every numeric column."""
+
+    model: str
+    method: str
+    seeds: list[int]
+    values: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def mean(self, col: str) -> float:
+        v = self.values[col]
+        return float(np.mean(v)) if v.size else math.nan
+
+    def std(self, col: str) -> float:
+        """Sample standard deviation (ddof = 1); nan for a single seed."""
+        v = self.values[col]
+        return float(np.std(v, ddof=1)) if v.size > 1 else math.nan
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    cells: list[MethodStats]
+    best_baseline: str | None
+    #: (method, metric) -> two-sided Welch p-value; absent when not applicable.
+    p_vs_ce: dict[tuple[str, str], float] = field(default_factory=dict)
+    p_vs_best: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def cell(self, method: str) -> MethodStats | None:
+        return next((c for c in self.cells if c.method == method), None)
+
+    def best_method(self, metric: str) -> str | None:
+        """Method with the best mean ``metric`` (highest AUC, lowest logloss)."""
+        scored = [(c.mean(metric), c.method) for c in self.cells if not math.isnan(c.mean(metric))]
+        if not scored:
+            return None
+        pick = max if metric.endswith("auc") else min
+        return pick(scored)[1]
+
+
+@dataclass
+class Summary:
+    models: list[ModelSummary]
+    task: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({s for m in self.models for c in m.cells for s in c.seeds})
+
+
+NUMERIC_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in _STR_COLUMNS and c != "seed")
+TESTED_METRICS = ("test_auc", "test_logloss")
+
+
+def best_baseline(cells: Sequence[MethodStats]) -> str | None:
+    """The non-AutoLoss method with the highest mean test AUC (None if there is none)."""
+    scored = [
+        (c.mean("test_auc"), c.method)
+        for c in cells
+        if c.method not in AUTOLOSS_METHODS and not math.isnan(c.mean("test_auc"))
+    ]
+    return max(scored)[1] if scored else None
+
+
+def summarize(
+    rows: Sequence[ResultRow],
+    *,
+    models: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Summary:
+    """Group rows by model × method (in the given orders, else order of appearance) and test them."""
+    models = list(models) if models else list(dict.fromkeys(r["model"] for r in rows))
+    methods = list(methods) if methods else list(dict.fromkeys(r["method"] for r in rows))
+    out: list[ModelSummary] = []
+    for model in models:
+        cells = []
+        for method in methods:
+            sel = sorted(
+                (r for r in rows if r["model"] == model and r["method"] == method),
+                key=lambda r: r["seed"],
+            )
+            if not sel:
+                continue
+            values = {
+                col: np.array([_float(r.get(col)) for r in sel], dtype=np.float64)
+                for col in NUMERIC_COLUMNS
+            }
+            cells.append(MethodStats(model, method, [int(r["seed"]) for r in sel], values))
+        if not cells:
+            continue
+        ms = ModelSummary(model, cells, best_baseline(cells))
+        ref = ms.cell(REFERENCE_METHOD)
+        best = ms.cell(ms.best_baseline) if ms.best_baseline else None
+        for c in cells:
+            for metric in TESTED_METRICS:
+                if ref is not None and c.method != REFERENCE_METHOD:
+                    ms.p_vs_ce[(c.method, metric)] = welch_ttest(
+                        c.values[metric], ref.values[metric]
+                    )[1]
+                if best is not None and c.method != best.method:
+                    ms.p_vs_best[(c.method, metric)] = welch_ttest(
+                        c.values[metric], best.values[metric]
+                    )[1]
+        out.append(ms)
+    tasks = {str(r.get("task") or "") for r in rows} - {""}
+    return Summary(out, task=tasks.pop() if len(tasks) == 1 else "")
+
+
+# ---------------------------------------------------------------------------------- formatting
+def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    """p-values: 3 significant digits, scientific below 0.001; '–' when not applicable."""
+    if p is None:
+        return "–"
+    if math.isnan(p):
+        return "n/a"
+    return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def auc_label(task: str) -> str:
+    return "AUC (macro one-vs-rest)" if task == "multiclass" else "AUC"
+
+
+def logloss_label(task: str) -> str:
+    return "logloss (cross-entropy)" if task == "multiclass" else "logloss"
+
+
+def significance_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the main table: mean ± std with p-values, best value in bold."""
+    header = [
+        "model",
+        "method",
+        "seeds",
+        f"test {auc_label(summary.task)}",
+        "p vs ce",
+        "p vs best baseline",
+        f"test {logloss_label(summary.task)}",
+        "p vs ce",
+        "p vs best baseline",
+    ]
+    rows: list[list[str]] = []
+    for ms in summary.models:
+        bold = {m: ms.best_method(m) for m in TESTED_METRICS}
+        for c in ms.cells:
+            name = c.method + (" (best baseline)" if c.method == ms.best_baseline else "")
+            row = [ms.model, name, str(c.n)]
+            for metric in TESTED_METRICS:
+                cell = fmt_mean_std(c.mean(metric), c.std(metric))
+                if bold[metric] == c.method:
+                    cell = f"**{cell}**"
+                row += [
+                    cell,
+                    fmt_p(ms.p_vs_ce.get((c.method, metric))),
+                    fmt_p(ms.p_vs_best.get((c.method, metric))),
+                ]
+            rows.append(row)
+    return header, rows
+
+
+def paper_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 2 layout: one row per model, one column per method, "AUC / logloss"."""
+    methods = list(dict.fromkeys(c.method for ms in summary.models for c in ms.cells))
+    rows = []
+    for ms in summary.models:
+        bold = {m: ms.best_method(m) for m in TESTED_METRICS}
+        row = [ms.model]
+        for method in methods:
+            c = ms.cell(method)
+            if c is None:
+                row.append("–")
+                continue
+            parts = []
+            for metric in TESTED_METRICS:
+                s = f"{c.mean(metric):.4f}"
+                parts.append(f"**{s}**" if bold[metric] == method else s)
+            row.append(" / ".join(parts))
+        rows.append(row)
+    return ["model", *methods], rows
+
+
+def efficiency_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "model",
+        "method",
+        "seeds",
+        "train s (mean ± std)",
+        "rows/s (mean)",
+        "epochs run (mean)",
+        "best epoch (mean)",
+        "search s (mean total per run)",
+    ]
+    rows = []
+    for ms in summary.models:
+        for c in ms.cells:
+            search = (
+                c.mean("search_seconds")
+                if np.isfinite(c.values["search_seconds"]).any()
+                else math.nan
+            )
+            rows.append(
+                [
+                    ms.model,
+                    c.method,
+                    str(c.n),
+                    fmt_mean_std(c.mean("train_seconds"), c.std("train_seconds"), 1),
+                    f"{c.mean('train_rows_per_second'):,.0f}",
+                    f"{c.mean('epochs'):.1f}",
+                    f"{c.mean('best_epoch'):.1f}",
+                    "–" if math.isnan(search) else f"{search:.1f}",
+                ]
+            )
+    return header, rows
+
+
+def render_markdown(
+    summary: Summary, *, title: str = "Comparison", notes: Sequence[str] = ()
+) -> str:
+    """``table.md``: paper-style table, the significance table and the efficiency table."""
+    seeds = summary.seeds
+    seed_text = (
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if seeds else "no finished runs"
+    )
+    parts = [f"# {title}", ""]
+    parts += [f"- {n}" for n in notes]
+    parts += [
+        f"- {seed_text}; mean ± sample standard deviation (ddof = 1) over seeds; best mean in bold.",
+        "- p: two-sided Welch t-test (scipy.stats.ttest_ind, equal_var=False) on the per-seed values,"
+        " against `ce` and against the best baseline (the non-AutoLoss method with the highest mean"
+        " test AUC for that model).",
+        "",
+    ]
+    if summary.models:
+        header, rows = paper_rows(summary)
+        parts += [
+            f"## Test {auc_label(summary.task)} / {logloss_label(summary.task)} (mean over seeds)",
+            "",
+        ]
+        parts += [_md_table(header, rows), ""]
+        header, rows = significance_rows(summary)
+        parts += ["## Mean ± std and significance", "", _md_table(header, rows), ""]
+        best = ", ".join(f"{ms.model}: {ms.best_baseline or '–'}" for ms in summary.models)
+        parts += [f"Best baseline by mean test AUC: {best}.", ""]
+        header, rows = efficiency_rows(summary)
+        parts += ["## Efficiency", "", _md_table(header, rows), ""]
+        parts += [
+            "Train seconds: the recommender's training loop (evaluation excluded). Search seconds:"
+            " the total time of the weight search (all trials) of `search`.",
+            "",
+        ]
+    return "\n".join(parts)

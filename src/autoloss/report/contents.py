@@ -1,0 +1,320 @@
+"""What a report shows, for one run and for an experiment; :func:`write_report` writes it.
+
+A run report: its metrics, learning curves, candidate-probability evolution (learnt policies),
+the controller's policy map (runs with ``controller.pt``) and its configuration. An experiment
+report: the comparison tables, test metrics per method with error bars over seeds, and the same
+figures averaged over seeds per model × method. A figure whose data is absent is skipped with a
+note saying why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from autoloss.errors import DataError
+from autoloss.experiments.tables import (
+    efficiency_rows,
+    paper_rows,
+    read_results_csv,
+    significance_rows,
+    summarize,
+)
+from autoloss.report import plots
+from autoloss.report.html import HtmlPage
+from autoloss.report.policy_map import PolicyMapUnavailable, average_maps, compute_policy_map
+from autoloss.report.records import (
+    Curve,
+    RunRecords,
+    curve_from_records,
+    mean_curve,
+    probability_keys,
+    read_run,
+    varies,
+)
+
+REPORT_DIR = "report"
+HTML_NAME = "report.html"
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    """Report on a run or an experiment directory; returns the path of ``report.html``."""
+    path = Path(path)
+    if (path / "experiment.yaml").is_file():
+        return experiment_report(path, out)
+    if (path / "config.yaml").is_file() or (path / "result.json").is_file():
+        return run_report(path, out)
+    if not path.exists():
+        raise DataError("no such directory", path=path)
+    raise DataError(
+        "neither a run directory (config.yaml) nor an experiment directory (experiment.yaml)",
+        path=path,
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# ---------------------------------------------------------------------------------- sections
+def _candidate_section(
+    page: HtmlPage,
+    out: Path,
+    curve: Curve,
+    candidates: Sequence[str],
+    *,
+    name: str,
+    title: str,
+    method: str,
+) -> bool:
+    overall, per_class = probability_keys(curve, candidates)
+    if not overall or not len(curve):
+        page.note(f"{title}: skipped: `{method}` logged no candidate probabilities.")
+        return False
+    keys = overall + [k for ks in per_class.values() for k in ks]
+    if not varies(curve, keys):
+        fixed = ", ".join(f"{k[2:]} {float(np.nanmean(curve.values[k])):.2f}" for k in overall)
+        page.note(f"{title}: skipped: `{method}` uses fixed weights ({fixed}).")
+        return False
+    fig = plots.candidate_evolution(curve, overall, per_class, title=title)
+    png = plots.save_png(fig, out / name)
+    page.image(png, title)
+    return True
+
+
+def _policy_map_section(
+    page: HtmlPage, out: Path, controllers: Sequence[Path], *, name: str, title: str, method: str
+) -> bool:
+    if not controllers:
+        page.note(f"{title}: skipped: `{method}` saved no controller (controller.pt).")
+        return False
+    try:
+        maps = [compute_policy_map(p) for p in controllers]
+    except PolicyMapUnavailable as exc:
+        page.note(f"{title}: skipped: {exc}")
+        return False
+    pm = average_maps(maps)
+    seeds = f" (mean over {len(maps)} seeds, band ± std)" if len(maps) > 1 else ""
+    fig = plots.policy_map(
+        pm.grid, pm.alpha, pm.candidates, title=title + seeds, task=pm.task, spread=pm.spread
+    )
+    png = plots.save_png(fig, out / name)
+    page.image(png, title)
+    return True
+
+
+# ---------------------------------------------------------------------------------- one run
+def _fmt(v: object, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return "–" if v is None else str(v)
+
+
+def run_report(run_dir: Path, out: Path | None = None) -> Path:
+    rec = read_run(run_dir)
+    out = out or run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    task = str((rec.result or {}).get("task") or rec.config.get("data", {}).get("task", "binary"))
+    label = f"{rec.model} with {rec.method}"
+    page = HtmlPage(f"Run {run_dir.name}: {label}")
+    r = rec.result
+    if r is None:
+        page.note(
+            "This run has not finished (no result.json): the figures show what it recorded so far."
+        )
+    else:
+        rows = [
+            [
+                "validation",
+                _fmt(r.get("valid", {}).get("auc")),
+                _fmt(r.get("valid", {}).get("logloss")),
+            ],
+        ]
+        if r.get("test"):
+            rows.append(["test", _fmt(r["test"].get("auc")), _fmt(r["test"].get("logloss"))])
+        page.heading("Result")
+        page.table(
+            ["split", "AUC" + (" (macro one-vs-rest)" if task == "multiclass" else ""), "logloss"],
+            rows,
+        )
+        page.table(
+            ["model", "method", "seed", "task", "best epoch", "epochs", "train s", "rows/s"],
+            [
+                [
+                    rec.model,
+                    rec.method,
+                    _fmt(r.get("seed")),
+                    task,
+                    _fmt(r.get("best_epoch")),
+                    _fmt(r.get("epochs")),
+                    _fmt(r.get("train_seconds"), 1),
+                    f"{float(r.get('train_rows_per_second', 0)):,.0f}",
+                ]
+            ],
+        )
+    page.heading("Learning curves")
+    curve = curve_from_records(rec.evals, ["auc", "logloss"])
+    if len(curve):
+        fig = plots.learning_curves(
+            {rec.method: curve}, title=f"{label}: validation metrics", task=task
+        )
+        page.image(plots.save_png(fig, out / "learning_curves.png"), "learning curves")
+    else:
+        page.note("Learning curves: skipped: metrics.jsonl holds no validation records.")
+    page.heading("Candidate losses")
+    _candidate_section(
+        page,
+        out,
+        curve_from_records(rec.policy),
+        rec.candidates,
+        name="candidate_probabilities.png",
+        title=f"{label}: candidate probabilities during training",
+        method=rec.method,
+    )
+    ctrl = run_dir / "controller.pt"
+    _policy_map_section(
+        page,
+        out,
+        [ctrl] if ctrl.is_file() else [],
+        name="policy_map.png",
+        title=f"{label}: the controller's policy map",
+        method=rec.method,
+    )
+    page.heading("Configuration")
+    page.pre(yaml.safe_dump(rec.config, sort_keys=False) if rec.config else "(no config.yaml)")
+    return page.write(out / HTML_NAME)
+
+
+# ---------------------------------------------------------------------------------- experiments
+def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
+    from autoloss.experiments.compare import Experiment, collect_rows
+
+    exp = Experiment.load(exp_dir)
+    out = out or exp_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect_rows(exp)
+    if not rows and (exp_dir / "results.csv").is_file():
+        rows = read_results_csv(exp_dir / "results.csv")
+    summary = summarize(rows, models=exp.models, methods=exp.methods)
+    task = summary.task or exp.task or "binary"
+    summary.task = task
+    page = HtmlPage(exp.title())
+    for n in exp.notes():
+        page.paragraph(n)
+    total = len(exp.plan())
+    if len(rows) < total:
+        page.note(f"Incomplete: {len(rows)} of {total} runs have finished.")
+    if not rows:
+        page.note("No finished runs yet: nothing to tabulate or plot.")
+        return page.write(out / HTML_NAME)
+
+    page.heading("Test metrics (mean over seeds, best in bold)")
+    page.table(*paper_rows(summary))
+    page.heading("Mean ± std and Welch t-tests")
+    page.paragraph(
+        "Mean ± sample standard deviation over seeds. p: two-sided Welch t-test against `ce` and against "
+        "the best baseline (the non-AutoLoss method with the highest mean test AUC for the model)."
+    )
+    page.table(*significance_rows(summary))
+    page.image(
+        plots.save_png(plots.metric_errorbars(summary), out / "metrics_by_method.png"),
+        "metrics by method",
+    )
+    page.heading("Efficiency")
+    page.table(*efficiency_rows(summary))
+
+    runs: dict[tuple[str, str], list[RunRecords]] = {}
+    for r in exp.plan():
+        if (r.run_dir / "result.json").is_file():
+            runs.setdefault((r.model, r.method), []).append(read_run(r.run_dir))
+
+    page.heading("Learning curves (mean over seeds)")
+    for model in exp.models:
+        curves = {
+            method: mean_curve(
+                [
+                    curve_from_records(x.evals, ["auc", "logloss"])
+                    for x in runs.get((model, method), [])
+                ]
+            )
+            for method in exp.methods
+        }
+        curves = {k: v for k, v in curves.items() if len(v)}
+        if not curves:
+            page.note(f"{model}: no validation records.")
+            continue
+        fig = plots.learning_curves(
+            curves, title=f"{model}: validation metrics (mean over seeds, band ± std)", task=task
+        )
+        page.image(
+            plots.save_png(fig, out / f"learning_curves_{_slug(model)}.png"),
+            f"learning curves {model}",
+        )
+
+    page.heading("Candidate losses")
+    for model in exp.models:
+        for method in exp.methods:
+            recs = runs.get((model, method), [])
+            if not recs:
+                continue
+            curve = mean_curve([curve_from_records(x.policy) for x in recs])
+            _candidate_section(
+                page,
+                out,
+                curve,
+                recs[0].candidates,
+                name=f"candidate_probabilities_{_slug(model)}-{_slug(method)}.png",
+                title=f"{model} with {method}: candidate probabilities (mean over {len(recs)} seeds)",
+                method=method,
+            )
+    page.heading("Policy maps")
+    shown = 0
+    for model in exp.models:
+        for method in exp.methods:
+            ctrls = [x.run_dir / "controller.pt" for x in runs.get((model, method), [])]
+            ctrls = [p for p in ctrls if p.is_file()]
+            if ctrls:
+                shown += _policy_map_section(
+                    page,
+                    out,
+                    ctrls,
+                    name=f"policy_map_{_slug(model)}-{_slug(method)}.png",
+                    title=f"{model} with {method}: the controller's policy map",
+                    method=method,
+                )
+    if not shown:
+        page.note("Policy maps: skipped: no run of this experiment saved a per-example controller.")
+
+    page.heading("All runs")
+    page.table(
+        [
+            "model",
+            "method",
+            "seed",
+            "test AUC",
+            "test logloss",
+            "valid AUC",
+            "best epoch",
+            "train s",
+        ],
+        [
+            [
+                r["model"],
+                r["method"],
+                str(r["seed"]),
+                _fmt(r["test_auc"]),
+                _fmt(r["test_logloss"]),
+                _fmt(r["valid_auc"]),
+                str(r["best_epoch"]),
+                _fmt(r["train_seconds"], 1),
+            ]
+            for r in rows
+        ],
+    )
+    page.heading("Base configuration")
+    page.pre(yaml.safe_dump(exp.base.to_dict(), sort_keys=False))
+    return page.write(out / HTML_NAME)

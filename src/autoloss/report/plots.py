@@ -1,0 +1,265 @@
+"""The report's figures (matplotlib, object API: no pyplot state, works headless).
+
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`save_png` writes it. Colours are
+stable: a method or a candidate loss has the same colour in every figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from autoloss.experiments.tables import Summary, auc_label, logloss_label
+from autoloss.report.records import Curve
+
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+_METHOD_ORDER = (
+    "ce",
+    "focal",
+    "kl",
+    "hinge",
+    "mse",
+    "uniform",
+    "search",
+    "darts",
+    "slf",
+    "autoloss",
+    "autoloss-soft",
+)
+_CANDIDATE_ORDER = ("focal", "kl", "hinge", "ce", "mse")
+DPI = 110
+
+
+def method_color(method: str) -> str:
+    if method == "autoloss":
+        return "#d62728"  # AutoLoss stands out in red everywhere
+    order = [m for m in _METHOD_ORDER if m != "autoloss"]
+    i = order.index(method) if method in order else sum(map(ord, method))
+    return [c for c in _PALETTE if c != "#d62728"][i % 9]
+
+
+def candidate_color(name: str) -> str:
+    i = _CANDIDATE_ORDER.index(name) if name in _CANDIDATE_ORDER else 5 + sum(map(ord, name))
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _rows_axis(ax: object) -> None:
+    ax.set_xlabel("training rows seen")  # type: ignore[attr-defined]
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # type: ignore[attr-defined]
+    ax.grid(True, alpha=0.3)  # type: ignore[attr-defined]
+
+
+def _probability_axis(ax: Any, curve: Curve, keys: Sequence[str]) -> str:
+    """Probabilities on [0, 1]; zoomed when they move less than 0.15 (returns a title suffix)."""
+    vals = np.concatenate([curve.values[k] for k in keys if k in curve.values] or [np.zeros(1)])
+    vals = vals[np.isfinite(vals)]
+    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+    if hi - lo >= 0.15:
+        ax.set_ylim(-0.02, 1.02)
+        return ""
+    pad = max(0.01, 0.25 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    return " (y axis zoomed)"
+
+
+def learning_curves(curves: Mapping[str, Curve], *, title: str, task: str = "binary") -> Figure:
+    """Validation AUC and logloss against training rows, one line per label (method).
+
+    With several seeds a curve is their mean and a band shows ± one standard deviation.
+    """
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_auc, ax_ll = fig.subplots(1, 2)
+    for label, c in curves.items():
+        color = method_color(label)
+        for ax, key in ((ax_auc, "auc"), (ax_ll, "logloss")):
+            if not c.has(key):
+                continue
+            ax.plot(c.rows, c.values[key], marker="o", ms=3, lw=1.5, color=color, label=label)
+            s = c.std.get(key)
+            if s is not None and np.isfinite(s).any() and c.n is not None and c.n.max() > 1:
+                ax.fill_between(
+                    c.rows, c.values[key] - s, c.values[key] + s, color=color, alpha=0.15, lw=0
+                )
+    ax_auc.set_ylabel(f"validation {auc_label(task)}")
+    ax_ll.set_ylabel(f"validation {logloss_label(task)} (nats)")
+    ax_auc.set_title("validation AUC (higher is better)")
+    ax_ll.set_title("validation logloss (lower is better)")
+    for ax in (ax_auc, ax_ll):
+        _rows_axis(ax)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def candidate_evolution(
+    curve: Curve,
+    overall: Sequence[str],
+    per_class: Mapping[int, Sequence[str]],
+    *,
+    title: str,
+) -> Figure:
+    """Mean probability of each candidate over training: overall with τ, and per true class.
+
+    ``overall`` are ``p_<cand>`` keys, ``per_class[c]`` the ``p_<cand>_y<c>`` keys of class c.
+    Binary: one panel, positives solid and negatives dashed. Multi-class: one panel per candidate,
+    one line per class.
+    """
+    binary = set(per_class) <= {0, 1}
+    cands = [k[2:] for k in overall]
+    n_right = 1 if binary or not per_class else len(cands)
+    width = 5.5 * (1 + n_right) if binary or not per_class else 4.0 * (1 + n_right)
+    fig = Figure(figsize=(width, 5.0), layout="constrained")
+    axes = fig.subplots(1, 1 + n_right, squeeze=False)[0]
+    ax = axes[0]
+    for key in overall:
+        ax.plot(
+            curve.rows, curve.values[key], lw=1.8, color=candidate_color(key[2:]), label=key[2:]
+        )
+    ax.set_ylabel("mean probability of the candidate")
+    ax.set_title("all training examples" + _probability_axis(ax, curve, overall))
+    _rows_axis(ax)
+    lines, labels = ax.get_legend_handles_labels()
+    if curve.has("tau"):
+        twin = ax.twinx()
+        (t,) = twin.plot(
+            curve.rows, curve.values["tau"], color="black", ls=":", lw=1.2, label="τ (right axis)"
+        )
+        twin.set_ylabel("Gumbel-softmax temperature τ")
+        twin.set_ylim(0, max(1.05, float(np.nanmax(curve.values["tau"])) * 1.05))
+        lines.append(t)
+        labels.append("τ (right axis)")
+    # below the axes: τ runs along the top, where a legend inside would hide it
+    ax.legend(lines, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+    if per_class and binary:
+        ax = axes[1]
+        for cand in cands:
+            for c, ls, name in ((1, "-", "y=1 (positive)"), (0, "--", "y=0 (negative)")):
+                key = f"p_{cand}_y{c}"
+                if key in curve.values:
+                    ax.plot(
+                        curve.rows,
+                        curve.values[key],
+                        ls=ls,
+                        lw=1.6,
+                        color=candidate_color(cand),
+                        label=f"{cand}, {name}",
+                    )
+        ax.set_ylabel("mean probability of the candidate")
+        zoom = _probability_axis(ax, curve, [k for ks in per_class.values() for k in ks])
+        ax.set_title("positives (solid) vs negatives (dashed)" + zoom)
+        _rows_axis(ax)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    elif per_class:
+        for ax, cand in zip(axes[1:], cands):
+            for c in per_class:
+                key = f"p_{cand}_y{c}"
+                if key in curve.values:
+                    ax.plot(curve.rows, curve.values[key], lw=1.4, label=f"class {c}")
+            ax.set_ylabel(f"mean probability of {cand}")
+            zoom = _probability_axis(ax, curve, [f"p_{cand}_y{c}" for c in per_class])
+            ax.set_title(f"{cand}: by true class{zoom}")
+            _rows_axis(ax)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def policy_map(
+    grid: np.ndarray,
+    alpha: Mapping[int, np.ndarray],
+    candidates: Sequence[str],
+    *,
+    title: str,
+    task: str = "binary",
+    spread: Mapping[int, np.ndarray] | None = None,
+) -> Figure:
+    """The controller's probability of each candidate as a function of the prediction.
+
+    ``alpha[c]`` is (G, K): for true class c, at each grid value. Binary: x is ŷ = P(y=1).
+    Multi-class: x is the predicted probability of the true class (the rest spread evenly).
+    ``spread[c]`` (G, K), when given, is drawn as a ± band (e.g. over seeds).
+    """
+    classes = sorted(alpha)
+    cols = min(len(classes), 3 if len(classes) > 2 else 2)
+    nrows = math.ceil(len(classes) / cols)
+    fig = Figure(figsize=(5.2 * cols, 4.0 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    for ax, c in zip(axes, classes):
+        a = alpha[c]
+        for k, name in enumerate(candidates):
+            ax.plot(grid, a[:, k], lw=2, color=candidate_color(name), label=name)
+            if spread is not None and c in spread:
+                s = spread[c][:, k]
+                ax.fill_between(
+                    grid, a[:, k] - s, a[:, k] + s, color=candidate_color(name), alpha=0.15, lw=0
+                )
+        if task == "binary":
+            ax.set_xlabel("prediction ŷ = P(y=1)")
+            easy = (
+                "easy negatives at left, hard at right"
+                if c == 0
+                else "hard positives at left, easy at right"
+            )
+            ax.set_title(f"true label y={c} ({easy})", fontsize=9)
+        else:
+            ax.set_xlabel(f"predicted probability of the true class {c}")
+            ax.set_title(f"true class {c}")
+        ax.set_ylabel("controller probability α of the candidate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes[len(classes) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def metric_errorbars(summary: Summary) -> Figure:
+    """Test AUC and logloss per method, mean ± std over seeds, one colour per model."""
+    methods = list(dict.fromkeys(c.method for ms in summary.models for c in ms.cells))
+    fig = Figure(figsize=(max(7.0, 1.1 * len(methods) + 3), 7.5), layout="constrained")
+    ax_auc, ax_ll = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(methods))
+    width = 0.6 / max(1, len(summary.models))
+    for i, ms in enumerate(summary.models):
+        offset = (i - (len(summary.models) - 1) / 2) * width
+        color = _PALETTE[i % len(_PALETTE)]
+        for ax, metric in ((ax_auc, "test_auc"), (ax_ll, "test_logloss")):
+            xs, ys, es = [], [], []
+            for j, method in enumerate(methods):
+                c = ms.cell(method)
+                if c is None:
+                    continue
+                xs.append(x[j] + offset)
+                ys.append(c.mean(metric))
+                sd = c.std(metric)
+                es.append(0.0 if math.isnan(sd) else sd)
+            n = max((c.n for c in ms.cells), default=0)
+            ax.errorbar(
+                xs, ys, yerr=es, fmt="o", capsize=4, color=color, label=f"{ms.model} ({n} seeds)"
+            )
+    ax_auc.set_ylabel(f"test {auc_label(summary.task)}")
+    ax_ll.set_ylabel(f"test {logloss_label(summary.task)} (nats)")
+    ax_auc.set_title("test AUC per method (mean ± std over seeds; higher is better)")
+    ax_ll.set_title("test logloss per method (mean ± std over seeds; lower is better)")
+    ax_ll.set_xticks(x, methods, rotation=30, ha="right")
+    ax_ll.set_xlabel("loss method")
+    for ax in (ax_auc, ax_ll):
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return fig

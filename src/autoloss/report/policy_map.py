@@ -1,0 +1,93 @@
+"""The controller's policy map: α over the candidates as a function of the prediction.
+
+For a saved ``controller.pt`` the controller network is rebuilt (frozen, eval mode) and fed a grid
+of predictions: binary, ŷ = P(y=1) in (0, 1) with y = 0 and y = 1; multi-class, for every true
+class c, the probability of c on the grid and the remaining mass spread evenly over the other
+classes. What comes out is the controller's α (before Gumbel noise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GRID_POINTS = 99
+
+
+class PolicyMapUnavailable(Exception):
+    """The controller file cannot be turned into a policy map (reason in the message)."""
+
+
+@dataclass
+class PolicyMap:
+    grid: np.ndarray  # (G,)
+    alpha: dict[int, np.ndarray]  # true class -> (G, K)
+    candidates: list[str]
+    task: str
+    spread: dict[int, np.ndarray] | None = None  # true class -> (G, K) std over controllers
+
+
+def prediction_grid(points: int = GRID_POINTS) -> np.ndarray:
+    return np.linspace(0.01, 0.99, points)
+
+
+def grid_inputs(
+    task: str, num_classes: int, true_class: int, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (G,) and predicted probabilities ((G,) binary, (G, C) multi-class) for one class."""
+    y = np.full(len(grid), true_class, dtype=np.int64)
+    if task == "binary":
+        return y, grid.astype(np.float32)
+    probs = np.repeat(((1 - grid) / (num_classes - 1))[:, None], num_classes, axis=1)
+    probs[:, true_class] = grid
+    return y, probs.astype(np.float32)
+
+
+def compute_policy_map(path: Path, points: int = GRID_POINTS) -> PolicyMap:
+    """Rebuild the controller saved at ``path`` and evaluate α on the prediction grid."""
+    try:
+        from autoloss.policies import controller as ctrl_mod
+    except ModuleNotFoundError:
+        raise PolicyMapUnavailable(
+            "the controller module is not available in this installation"
+        ) from None
+    import torch
+
+    from autoloss.errors import AutolossError
+
+    try:
+        ctrl = ctrl_mod.load_controller(path)
+    except AutolossError as exc:
+        raise PolicyMapUnavailable(f"cannot load {path.name}: {exc}") from None
+    if ctrl is None:
+        raise PolicyMapUnavailable(f"{path.name} holds no per-example controller")
+    task = str(ctrl.task)
+    num_classes = int(ctrl.num_classes)
+    grid = prediction_grid(points)
+    alpha: dict[int, np.ndarray] = {}
+    with torch.no_grad():
+        for c in range(num_classes):
+            y, probs = grid_inputs(task, num_classes, c, grid)
+            a = ctrl.alpha(torch.from_numpy(y), torch.from_numpy(probs))
+            alpha[c] = a.detach().cpu().double().numpy()
+    return PolicyMap(grid, alpha, list(ctrl.candidates), task)
+
+
+def average_maps(maps: Sequence[PolicyMap]) -> PolicyMap:
+    """Mean α over several controllers (seeds), with their standard deviation as ``spread``."""
+    if len(maps) == 1:
+        return maps[0]
+    first = maps[0]
+    for m in maps[1:]:
+        if (
+            m.candidates != first.candidates
+            or m.task != first.task
+            or set(m.alpha) != set(first.alpha)
+        ):
+            raise PolicyMapUnavailable("the controllers of this cell differ in candidates or task")
+    alpha = {c: np.mean([m.alpha[c] for m in maps], axis=0) for c in first.alpha}
+    spread = {c: np.std([m.alpha[c] for m in maps], axis=0) for c in first.alpha}
+    return PolicyMap(first.grid, alpha, first.candidates, first.task, spread)
