@@ -3,7 +3,8 @@
 Each converter returns its result plus a :class:`Problem` per kind of bad value found, so that
 the caller can either raise with the first bad row's line number or skip the bad rows. The fast
 path is one pyarrow cast; only when it fails do we look for the offending values, once per
-*distinct* value (never per row).
+*distinct* value (never per row). Inputs may be arrays or chunked arrays (a chunk's columns are
+chunked: the parsed blocks are not concatenated); the fast paths keep them chunked.
 """
 
 from __future__ import annotations
@@ -25,14 +26,31 @@ class Problem:
     mask: np.ndarray  # bool (n,)
 
 
-def null_mask(arr: pa.Array) -> np.ndarray:
+def contiguous(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array (chunked arrays are concatenated)."""
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def null_mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if arr.null_count == 0:
         return np.zeros(len(arr), dtype=bool)
-    return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(contiguous(arr.is_null()).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numpy copy/view of a (chunked) array without nulls."""
+    if isinstance(arr, pa.ChunkedArray):
+        if arr.num_chunks == 1:
+            return arr.chunk(0).to_numpy(zero_copy_only=False)
+        if arr.num_chunks == 0:
+            return np.zeros(0, dtype=arr.type.to_pandas_dtype())
+        return np.concatenate([c.to_numpy(zero_copy_only=False) for c in arr.chunks])
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def _bad_values(arr: pa.Array, ok) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Row mask of values for which ``ok(value) -> bool`` fails, checked once per distinct value."""
+    arr = contiguous(arr)
     enc = arr.dictionary_encode()
     values = enc.dictionary.to_pylist()
     bad_unique = np.array([not ok(v) for v in values], dtype=bool)
@@ -53,29 +71,27 @@ def to_text(arr: pa.Array, column: str, problems: list[Problem]) -> pa.Array:
     try:
         return pc.cast(arr, pa.string())
     except pa.ArrowInvalid:
+        arr = contiguous(arr)
         bad = _bad_values(arr, _decodes)
         problems.append(Problem("undecodable bytes (not UTF-8)", column, bad))
         return pc.cast(pc.if_else(pa.array(bad), pa.scalar(None, arr.type), arr), pa.string())
 
 
 def categorical_tokens(arr: pa.Array, column: str, problems: list[Problem]) -> pa.Array:
-    """binary -> dictionary<string> tokens (null is its own entry). UTF-8 is validated on the
-    distinct values only; rows with undecodable bytes are reported and become null."""
-    enc = arr.dictionary_encode(null_encoding="encode")
+    """binary -> utf8 string tokens (null is a token of its own). The fast path validates the
+    whole column with one cast; when that fails, UTF-8 is checked on the distinct values only,
+    and rows with undecodable bytes are reported and become null (a dictionary array)."""
     try:
-        values = pc.cast(enc.dictionary, pa.string())
+        return pc.cast(arr, pa.string())
     except pa.ArrowInvalid:
-        bad_unique = np.array(
-            [v is not None and not _decodes(v) for v in enc.dictionary.to_pylist()]
-        )
-        problems.append(
-            Problem("undecodable bytes (not UTF-8)", column, bad_unique[enc.indices.to_numpy()])
-        )
-        fixed = pc.if_else(
-            pa.array(bad_unique), pa.scalar(None, enc.dictionary.type), enc.dictionary
-        )
-        values = pc.cast(fixed, pa.string())
-    return pa.DictionaryArray.from_arrays(enc.indices, values)
+        pass
+    enc = contiguous(arr).dictionary_encode(null_encoding="encode")
+    bad_unique = np.array([v is not None and not _decodes(v) for v in enc.dictionary.to_pylist()])
+    problems.append(
+        Problem("undecodable bytes (not UTF-8)", column, bad_unique[enc.indices.to_numpy()])
+    )
+    fixed = pc.if_else(pa.array(bad_unique), pa.scalar(None, enc.dictionary.type), enc.dictionary)
+    return pa.DictionaryArray.from_arrays(enc.indices, pc.cast(fixed, pa.string()))
 
 
 def _is_int(v: str) -> bool:
@@ -97,17 +113,30 @@ def _is_float(v: str) -> bool:
 def _to_number(
     arr: pa.Array, column: str, problems: list[Problem], target: pa.DataType, what: str, ok
 ) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    text = to_text(arr, column, problems)
     try:
-        out = pc.cast(text, target)
+        # Fast path: one cast straight from the raw bytes (valid numbers are ASCII, so a
+        # successful parse also means valid UTF-8).
+        out = pc.cast(arr, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        bad = _bad_values(text, ok)
-        problems.append(Problem(f"not {what}", column, bad))
-        text = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), text)
-        out = pc.cast(pc.utf8_trim_whitespace(text), target)
+        out = _to_number_slow(arr, column, problems, target, what, ok)
     nulls = null_mask(out)
     fill = 0 if pa.types.is_integer(target) else np.nan
-    return np.asarray(out.fill_null(fill).to_numpy(zero_copy_only=False)), nulls
+    return np.asarray(to_numpy(out.fill_null(fill))), nulls
+
+
+def _to_number_slow(
+    arr: pa.Array, column: str, problems: list[Problem], target: pa.DataType, what: str, ok
+) -> pa.Array:  # type: ignore[no-untyped-def]
+    """The precise path (a chunk with a bad value): report the rows, convert each distinct
+    value with Python's own ``int``/``float`` (which also accept spaces, ``+5``, ``1_000``)."""
+    text = to_text(contiguous(arr), column, problems)
+    bad = _bad_values(text, ok)
+    problems.append(Problem(f"not {what}", column, bad))
+    text = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), text)
+    enc = text.dictionary_encode()
+    conv = int if pa.types.is_integer(target) else float
+    values = pa.array([conv(v) for v in enc.dictionary.to_pylist()], type=target)
+    return values.take(enc.indices)
 
 
 def to_int(arr: pa.Array, column: str, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:

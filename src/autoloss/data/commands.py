@@ -38,7 +38,12 @@ def register(subparsers: Any) -> None:
         "movielens, the embedded ml-latest-small is used.",
     )
     p.add_argument("--format", default="movielens", choices=FORMATS)
-    p.add_argument("--input", nargs="+", type=Path, help="training file(s), or file(s) to split")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        type=Path,
+        help="training file(s), or file(s) to split (csv/frappe: also .parquet)",
+    )
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
     p.add_argument("--valid", type=Path, help="pre-split validation file")
     p.add_argument("--test", type=Path, help="pre-split test file")

@@ -101,6 +101,7 @@ class RowEncoder:
         """Encode every row of ``path`` (bad rows raise DataError with their line)."""
         path = Path(path)
         fmt = self.format
+        fmt.check_input(path)
         layout = fmt.layout(path)
         names, _ = read_head(path, layout)
         columns = fmt.bind(path, names, need_label=False)

@@ -21,13 +21,14 @@ from autoloss.data.columns import (
     Problem,
     bucket,
     categorical_tokens,
+    contiguous,
     int_tokens,
     null_mask,
     to_float,
     to_int,
     to_text,
 )
-from autoloss.data.readers import BadRows, Layout, iter_chunks, read_head
+from autoloss.data.readers import BadRows, Layout, is_parquet, iter_chunks, read_head
 from autoloss.errors import ConfigError, DataError, SchemaError
 
 TASKS = ("binary", "multiclass")
@@ -104,6 +105,7 @@ class RawFormat:
     name = ""
     label = "label"
     default_min_count = 1
+    accepts_parquet = False  # SPEC §4: Parquet input for csv and frappe
 
     def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
         if task not in TASKS:
@@ -134,6 +136,14 @@ class RawFormat:
         return []
 
     # --- shared ------------------------------------------------------------------------------
+    def check_input(self, path: Path) -> None:
+        """ConfigError for an input this format cannot read (Parquet for text-only formats)."""
+        if is_parquet(path) and not self.accepts_parquet:
+            raise ConfigError(
+                f"--format {self.name} reads text files; Parquet input is for csv and frappe",
+                column="--input",
+            )
+
     def field_min_count(self, name: str) -> int:
         mc = self.min_count
         if isinstance(mc, dict):
@@ -164,6 +174,15 @@ class RawFormat:
 
     def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
         """Read side files (MovieLens movies) before the pass."""
+
+
+def combined(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """A record batch with contiguous columns (a chunk's table has chunked ones)."""
+    if isinstance(batch, pa.RecordBatch):
+        return batch
+    return pa.RecordBatch.from_arrays(
+        [contiguous(c) for c in batch.columns], names=batch.column_names
+    )
 
 
 def _categorical_tokens(batch: pa.RecordBatch, name: str, problems: list[Problem]) -> pa.Array:
@@ -359,7 +378,7 @@ class MovieLensFormat(RawFormat):
             path, layout, list(names), chunk_rows=1 << 20, skip_bad=skip_bad, bad=bad
         ):
             problems: list[Problem] = []
-            b = chunk.batch
+            b = combined(chunk.batch)
             if dat:
                 split = pc.split_pattern(to_text(b.column("line"), "line", problems), "::", 2)
                 ids = pc.list_element(split, 0)
@@ -388,6 +407,7 @@ class MovieLensFormat(RawFormat):
         return np.where(ok, y, 0).astype(np.int32)
 
     def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
+        batch = combined(batch)
         # Ids must be integers (validated), but they are tokens: keep their text.
         to_int(batch.column("userId"), "userId", data.problems)
         to_int(batch.column("movieId"), "movieId", data.problems)
@@ -516,9 +536,10 @@ class CsvSchema:
 
 
 class CsvFormat(RawFormat):
-    """A header CSV described by a :class:`CsvSchema`."""
+    """A header CSV (or a Parquet file) described by a :class:`CsvSchema`."""
 
     name = "csv"
+    accepts_parquet = True
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from autoloss import __version__
 from autoloss.data.columns import first_bad_row
 from autoloss.data.formats import ChunkData, FieldDef, MovieLensFormat, RawFormat, make_format
-from autoloss.data.readers import BadRows, file_digest, iter_chunks, read_head
+from autoloss.data.readers import BackgroundDigests, BadRows, iter_chunks, read_head
 from autoloss.data.store import FORMAT_VERSION, SPLITS
 from autoloss.data.vocab import FieldVocab, FinalVocab
 from autoloss.errors import ConfigError, DataError
@@ -105,12 +105,18 @@ def split_of_rows(start: int, n: int, seed: int, parts: tuple[float, float, floa
 
 # --- per-split temporary storage -------------------------------------------------------------
 class _SplitSink:
-    """Raw, append-only files of one split: provisional ids, labels, numbers, bags."""
+    """Raw, append-only files of one split: provisional ids, labels, numbers, bags.
+
+    Ids and numbers are stored field-major per block (one block per parse chunk: ``(fields,
+    rows)``), so that every per-field step reads and writes contiguous memory; the sizes of the
+    blocks are kept to read them back the same way.
+    """
 
     def __init__(self, root: Path, name: str, bag_names: list[str]) -> None:
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.rows = 0
+        self.blocks: list[int] = []
         self.label_counts = np.zeros(0, dtype=np.int64)
         self.files: dict[str, BinaryIO] = {}
         self.bag_names = bag_names
@@ -122,18 +128,20 @@ class _SplitSink:
         return self.files[key]
 
     def append(self, x: np.ndarray, y: np.ndarray, nums: np.ndarray, bags: dict) -> None:  # type: ignore[type-arg]
+        """Append a block: ``x`` int32 (fields, rows), ``nums`` float64 (fields, rows)."""
         self.rows += len(y)
-        self._f("x").write(np.ascontiguousarray(x, dtype=np.int32).tobytes())
-        self._f("y").write(y.astype(np.int32).tobytes())
+        self.blocks.append(len(y))
+        _write(self._f("x"), x, np.int32)
+        _write(self._f("y"), y, np.int32)
         counts = np.bincount(y, minlength=self.label_counts.size)
         if counts.size > self.label_counts.size:
             self.label_counts = np.pad(self.label_counts, (0, counts.size - self.label_counts.size))
         self.label_counts += counts
-        if nums.shape[1]:
-            self._f("num").write(np.ascontiguousarray(nums, dtype=np.float64).tobytes())
+        if nums.shape[0]:
+            _write(self._f("num"), nums, np.float64)
         for name, (lengths, values) in bags.items():
-            self._f(f"{name}.len").write(lengths.astype(np.int32).tobytes())
-            self._f(f"{name}.val").write(values.astype(np.int32).tobytes())
+            _write(self._f(f"{name}.len"), lengths, np.int32)
+            _write(self._f(f"{name}.val"), values, np.int32)
             if lengths.size:
                 self.max_bag = max(self.max_bag, int(lengths.max()))
 
@@ -144,6 +152,11 @@ class _SplitSink:
     def reader(self, key: str, dtype: str) -> BinaryIO | None:
         path = self.dir / f"{key}.bin"
         return path.open("rb") if path.exists() else None
+
+
+def _write(f: BinaryIO, arr: np.ndarray, dtype: type) -> None:
+    """Append the bytes of ``arr`` as ``dtype`` (no copy when it already is contiguous)."""
+    f.write(np.ascontiguousarray(arr, dtype=dtype).data)
 
 
 def _read(f: BinaryIO | None, dtype: str, count: int) -> np.ndarray:
@@ -169,7 +182,7 @@ class _NpyWriter:
         np.lib.format.write_array_header_1_0(self.f, header)
 
     def write(self, arr: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(arr, dtype=self.dtype).tobytes())
+        self.f.write(np.ascontiguousarray(arr, dtype=self.dtype).data)
         self.rows += arr.shape[0]
 
     def close(self) -> None:
@@ -251,14 +264,14 @@ class _Pass:
     def feed(self, data: ChunkData, split: np.ndarray) -> None:
         train = split == 0
         n = data.n
-        prov = np.empty((n, len(self.vocab_fields)), dtype=np.int32)
+        prov = np.empty((len(self.vocab_fields), n), dtype=np.int32)
         for j, f in enumerate(self.vocab_fields):
-            prov[:, j] = self.vocabs[f.name].ids(data.tokens[f.name], train)
-        nums = np.empty((n, len(self.number_fields)), dtype=np.float64)
+            prov[j] = self.vocabs[f.name].ids(data.tokens[f.name], train)
+        nums = np.empty((len(self.number_fields), n), dtype=np.float64)
         for j, f in enumerate(self.number_fields):
             v = data.numbers[f.name]
-            nums[:, j] = v
-            self.stats[f.name].add(v[train], self.rng if f.quantiles else None)
+            nums[j] = v
+            self.stats[f.name].add(v[train], self.rng if f.quantiles is not None else None)
         bags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for f in self.bag_fields:
             lists = data.bags[f.name]
@@ -269,14 +282,18 @@ class _Pass:
             ids = self.vocabs[f.name].ids(flat, np.repeat(train, lengths))
             bags[f.name] = (lengths, ids)
         assert data.y is not None
+        present = np.bincount(split, minlength=len(self.sinks))
         for s, sink in enumerate(self.sinks):
-            m = split == s
-            if not m.any():
+            if not present[s]:
                 continue
+            if present[s] == n:  # the whole chunk (pre-split files): no copies
+                sink.append(prov, data.y, nums, bags)
+                continue
+            rows = np.flatnonzero(split == s)
             sub_bags = {}
             for name, (lengths, ids) in bags.items():
-                sub_bags[name] = (lengths[m], ids[np.repeat(m, lengths)])
-            sink.append(prov[m], data.y[m], nums[m], sub_bags)
+                sub_bags[name] = (lengths[rows], ids[np.repeat(split == s, lengths)])
+            sink.append(prov.take(rows, axis=1), data.y[rows], nums.take(rows, axis=1), sub_bags)
 
 
 # --- finishing -------------------------------------------------------------------------------
@@ -325,24 +342,24 @@ def _write_split(
         for f in p.bag_fields
     }
     nv, nn = len(p.vocab_fields), len(p.number_fields)
-    for lo in range(0, n, chunk_rows):
-        k = min(chunk_rows, n - lo)
-        prov = _read(rx, "int32", k * nv).reshape(k, nv)
-        nums = _read(rn, "float64", k * nn).reshape(k, nn)
-        x = np.empty((k, len(cat_fields)), dtype=np.int32)
+    for k in sink.blocks:
+        prov = _read(rx, "int32", k * nv).reshape(nv, k)
+        nums = _read(rn, "float64", k * nn).reshape(nn, k)
+        # Field-major work on contiguous rows, one transpose into the row-major output.
+        x = np.empty((len(cat_fields), k), dtype=np.int32)
         for j, f in enumerate(cat_fields):
             if f.name in vocab_col:
-                x[:, j] = finals[f.name].lookup[prov[:, vocab_col[f.name]]]
+                np.take(finals[f.name].lookup, prov[vocab_col[f.name]], out=x[j])
             else:
-                x[:, j] = quantile_ids(nums[:, num_col[f.name]], edges[f.name])
-        fx.write(x)
+                x[j] = quantile_ids(nums[num_col[f.name]], edges[f.name])
+        fx.write(x.T)
         fy.write(_read(ry, "int32", k))
         if fd is not None:
-            dense = np.empty((k, len(dense_fields)), dtype=np.float32)
+            dense = np.empty((len(dense_fields), k), dtype=np.float32)
             for j, f in enumerate(dense_fields):
                 mean, std = moments[f.name]
-                dense[:, j] = np.nan_to_num((nums[:, num_col[f.name]] - mean) / std, nan=0.0)
-            fd.write(dense)
+                dense[j] = np.nan_to_num((nums[num_col[f.name]] - mean) / std, nan=0.0)
+            fd.write(dense.T)
         if fb is not None:
             bags = np.full((k, len(p.bag_fields), max_bag), -1, dtype=np.int32)
             for j, f in enumerate(p.bag_fields):
@@ -464,6 +481,8 @@ def prepare(
     if out.exists() and not overwrite:
         raise ConfigError("output directory exists (use --overwrite to replace it)", path=out)
     # Check every input (exists, not empty, columns) before any work.
+    for path, _ in files:
+        fmt.check_input(path)
     heads = [read_head(path, fmt.layout(path))[0] for path, _ in files]
     columns = [fmt.bind(path, names, need_label=True) for (path, _), names in zip(files, heads)]
 
@@ -514,6 +533,27 @@ def _run(
     skip_bad: bool,
     chunk_rows: int,
     progress: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    digests = BackgroundDigests([path for path, _ in files] + list(fmt.side_inputs()))
+    try:
+        return _run_pass(
+            fmt, files, columns, tmp, parts, seed, skip_bad, chunk_rows, progress, digests
+        )
+    finally:
+        digests.cancel()
+
+
+def _run_pass(
+    fmt: RawFormat,
+    files: list[tuple[Path, int | None]],
+    columns: list[list[str]],
+    tmp: Path,
+    parts: tuple[float, float, float],
+    seed: int,
+    skip_bad: bool,
+    chunk_rows: int,
+    progress: Callable[[int], None] | None,
+    digests: BackgroundDigests,
 ) -> dict[str, Any]:
     raw = tmp / "_raw"
     p = _Pass(fmt, raw, seed, skip_bad)
@@ -593,10 +633,10 @@ def _run(
             **fmt.parameters(),
         },
         "inputs": [
-            {**file_digest(path), "split": SPLITS[fixed] if fixed is not None else "all"}
+            {**digests.get(path), "split": SPLITS[fixed] if fixed is not None else "all"}
             for path, fixed in files
         ]
-        + [{**file_digest(path), "split": "side"} for path in fmt.side_inputs()],
+        + [{**digests.get(path), "split": "side"} for path in fmt.side_inputs()],
         "class_counts": label_counts,
         "bad_rows": p.bad.as_dict(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,9 +1,13 @@
-"""Streaming, chunked reading of raw delimited files with pyarrow.
+"""Streaming, chunked reading of raw delimited files (and Parquet files) with pyarrow.
 
 Every column is read as ``binary`` so that parsing never fails on content: the formats convert
 columns themselves (:mod:`autoloss.data.columns`) and can then name the exact line and column of
 a bad value, or skip the row. Empty fields become nulls. Compression follows the extension
 (``.gz``, ``.bz2``, ``.zst``).
+
+Parquet files (``.parquet``, ``.pq``) are read batch by batch (``ParquetFile.iter_batches``,
+one row group at a time) and their columns turned into the same binary text columns, so the
+formats treat both alike; a Parquet "line" is the 1-based data row.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pv
+import pyarrow.parquet as pq
 
 from autoloss.errors import DataError
 
@@ -29,6 +35,23 @@ _HEAD_BYTES = 1 << 20
 # RSS from 1.0 to 1.9 GiB between 1M and 4M Criteo rows; 1 MiB blocks keep it flat). Parse
 # 1 MiB blocks and hand out chunks of ``chunk_rows`` rows made of several of them.
 _BLOCK = 1 << 20
+
+
+_PARQUET = (".parquet", ".pq")
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` is read as Parquet (by extension)."""
+    return path.suffix.lower() in _PARQUET
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise DataError("no such file", path=path)
+    try:
+        return pq.ParquetFile(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"cannot read Parquet ({exc})", path=path) from exc
 
 
 def compression_of(path: Path) -> str | None:
@@ -42,13 +65,45 @@ def open_stream(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression=compression_of(path))
 
 
-def file_digest(path: Path) -> dict[str, object]:
+def file_digest(path: Path, stop: threading.Event | None = None) -> dict[str, object]:
     """``{"path", "bytes", "sha256"}`` of a file as stored on disk (compressed bytes)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):
+            if stop is not None and stop.is_set():
+                break
             h.update(chunk)
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+class BackgroundDigests:
+    """:func:`file_digest` of some files, computed in a background thread (hashlib releases the
+    GIL), so that checksumming overlaps the parse instead of adding a pass at the end."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self._paths = list(dict.fromkeys(paths))
+        self._results: dict[Path, dict[str, object]] = {}
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="autoloss-digest", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            for p in self._paths:
+                self._results[p] = file_digest(p, self._stop)
+        except BaseException as exc:  # re-raised by get()
+            self._error = exc
+
+    def get(self, path: Path) -> dict[str, object]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._results[path] if path in self._results else file_digest(path)
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclass(frozen=True)
@@ -95,6 +150,11 @@ def read_head(path: Path, layout: Layout) -> tuple[list[str], int]:
 
     Raises DataError for a missing or empty file.
     """
+    if is_parquet(path):
+        pf = _parquet_file(path)
+        if pf.metadata.num_rows == 0:
+            raise DataError("no data rows", path=path)
+        return list(pf.schema_arrow.names), 1
     with open_stream(path) as stream:
         head = stream.read(_HEAD_BYTES)
     if not head.strip():
@@ -128,10 +188,10 @@ def _find_line(path: Path, text: str) -> int | None:
 
 @dataclass
 class Chunk:
-    """A batch of raw rows; ``first_line`` is the file line of its first row (exact unless
-    earlier rows were skipped for a wrong number of columns)."""
+    """A table of raw rows (columns are chunked arrays); ``first_line`` is the file line of its
+    first row (exact unless earlier rows were skipped for a wrong number of columns)."""
 
-    batch: pa.RecordBatch
+    batch: pa.Table
     first_line: int
 
 
@@ -147,6 +207,9 @@ def iter_chunks(
     """Stream ``columns`` of ``path`` (all as binary, empty -> null) in chunks of about
     ``chunk_rows`` rows. A row with the wrong number of columns raises DataError with its line
     number, or is counted in ``bad`` and skipped."""
+    if is_parquet(path):
+        yield from _iter_parquet(path, columns, chunk_rows)
+        return
     names, _ = read_head(path, layout)
     expected = len(names)
     offending: list[str] = []
@@ -197,10 +260,48 @@ def iter_chunks(
         raise DataError(f"cannot read ({exc})", path=path) from exc
 
 
+def _iter_parquet(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
+    """Parquet batches of ``chunk_rows`` rows (memory: about one row group), columns as
+    binary text like the CSV reader's: numbers and other types in their text form, empty
+    strings as nulls."""
+    pf = _parquet_file(path)
+    line = 1
+    try:
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+            table = pa.Table.from_batches([batch])
+            cols = [_as_binary(table.column(c)) for c in columns]
+            yield Chunk(pa.Table.from_arrays(cols, names=columns), line)
+            line += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"cannot read Parquet ({exc})", path=path) from exc
+
+
+def _as_binary(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = pc.cast(col, t.value_type)
+        t = t.value_type
+    if pa.types.is_boolean(t):  # as 0/1, like a text label
+        col = pc.cast(col, pa.int8())
+        t = pa.int8()
+    if not (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        col = pc.cast(col, pa.string())
+    col = pc.cast(col, pa.binary())
+    empty = pc.equal(pc.binary_length(col), 0)
+    if pc.any(empty).as_py():
+        col = pc.if_else(empty, pa.scalar(None, pa.binary()), col)
+    return col
+
+
 _DONE = object()
 
 
-def _prefetch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _prefetch(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
     """Parse the next chunk in a background thread while the caller encodes this one (pyarrow
     releases the GIL while parsing, so the two overlap on two cores). Exceptions are re-raised
     in the caller; a consumer that stops early stops the thread."""
@@ -240,22 +341,21 @@ def _prefetch(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         thread.join()
 
 
-def _regroup(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Concatenate small parsed blocks into batches of at least ``rows`` rows."""
+def _regroup(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Group small parsed blocks into tables of at least ``rows`` rows. The blocks are not
+    concatenated (that would copy every column): columns are chunked arrays, and the formats
+    combine only what needs to be contiguous."""
     group: list[pa.RecordBatch] = []
     count = 0
+    # A smaller first group, so that encoding starts while the rest is parsed (the result does
+    # not depend on how the rows are grouped).
+    want = max(1, rows // 8)
     for b in batches:
         if b.num_rows:
             group.append(b)
             count += b.num_rows
-        if count >= rows:
-            yield _concat(group)
-            group, count = [], 0
+        if count >= want:
+            yield pa.Table.from_batches(group)
+            group, count, want = [], 0, rows
     if group:
-        yield _concat(group)
-
-
-def _concat(group: list[pa.RecordBatch]) -> pa.RecordBatch:
-    if len(group) == 1:
-        return group[0]
-    return pa.Table.from_batches(group).combine_chunks().to_batches()[0]
+        yield pa.Table.from_batches(group)
