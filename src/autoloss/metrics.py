@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 from autoloss.errors import DataError
 
@@ -172,6 +171,8 @@ def multiclass_logloss(
         raise ValueError("logloss of an empty set")
     rows = np.arange(y.shape[0])
     if from_logits:
+        from scipy import special  # scipy loads in ~1 s: only when used
+
         logp = special.log_softmax(p.astype(np.float64), axis=1)
         return float(-np.mean(logp[rows, y]))
     e = _clip_eps(p, eps)
@@ -184,6 +185,8 @@ def evaluate(y_true: Any, logits: Any, task: str) -> dict[str, float]:
     Applies sigmoid / softmax itself (in float64) and then computes exactly what scikit-learn
     computes on those probabilities. An undefined AUC (a single class in ``y_true``) is ``nan``.
     """
+    from scipy import special
+
     s = _to_numpy(logits).astype(np.float64)
     auc_fn: Callable[[Any, Any], float]
     loss_fn: Callable[[Any, Any], float]
@@ -219,5 +222,7 @@ def welch_ttest(a: Any, b: Any) -> tuple[float, float]:
     z = _to_numpy(b).astype(np.float64).reshape(-1)
     if x.size < 2 or z.size < 2 or (np.ptp(x) == 0 and np.ptp(z) == 0):
         return math.nan, math.nan
+    from scipy import stats
+
     res = stats.ttest_ind(x, z, equal_var=False)
     return float(res.statistic), float(res.pvalue)

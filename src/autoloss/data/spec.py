@@ -13,9 +13,10 @@ value and ids ``1..vocab_size-1`` are known values. Models add per-field offsets
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the data layer works without loading torch (prepare starts fast)
+    import torch
 
 
 @dataclass(frozen=True)

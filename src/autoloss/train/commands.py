@@ -149,8 +149,32 @@ def register(sub: Any) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
-    try:
-        from autoloss.train import serving
-    except ModuleNotFoundError:
-        return
-    serving.register(sub)
+
+    p = sub.add_parser("predict", help="score raw rows with a trained run")
+    p.add_argument("--run", required=True)
+    p.add_argument(
+        "--input", required=True, help="raw rows in the format the dataset was prepared from"
+    )
+    p.add_argument("--out", required=True, help="output CSV (prob, or pred,p0..pC-1)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="export a trained model for serving")
+    p.add_argument("--run", required=True)
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from autoloss.train.serving import predict_file
+
+    n = predict_file(args.run, args.input, args.out)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autoloss.train.serving import export_run
+
+    out = export_run(args.run, args.format, args.out)
+    print(f"exported {args.format} model to {out}")
+    return 0

@@ -6,7 +6,6 @@ with the vocabularies saved at preparation time, unseen values map to the OOV id
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import tempfile
@@ -141,30 +140,3 @@ def predict_file(
                 w.writerow([int(pred[i]), *[f"{v:.6f}" for v in p[i]]])
     tmp.replace(out)
     return n
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    n = predict_file(args.run, args.input, args.out)
-    print(f"wrote {n} predictions to {args.out}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    out = export_run(args.run, args.format, args.out)
-    print(f"exported {args.format} model to {out}")
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("predict", help="score raw rows with a trained run")
-    p.add_argument("--run", required=True)
-    p.add_argument(
-        "--input", required=True, help="raw rows in the format the dataset was prepared from"
-    )
-    p.add_argument("--out", required=True, help="output CSV (prob, or pred,p0..pC-1)")
-    p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("export", help="export a trained model for serving")
-    p.add_argument("--run", required=True)
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export)
