@@ -125,9 +125,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--workdir", default="bench-out")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
     args = ap.parse_args()
+    if args.threads > 0:  # on a shared machine one thread per process avoids OpenMP spin-waits
+        torch.set_num_threads(args.threads)
     print(machine_info())
     work = Path(args.workdir)
     work.mkdir(exist_ok=True)
