@@ -30,11 +30,12 @@ def write_fake_run(
     model: str = "deepfm",
     method: str = "autoloss",
     seed: int = 2021,
-    epochs: int = 3,
+    epochs: int | None = None,
     num_classes: int = 2,
     rows_per_epoch: int = 800,
 ) -> dict:
     rng = np.random.default_rng(seed * 7 + len(method) * 13 + len(model))
+    epochs = epochs or 3 + seed % 2  # early stopping: seeds run different lengths
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig()
     cfg.model.name, cfg.loss.method, cfg.train.seed, cfg.out = model, method, seed, str(run_dir)
@@ -57,14 +58,11 @@ def write_fake_run(
                 "logloss": 0.5 - auc / 10,
             }
         )
-    if method in LEARNT or method == "uniform":
+    fixed = {"uniform": np.full(4, 0.25), "search": rng.dirichlet(np.ones(4))}  # search: per seed
+    if method in LEARNT or method in fixed:
         for step in range(2, epochs * 4 + 1, 2):
             t = step / (epochs * 4)
-            p = (
-                np.array([0.25, 0.25, 0.25, 0.25])
-                if method == "uniform"
-                else np.array([0.4 - 0.2 * t, 0.2, 0.1, 0.3 + 0.2 * t])
-            )
+            p = fixed.get(method, np.array([0.4 - 0.2 * t, 0.2, 0.1, 0.3 + 0.2 * t]))
             rec = {"type": "policy", "step": step, "rows": step * rows_per_epoch // 4}
             if method == "autoloss":
                 rec["tau"] = 1 - 5e-5 * step

@@ -15,7 +15,7 @@ from autoloss.train.config import RunConfig
 
 DEMO_MODEL = "deepfm"
 DEMO_METHODS = ("ce", "uniform", "darts", "autoloss")
-DEMO_SEEDS = 3
+DEMO_SEEDS = 5
 DEMO_EPOCHS = 5
 DEMO_JOBS = 1
 

@@ -64,21 +64,25 @@ def _slug(text: str) -> str:
 def _candidate_section(
     page: HtmlPage,
     out: Path,
-    curve: Curve,
+    runs: Sequence[Curve],
     candidates: Sequence[str],
     *,
     name: str,
     title: str,
     method: str,
 ) -> bool:
+    """The probability evolution, averaged over ``runs`` (seeds); skipped for fixed weights."""
+    curve = mean_curve(runs)
     overall, per_class = probability_keys(curve, candidates)
     if not overall or not len(curve):
         page.note(f"{title}: skipped: `{method}` logged no candidate probabilities.")
         return False
     keys = overall + [k for ks in per_class.values() for k in ks]
-    if not varies(curve, keys):
+    # judged per run: seeds of a fixed-weight method (search) differ, and so would their mean
+    if not any(varies(c, keys) for c in runs):
         fixed = ", ".join(f"{k[2:]} {float(np.nanmean(curve.values[k])):.2f}" for k in overall)
-        page.note(f"{title}: skipped: `{method}` uses fixed weights ({fixed}).")
+        what = "fixed weights" + (" (mean over seeds: " if len(runs) > 1 else " (")
+        page.note(f"{title}: skipped: `{method}` uses {what}{fixed}).")
         return False
     fig = plots.candidate_evolution(curve, overall, per_class, title=title)
     png = plots.save_png(fig, out / name)
@@ -169,7 +173,7 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
     _candidate_section(
         page,
         out,
-        curve_from_records(rec.policy),
+        [curve_from_records(rec.policy)],
         rec.candidates,
         name="candidate_probabilities.png",
         title=f"{label}: candidate probabilities during training",
@@ -248,7 +252,9 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
             page.note(f"{model}: no validation records.")
             continue
         fig = plots.learning_curves(
-            curves, title=f"{model}: validation metrics (mean over seeds, band ± std)", task=task
+            curves,
+            title=f"{model}: validation metrics (mean ± std over seeds, where at least half still train)",
+            task=task,
         )
         page.image(
             plots.save_png(fig, out / f"learning_curves_{_slug(model)}.png"),
@@ -261,11 +267,10 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
             recs = runs.get((model, method), [])
             if not recs:
                 continue
-            curve = mean_curve([curve_from_records(x.policy) for x in recs])
             _candidate_section(
                 page,
                 out,
-                curve,
+                [curve_from_records(x.policy) for x in recs],
                 recs[0].candidates,
                 name=f"candidate_probabilities_{_slug(model)}-{_slug(method)}.png",
                 title=f"{model} with {method}: candidate probabilities (mean over {len(recs)} seeds)",

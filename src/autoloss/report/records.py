@@ -135,8 +135,12 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def mean_curve(curves: Sequence[Curve]) -> Curve:
-    """Pointwise mean (and std) over curves at each recorded number of rows."""
+def mean_curve(curves: Sequence[Curve], min_fraction: float = 0.5) -> Curve:
+    """Pointwise mean (and std) over curves at each recorded number of rows.
+
+    Only rows that at least ``min_fraction`` of the curves reach are kept: past them the mean would
+    be that of the few seeds still training (early stopping) and jump.
+    """
     curves = [c for c in curves if len(c)]
     if not curves:
         return Curve(np.zeros(0), {})
@@ -150,6 +154,15 @@ def mean_curve(curves: Sequence[Curve]) -> Curve:
     n = np.zeros(len(rows), dtype=int)
     for c in curves:
         n += np.isin(rows, c.rows)
+    keep = n >= max(1, math.ceil(min_fraction * len(curves)))
+    rows, n = rows[keep], n[keep]
+    curves = [
+        Curve(
+            c.rows[np.isin(c.rows, rows)],
+            {k: v[np.isin(c.rows, rows)] for k, v in c.values.items()},
+        )
+        for c in curves
+    ]
     for k in keys:
         grid = np.full((len(curves), len(rows)), np.nan)
         for i, c in enumerate(curves):

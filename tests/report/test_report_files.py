@@ -72,7 +72,7 @@ def test_report_of_an_experiment(tmp_path: Path) -> None:
     exp = write_fake_experiment(
         tmp_path / "exp",
         models=("deepfm",),
-        methods=("ce", "uniform", "darts", "autoloss"),
+        methods=("ce", "uniform", "search", "darts", "autoloss"),
         seeds=(1, 2, 3),
     )
     finish_experiment(exp)
@@ -85,9 +85,9 @@ def test_report_of_an_experiment(tmp_path: Path) -> None:
         "candidate_probabilities_deepfm-darts.png",
     ]
     html = _check_files(out, names)
-    assert not (
-        out / "candidate_probabilities_deepfm-uniform.png"
-    ).exists()  # fixed weights: a note
+    # fixed weights: a note, also when each seed has its own (search) and their mean moves
+    assert not (out / "candidate_probabilities_deepfm-uniform.png").exists()
+    assert not (out / "candidate_probabilities_deepfm-search.png").exists()
     assert "uses fixed weights" in html
     assert "Mean ± std and Welch t-tests" in html and "<b>" in html
     assert len(_pngs(html)) == len(list(out.glob("*.png")))
@@ -126,6 +126,10 @@ def test_metrics_records_dedupe_resumed_steps_and_mean_over_seeds(tmp_path: Path
     m = mean_curve([a, b])
     assert list(m.rows) == [100, 200]
     assert np.allclose(m.values["auc"], [0.7, 0.7]) and list(m.n) == [2, 1]  # type: ignore[arg-type]
+    # three seeds, one trains longer: its lone tail is not drawn as "the mean"
+    c = curve_from_records([{"rows": r, "auc": 0.5} for r in (100, 200, 300)], ["auc"])
+    m3 = mean_curve([a, a, c])
+    assert list(m3.rows) == [100, 200] and np.allclose(m3.values["auc"], [0.5666667, 0.6333333])
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])
