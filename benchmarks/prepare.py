@@ -4,13 +4,17 @@ For synthetic Criteo files of 1M and 4M rows (generated once, cached in ``bench-
 
 * pandas: ``pandas.read_csv(path, sep="\\t", header=None)`` alone, timed inside a fresh
   subprocess (import time excluded);
+* reader: prepare's own streaming reader (pyarrow, every column as binary) iterated over the
+  file with nothing else done: the floor under any prepare built on it;
 * prepare: ``python -m autoloss prepare --format criteo`` in a fresh subprocess: its own
   reported seconds (meta.json, import time excluded), the wall time of the command, and the
-  peak RSS of that subprocess (``getrusage(RUSAGE_CHILDREN)`` in a fresh wrapper per run).
+  peak RSS and CPU seconds (user + system, all threads) of that subprocess
+  (``getrusage(RUSAGE_CHILDREN)`` in a fresh wrapper per run).
 
 Targets: prepare <= 1.5 x the pandas parse; peak RSS at 4M rows within 25% of 1M rows.
 
     .venv/bin/python benchmarks/prepare.py [--rows 1000000 4000000] [--out bench-out]
+        [--repeat N] [--workers N]
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ _WRAPPER = """
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
-print(json.dumps({"rc": rc, "wall": time.perf_counter() - t,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall": time.perf_counter() - t, "cpu": r.ru_utime + r.ru_stime,
+                  "maxrss_mb": r.ru_maxrss / 1024}))
 """
 
 _PANDAS = """
@@ -39,6 +44,21 @@ import sys, time, pandas as pd
 t = time.perf_counter()
 df = pd.read_csv(sys.argv[1], sep="\\t", header=None)
 print(time.perf_counter() - t, len(df))
+"""
+
+_READER = """
+import sys, time
+from pathlib import Path
+from autoloss.data.formats import make_format
+from autoloss.data.readers import BadRows, iter_chunks, read_head
+path = Path(sys.argv[1])
+fmt = make_format("criteo")
+layout = fmt.layout(path)
+cols = fmt.bind(path, read_head(path, layout)[0], need_label=True)
+t = time.perf_counter()
+n = sum(c.batch.num_rows for c in iter_chunks(path, layout, cols, chunk_rows=262144,
+                                               skip_bad=False, bad=BadRows()))
+print(time.perf_counter() - t, n)
 """
 
 
@@ -83,9 +103,9 @@ def measure(argv: list[str]) -> dict[str, float]:
     return result
 
 
-def pandas_seconds(path: Path) -> float:
+def script_seconds(script: str, path: Path) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", _PANDAS, str(path)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
     )
     return float(out.stdout.split()[0])
 
@@ -95,6 +115,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (best kept)")
+    ap.add_argument("--workers", type=int, default=0, help="prepare --workers (0: one per core)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print("machine:", json.dumps(machine_info()))
@@ -109,10 +130,12 @@ def main() -> None:
             write_synthetic_criteo(path, rows, seed=0)
             print(f"generated {path} in {time.perf_counter() - t:.1f} s")
         size_mb = path.stat().st_size / 2**20
-        pandas = min(pandas_seconds(path) for _ in range(args.repeat))
+        pandas = min(script_seconds(_PANDAS, path) for _ in range(args.repeat))
+        reader = min(script_seconds(_READER, path) for _ in range(args.repeat))
         dest = args.out / f"prepared-{rows}"
         cmd = [sys.executable, "-m", "autoloss", "prepare", "--format", "criteo"]
         cmd += ["--input", str(path), "--out", str(dest), "--overwrite"]
+        cmd += ["--workers", str(args.workers)]
         runs = []
         for _ in range(args.repeat):
             m = measure(cmd)
@@ -122,8 +145,9 @@ def main() -> None:
         results[rows] = best
         print(
             f"{rows:>9,} rows ({size_mb:,.0f} MiB): pandas parse {pandas:.2f} s | "
+            f"reader alone {reader:.2f} s ({reader / pandas:.2f}x pandas) | "
             f"prepare {best['seconds']:.2f} s ({rows / best['seconds']:,.0f} rows/s; "
-            f"command wall {best['wall']:.2f} s) | ratio prepare/pandas "
+            f"command wall {best['wall']:.2f} s, CPU {best['cpu']:.2f} s) | ratio prepare/pandas "
             f"{best['seconds'] / pandas:.2f} | peak RSS {best['maxrss_mb']:,.0f} MiB"
         )
     if len(results) >= 2:

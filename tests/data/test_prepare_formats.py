@@ -260,3 +260,35 @@ def test_schema_file_is_validated(tmp_path: Path) -> None:
         with pytest.raises(SchemaError, match=r"s\.yaml"):
             prepare("csv", data, tmp_path / "out", schema=schema)
     assert SCHEMA_YAML  # the fixture schema is exercised above
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "meta.json"
+    }
+
+
+@pytest.mark.parametrize("kind", ["criteo", "csv"])
+def test_output_does_not_depend_on_chunking_or_workers(
+    kind: str, criteo_file: Path, csv_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Chunk-local ids are unified after the pass, fields are encoded by a pool of threads:
+    the dataset (arrays, vocabularies, ids) must be byte-identical whatever the chunk size and
+    the number of workers."""
+    if kind == "criteo":
+        args: dict = dict(format="criteo", inputs=criteo_file, min_count=2)
+    else:
+        data, schema = csv_files
+        args = dict(format="csv", inputs=data, schema=schema)
+    runs = [(262_144, 1), (7, 3), (50, 0), (1, 2)]
+    outs = [
+        prepare(**args, out=tmp_path / f"o{i}", chunk_rows=c, workers=w)
+        for i, (c, w) in enumerate(runs)
+    ]
+    ref = _files(outs[0].path)
+    assert any(k.startswith("vocab/") for k in ref) and any(k.endswith("x.npy") for k in ref)
+    for r in outs[1:]:
+        assert _files(r.path) == ref
+        assert r.meta["fields"] == outs[0].meta["fields"] and r.splits == outs[0].splits

@@ -55,6 +55,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="threads that encode the fields of a chunk side by side (default 0: one per core; "
+        "the result does not depend on it)",
+    )
     p.set_defaults(func=run_prepare)
 
     s = subparsers.add_parser(
@@ -93,6 +100,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         on_bad_row=args.on_bad_row,
         chunk_rows=args.chunk_rows,
+        workers=args.workers,
     )
     print(summary(result))
     return 0

@@ -36,7 +36,15 @@ import pyarrow.parquet as pq
 from autoloss import __version__
 from autoloss.data.columns import first_bad_row
 from autoloss.data.formats import ChunkData, FieldDef, MovieLensFormat, RawFormat, make_format
-from autoloss.data.readers import BackgroundDigests, BadRows, iter_chunks, read_head
+from autoloss.data.parallel import FieldPool
+from autoloss.data.readers import (
+    BackgroundDigests,
+    BadRows,
+    Chunk,
+    iter_chunks,
+    prefetch,
+    read_head,
+)
 from autoloss.data.store import FORMAT_VERSION, SPLITS
 from autoloss.data.vocab import FieldVocab, FinalVocab
 from autoloss.errors import ConfigError, DataError
@@ -116,7 +124,7 @@ class _SplitSink:
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.rows = 0
-        self.blocks: list[int] = []
+        self.blocks: list[tuple[int, int]] = []  # (chunk, rows)
         self.label_counts = np.zeros(0, dtype=np.int64)
         self.files: dict[str, BinaryIO] = {}
         self.bag_names = bag_names
@@ -127,10 +135,13 @@ class _SplitSink:
             self.files[key] = (self.dir / f"{key}.bin").open("wb")
         return self.files[key]
 
-    def append(self, x: np.ndarray, y: np.ndarray, nums: np.ndarray, bags: dict) -> None:  # type: ignore[type-arg]
-        """Append a block: ``x`` int32 (fields, rows), ``nums`` float64 (fields, rows)."""
+    def append(
+        self, chunk: int, x: np.ndarray, y: np.ndarray, nums: np.ndarray, bags: dict
+    ) -> None:  # type: ignore[type-arg]
+        """Append a block of chunk ``chunk``: ``x`` int32 chunk-local ids (fields, rows),
+        ``nums`` float64 (fields, rows)."""
         self.rows += len(y)
-        self.blocks.append(len(y))
+        self.blocks.append((chunk, len(y)))
         _write(self._f("x"), x, np.int32)
         _write(self._f("y"), y, np.int32)
         counts = np.bincount(y, minlength=self.label_counts.size)
@@ -219,8 +230,11 @@ class _NumberStats:
 class _Pass:
     """State of the single parse pass."""
 
-    def __init__(self, fmt: RawFormat, root: Path, seed: int, skip_bad: bool) -> None:
+    def __init__(
+        self, fmt: RawFormat, root: Path, seed: int, skip_bad: bool, pool: FieldPool
+    ) -> None:
         self.fmt = fmt
+        self.pool = pool
         self.seed = seed
         self.skip_bad = skip_bad
         self.bad = BadRows()
@@ -229,18 +243,22 @@ class _Pass:
         ]
         self.number_fields = [f for f in fmt.fields if f.from_numbers]
         self.bag_fields = [f for f in fmt.fields if f.kind == "multivalue"]
-        self.vocabs = {f.name: FieldVocab() for f in (*self.vocab_fields, *self.bag_fields)}
+        self.vocabs = {
+            f.name: FieldVocab(root / "vocab" / f"f{j}")
+            for j, f in enumerate((*self.vocab_fields, *self.bag_fields))
+        }
+        self.chunk = 0  # index of the next chunk: the vocabularies number chunks the same way
         self.stats = {f.name: _NumberStats() for f in self.number_fields}
         self.rng = np.random.default_rng(seed)
         names = [f.name for f in self.bag_fields]
         self.sinks = [_SplitSink(root, s, names) for s in SPLITS]
 
-    def check(
-        self, data: ChunkData, chunk_batch: pa.RecordBatch, first_line: int, path: Path
-    ) -> ChunkData:
-        """Raise on the first bad row, or drop bad rows and count them."""
-        if not any(p.mask.any() for p in data.problems):
+    def check(self, data: ChunkData, chunk: Chunk | None, path: Path) -> ChunkData:
+        """Raise on the first bad row, or drop bad rows and count them (``chunk``: the raw
+        rows, None when no row is bad)."""
+        if chunk is None:
             return data
+        chunk_batch, first_line = chunk.batch, chunk.first_line
         if not self.skip_bad:
             hit = first_bad_row(data.problems)
             assert hit is not None
@@ -265,8 +283,14 @@ class _Pass:
         train = split == 0
         n = data.n
         prov = np.empty((len(self.vocab_fields), n), dtype=np.int32)
-        for j, f in enumerate(self.vocab_fields):
-            prov[j] = self.vocabs[f.name].ids(data.tokens[f.name], train)
+
+        def field_ids(j: int) -> None:
+            f = self.vocab_fields[j]
+            prov[j] = self.vocabs[f.name].local_ids(data.tokens[f.name], train)
+
+        # Fields are independent (one vocabulary each) and the heavy steps (hashing, gathers,
+        # counts) release the GIL, so the fields of a chunk are encoded by a pool of threads.
+        self.pool.run(field_ids, len(self.vocab_fields))
         nums = np.empty((len(self.number_fields), n), dtype=np.float64)
         for j, f in enumerate(self.number_fields):
             v = data.numbers[f.name]
@@ -279,7 +303,7 @@ class _Pass:
                 pc.list_value_length(lists).fill_null(0).to_numpy(), dtype=np.int64
             )
             flat = pc.list_flatten(lists)
-            ids = self.vocabs[f.name].ids(flat, np.repeat(train, lengths))
+            ids = self.vocabs[f.name].local_ids(flat, np.repeat(train, lengths))
             bags[f.name] = (lengths, ids)
         assert data.y is not None
         present = np.bincount(split, minlength=len(self.sinks))
@@ -287,13 +311,16 @@ class _Pass:
             if not present[s]:
                 continue
             if present[s] == n:  # the whole chunk (pre-split files): no copies
-                sink.append(prov, data.y, nums, bags)
+                sink.append(self.chunk, prov, data.y, nums, bags)
                 continue
             rows = np.flatnonzero(split == s)
             sub_bags = {}
             for name, (lengths, ids) in bags.items():
                 sub_bags[name] = (lengths[rows], ids[np.repeat(split == s, lengths)])
-            sink.append(prov.take(rows, axis=1), data.y[rows], nums.take(rows, axis=1), sub_bags)
+            sink.append(
+                self.chunk, prov.take(rows, axis=1), data.y[rows], nums.take(rows, axis=1), sub_bags
+            )
+        self.chunk += 1
 
 
 # --- finishing -------------------------------------------------------------------------------
@@ -342,16 +369,26 @@ def _write_split(
         for f in p.bag_fields
     }
     nv, nn = len(p.vocab_fields), len(p.number_fields)
-    for k in sink.blocks:
+    for chunk, k in sink.blocks:
         prov = _read(rx, "int32", k * nv).reshape(nv, k)
         nums = _read(rn, "float64", k * nn).reshape(nn, k)
         # Field-major work on contiguous rows, one transpose into the row-major output.
         x = np.empty((len(cat_fields), k), dtype=np.int32)
-        for j, f in enumerate(cat_fields):
+
+        def final_ids(
+            j: int,
+            x: np.ndarray = x,
+            prov: np.ndarray = prov,
+            nums: np.ndarray = nums,
+            chunk: int = chunk,
+        ) -> None:
+            f = cat_fields[j]
             if f.name in vocab_col:
-                np.take(finals[f.name].lookup, prov[vocab_col[f.name]], out=x[j])
+                np.take(finals[f.name].chunk_table(chunk), prov[vocab_col[f.name]], out=x[j])
             else:
                 x[j] = quantile_ids(nums[num_col[f.name]], edges[f.name])
+
+        p.pool.run(final_ids, len(cat_fields))
         fx.write(x.T)
         fy.write(_read(ry, "int32", k))
         if fd is not None:
@@ -365,7 +402,8 @@ def _write_split(
             for j, f in enumerate(p.bag_fields):
                 rl, rv = rbags[f.name]
                 lengths = _read(rl, "int32", k).astype(np.int64)
-                vals = finals[f.name].lookup[_read(rv, "int32", int(lengths.sum()))]
+                table = finals[f.name].chunk_table(chunk)
+                vals = table[_read(rv, "int32", int(lengths.sum()))]
                 rows = np.repeat(np.arange(k), lengths)
                 starts = np.cumsum(lengths) - lengths
                 pos = np.arange(vals.size) - np.repeat(starts, lengths)
@@ -435,6 +473,7 @@ def prepare(
     on_bad_row: str = "error",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> PrepareResult:
     """Prepare raw files into an encoded dataset directory ``out`` (see ``docs/data.md``).
 
@@ -451,12 +490,15 @@ def prepare(
         on_bad_row: ``error`` (raise DataError naming file and line) or ``skip``.
         chunk_rows: about how many rows are parsed at a time (memory vs. overhead).
         progress: called with the number of rows read so far after each chunk.
+        workers: threads that encode the fields of a chunk side by side (0: one per core).
     """
     start = time.perf_counter()
     if on_bad_row not in ("error", "skip"):
         raise ConfigError(
             f"--on-bad-row must be error or skip, got {on_bad_row!r}", column="--on-bad-row"
         )
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}", column="--workers")
     if chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be >= 1, got {chunk_rows}", column="--chunk-rows")
     if (valid is None) != (test is None):
@@ -490,9 +532,19 @@ def prepare(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        meta = _run(
-            fmt, files, columns, tmp, parts, seed, on_bad_row == "skip", chunk_rows, progress
-        )
+        with FieldPool(workers) as pool:
+            meta = _run(
+                fmt,
+                files,
+                columns,
+                tmp,
+                parts,
+                seed,
+                on_bad_row == "skip",
+                chunk_rows,
+                progress,
+                pool,
+            )
         meta["protocol"].update(split=list(parts) if valid is None else "pre-split", seed=seed)
         meta["seconds"] = round(time.perf_counter() - start, 3)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -533,14 +585,23 @@ def _run(
     skip_bad: bool,
     chunk_rows: int,
     progress: Callable[[int], None] | None,
+    pool: FieldPool,
 ) -> dict[str, Any]:
     digests = BackgroundDigests([path for path, _ in files] + list(fmt.side_inputs()))
     try:
         return _run_pass(
-            fmt, files, columns, tmp, parts, seed, skip_bad, chunk_rows, progress, digests
+            fmt, files, columns, tmp, parts, seed, skip_bad, chunk_rows, progress, digests, pool
         )
     finally:
         digests.cancel()
+
+
+def _convert(fmt: RawFormat, chunk: Chunk) -> tuple[Chunk | None, ChunkData]:
+    """Convert a chunk; its raw text is kept only when a row is bad (to quote the value in the
+    error), so that a converted chunk waiting in the pipeline holds no raw copy."""
+    data = fmt.transform(chunk.batch, has_label=True)
+    bad = any(p.mask.any() for p in data.problems)
+    return (chunk if bad else None), data
 
 
 def _run_pass(
@@ -554,25 +615,35 @@ def _run_pass(
     chunk_rows: int,
     progress: Callable[[int], None] | None,
     digests: BackgroundDigests,
+    pool: FieldPool,
 ) -> dict[str, Any]:
     raw = tmp / "_raw"
-    p = _Pass(fmt, raw, seed, skip_bad)
+    p = _Pass(fmt, raw, seed, skip_bad, pool)
     fmt.load_side_data(skip_bad, p.bad)
     row = 0  # rows read from the inputs, the key of the split hash
     for (path, fixed), cols in zip(files, columns):
         layout = fmt.layout(path)
-        for chunk in iter_chunks(
-            path, layout, cols, chunk_rows=chunk_rows, skip_bad=skip_bad, bad=p.bad
-        ):
-            n = chunk.batch.num_rows
-            data = fmt.transform(chunk.batch, has_label=True)
+        chunks = iter_chunks(
+            path,
+            layout,
+            cols,
+            chunk_rows=chunk_rows,
+            skip_bad=skip_bad,
+            bad=p.bad,
+            background=False,
+        )
+        # Two stages on two threads: a background thread parses and converts the next chunk
+        # while this one is encoded (here and by the field pool).
+        converted = prefetch(_convert(fmt, c) for c in chunks)
+        for chunk, data in converted:
+            n = data.n
             split = (
                 np.full(n, fixed, dtype=np.uint8)
                 if fixed is not None
                 else split_of_rows(row, n, seed, parts)
             )
             row += n
-            checked = p.check(data, chunk.batch, chunk.first_line, path)
+            checked = p.check(data, chunk, path)
             if checked is not data:
                 split = split[~np.logical_or.reduce([q.mask for q in data.problems])]
             p.feed(checked, split)
@@ -586,7 +657,13 @@ def _run_pass(
     if counts["train"] == 0:
         raise DataError("no training rows (check --split or the input)", path=files[0][0])
 
-    finals = {name: v.finalize(_min_count(fmt, name)) for name, v in p.vocabs.items()}
+    names = list(p.vocabs)
+    finals: dict[str, FinalVocab] = {}
+
+    def finalize(i: int) -> None:
+        finals[names[i]] = p.vocabs[names[i]].finalize(_min_count(fmt, names[i]))
+
+    pool.run(finalize, len(names))
     edges = {
         f.name: _quantile_edges(p.stats[f.name], f.quantiles)
         for f in p.number_fields

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -203,10 +204,13 @@ def iter_chunks(
     chunk_rows: int,
     skip_bad: bool,
     bad: BadRows,
+    background: bool = True,
 ) -> Iterator[Chunk]:
     """Stream ``columns`` of ``path`` (all as binary, empty -> null) in chunks of about
     ``chunk_rows`` rows. A row with the wrong number of columns raises DataError with its line
-    number, or is counted in ``bad`` and skipped."""
+    number, or is counted in ``bad`` and skipped. With ``background`` the next chunk is parsed
+    in a background thread while the caller works on this one; without, the caller can run the
+    iteration in a thread of its own (see :func:`prefetch`)."""
     if is_parquet(path):
         yield from _iter_parquet(path, columns, chunk_rows)
         return
@@ -244,7 +248,8 @@ def iter_chunks(
             parse_options=parse_options,
             convert_options=convert_options,
         )
-        for batch in _prefetch(_regroup(reader, chunk_rows)):
+        groups = _regroup(reader, chunk_rows)
+        for batch in prefetch(groups) if background else groups:
             yield Chunk(batch, line)
             line += batch.num_rows
     except pa.ArrowInvalid as exc:
@@ -299,12 +304,14 @@ def _as_binary(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 _DONE = object()
+T = TypeVar("T")
 
 
-def _prefetch(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    """Parse the next chunk in a background thread while the caller encodes this one (pyarrow
-    releases the GIL while parsing, so the two overlap on two cores). Exceptions are re-raised
-    in the caller; a consumer that stops early stops the thread."""
+def prefetch(items: Iterable[T]) -> Iterator[T]:
+    """Produce the next item in a background thread while the caller works on this one (e.g.
+    parse the next chunk while this one is encoded: pyarrow releases the GIL while parsing, so
+    the two overlap on two cores). Exceptions are re-raised in the caller; a consumer that stops
+    early stops the thread."""
     q: queue.Queue[object] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -319,14 +326,18 @@ def _prefetch(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
 
     def work() -> None:
         try:
-            for b in batches:
+            for b in items:
                 if not put(b):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, re-raised there
             put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator (maybe a prefetch itself): stop it here
+                close()
 
-    thread = threading.Thread(target=work, name="autoloss-csv-prefetch", daemon=True)
+    thread = threading.Thread(target=work, name="autoloss-prefetch", daemon=True)
     thread.start()
     try:
         while True:
