@@ -62,13 +62,9 @@ class FieldVocab:
     ) -> np.ndarray:
         """Chunk-local int32 ids of ``tokens`` (null is a token too); the rows where
         ``count_mask`` is True (all if None) are counted."""
-        if isinstance(tokens, pa.ChunkedArray):
-            tokens = tokens.combine_chunks()
         if isinstance(tokens, pa.DictionaryArray):  # may hold duplicate values: encode afresh
             tokens = tokens.dictionary_decode()
-        enc = tokens.dictionary_encode(null_encoding="encode")
-        local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
-        values = enc.dictionary
+        local, values = _encode(tokens)
         if count_mask is None or count_mask.all():
             counts = np.bincount(local, minlength=len(values))
         else:
@@ -95,15 +91,14 @@ class FieldVocab:
         self._counts.write(np.ascontiguousarray(counts, dtype=np.int64).data)
         self.sizes.append(len(values))
 
-    def _values(self) -> pa.Array:
-        """Every chunk's dictionary, concatenated in chunk order."""
+    def _values(self) -> pa.ChunkedArray:
+        """Every chunk's dictionary, in chunk order."""
         self.close()
         path = self.root / "values.arrow"
         if not path.exists():
-            return pa.array([], type=self._type or pa.string())
+            return pa.chunked_array([], type=self._type or pa.string())
         with pa.OSFile(str(path), "rb") as f:
-            table = pa.ipc.open_stream(f).read_all()
-        return table.column(0).combine_chunks()
+            return pa.ipc.open_stream(f).read_all().column(0)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -120,9 +115,7 @@ class FieldVocab:
         values = self._values()
         counts_per_local = np.fromfile(self.root / "counts.bin", dtype=np.int64)
         assert counts_per_local.size == sum(self.sizes) == len(values)
-        enc = values.dictionary_encode(null_encoding="encode")
-        position = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        distinct = enc.dictionary
+        position, distinct = _encode(values)
         # float64 weights count exactly up to 2**53
         summed = np.bincount(position, weights=counts_per_local, minlength=len(distinct))
         counts = np.rint(summed).astype(np.int64)
@@ -133,7 +126,7 @@ class FieldVocab:
         final_of_value[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
         table_path = self.root / "final_ids.bin"
         final_of_value[position].astype(np.int32).tofile(table_path)
-        del values, enc, position
+        del values, position
         offsets = np.concatenate([[0], np.cumsum(self.sizes, dtype=np.int64)])
         kept = distinct.take(pa.array(keep, type=pa.int64()))
         return FinalVocab(
@@ -143,6 +136,20 @@ class FieldVocab:
             table_path=table_path,
             offsets=offsets,
         )
+
+
+def _encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(int32 index of each value in the dictionary, the dictionary: the distinct values in
+    order of first appearance, null included). A chunked array is encoded without concatenating
+    it: pyarrow keeps one memo table across its chunks, so they share the final dictionary."""
+    enc = values.dictionary_encode(null_encoding="encode")
+    if isinstance(enc, pa.Array):
+        return np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int32), enc.dictionary
+    if enc.num_chunks == 0:
+        return np.zeros(0, np.int32), pa.array([], type=values.type)
+    parts = [np.asarray(c.indices.to_numpy(zero_copy_only=False)) for c in enc.chunks]
+    index = parts[0].astype(np.int32, copy=True) if len(parts) == 1 else np.concatenate(parts)
+    return index.astype(np.int32, copy=False), enc.chunk(enc.num_chunks - 1).dictionary
 
 
 @dataclass
