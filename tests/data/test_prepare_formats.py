@@ -292,3 +292,31 @@ def test_output_does_not_depend_on_chunking_or_workers(
     for r in outs[1:]:
         assert _files(r.path) == ref
         assert r.meta["fields"] == outs[0].meta["fields"] and r.splits == outs[0].splits
+
+
+def test_many_fields_under_a_low_open_file_limit(tmp_path: Path) -> None:
+    """Per-field spill files are opened per append, never held: 300 fields prepare under a
+    limit of 128 open files (3 files per field held open would need 900)."""
+    resource = pytest.importorskip("resource")
+    n_fields = 300
+    rng = np.random.default_rng(0)
+    header = "label," + ",".join(f"f{i}" for i in range(n_fields))
+    rows = [
+        f"{i % 2}," + ",".join(f"v{int(x)}" for x in rng.integers(0, 5, n_fields))
+        for i in range(40)
+    ]
+    data = write_raw(tmp_path / "wide.csv", "\n".join([header, *rows]) + "\n")
+    schema = write_raw(
+        tmp_path / "schema.yaml",
+        "label: label\ncategorical: [" + ", ".join(f"f{i}" for i in range(n_fields)) + "]\n",
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(128, hard), hard))
+    try:
+        r = prepare("csv", data, tmp_path / "out", schema=schema, chunk_rows=8, split="1:0:0")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    ds = EncodedDataset(r.path)
+    assert ds.split("train").x.shape == (40, n_fields)
+    want = [row.split(",")[1 + 7] for row in rows]
+    assert decoded(ds, "train", "f7") == want

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,10 +48,13 @@ class FieldVocab:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.sizes: list[int] = []  # distinct values of each chunk
+        self._segments: list[int] = []  # bytes of each spilled (non-empty) chunk dictionary
         self._type: pa.DataType | None = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._sink: pa.NativeFile | None = None
-        self._counts: BinaryIO = (self.root / "counts.bin").open("wb")
+        # Files are opened per append, never held: a dataset may have more fields than a
+        # process may keep files open.
+        self._values_path = self.root / "values.arrow"
+        self._counts_path = self.root / "counts.bin"
+        self._counts_path.write_bytes(b"")
 
     @property
     def chunks(self) -> int:
@@ -73,8 +76,10 @@ class FieldVocab:
         return local
 
     def _spill(self, values: pa.Array, counts: np.ndarray) -> None:
-        if self._type is None:
-            self._type = values.type if values.type != pa.null() else None
+        """Append the chunk's dictionary (one self-contained Arrow IPC stream per chunk) and
+        its counts to the field's files."""
+        if self._type is None and values.type != pa.null():
+            self._type = values.type
         if self._type is not None and values.type != self._type:
             try:
                 values = pc.cast(values, self._type)
@@ -82,38 +87,37 @@ class FieldVocab:
                 raise DataError(
                     f"tokens of one field changed type ({self._type} then {values.type})"
                 ) from exc
-        if self._type is not None and len(values):
-            if self._writer is None:
-                schema = pa.schema([("v", self._type)])
-                self._sink = pa.OSFile(str(self.root / "values.arrow"), "wb")
-                self._writer = pa.ipc.new_stream(self._sink, schema)
-            self._writer.write_batch(pa.record_batch([values], names=["v"]))
-        self._counts.write(np.ascontiguousarray(counts, dtype=np.int64).data)
+        if len(values):
+            out = pa.BufferOutputStream()
+            batch = pa.record_batch([values], names=["v"])
+            with pa.ipc.new_stream(out, batch.schema) as writer:
+                writer.write_batch(batch)
+            data = out.getvalue()
+            with self._values_path.open("ab") as f:
+                f.write(memoryview(data))
+            self._segments.append(data.size)
+        with self._counts_path.open("ab") as f:
+            f.write(np.ascontiguousarray(counts, dtype=np.int64).data)
         self.sizes.append(len(values))
 
     def _values(self) -> pa.ChunkedArray:
-        """Every chunk's dictionary, in chunk order."""
-        self.close()
-        path = self.root / "values.arrow"
-        if not path.exists():
+        """Every chunk's dictionary, in chunk order (memory-mapped, not copied)."""
+        if not self._segments:
             return pa.chunked_array([], type=self._type or pa.string())
-        with pa.OSFile(str(path), "rb") as f:
-            return pa.ipc.open_stream(f).read_all().column(0)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
-        if not self._counts.closed:
-            self._counts.close()
+        source = pa.memory_map(str(self._values_path))
+        whole = source.read_buffer()
+        arrays: list[pa.Array] = []
+        start = 0
+        for size in self._segments:
+            reader = pa.ipc.open_stream(pa.BufferReader(whole.slice(start, size)))
+            arrays.extend(b.column(0) for b in reader)
+            start += size
+        return pa.chunked_array(arrays, type=self._type)
 
     def finalize(self, min_count: int) -> FinalVocab:
         """The final vocabulary, and the final id of every chunk-local id (kept on disk)."""
         values = self._values()
-        counts_per_local = np.fromfile(self.root / "counts.bin", dtype=np.int64)
+        counts_per_local = np.fromfile(self._counts_path, dtype=np.int64)
         assert counts_per_local.size == sum(self.sizes) == len(values)
         position, distinct = _encode(values)
         # float64 weights count exactly up to 2**53
