@@ -222,3 +222,16 @@ def test_cli_skip_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     out = capsys.readouterr().out
     assert rc == 0 and "skipped 1 bad rows (label is not 0 or 1: 1)" in out and "rows/s" in out
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_cli_progress_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str
+) -> None:
+    path = write_raw(tmp_path / "t.txt", GOOD * 50)
+    argv = ["prepare", "--format", "criteo", "--input", str(path), "--out", str(tmp_path / "o")]
+    rc = main([*argv, "--min-count", "1", "--chunk-rows", "8", "--progress", mode])
+    captured = capsys.readouterr()
+    assert rc == 0 and "rows/s" in captured.out
+    # tqdm's bar: the rows read so far, with the unit
+    assert ("prepare: 50.0 rows" in captured.err) == (mode == "on")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="rows read and rows/s on stderr (auto: when stderr is a terminal)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -86,7 +93,36 @@ def run_prepare(args: argparse.Namespace) -> int:
         from autoloss.data.embedded import RATINGS
 
         inputs = [RATINGS]
-    result = prepare(
+    progress, bar = _row_progress(args.progress)
+    try:
+        result = _prepare(args, inputs, task, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(summary(result))
+    return 0
+
+
+def _row_progress(mode: str) -> tuple[Callable[[int], None] | None, Any]:
+    """A progress callback (rows read so far) and its tqdm bar, or (None, None)."""
+    if not (sys.stderr.isatty() if mode == "auto" else mode == "on"):
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(desc="prepare", unit=" rows", unit_scale=True, dynamic_ncols=True, leave=False)
+    seen = [0]
+
+    def update(rows: int) -> None:
+        bar.update(rows - seen[0])
+        seen[0] = rows
+
+    return update, bar
+
+
+def _prepare(
+    args: argparse.Namespace, inputs: Any, task: str | None, progress: Callable[[int], None] | None
+) -> PrepareResult:
+    return prepare(
         args.format,
         inputs,
         args.out,
@@ -101,9 +137,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         on_bad_row=args.on_bad_row,
         chunk_rows=args.chunk_rows,
         workers=args.workers,
+        progress=progress,
     )
-    print(summary(result))
-    return 0
 
 
 def summary(result: PrepareResult) -> str:
