@@ -109,7 +109,7 @@ def _row_progress(mode: str) -> tuple[Callable[[int], None] | None, Any]:
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(desc="prepare", unit=" rows", unit_scale=True, dynamic_ncols=True, leave=False)
+    bar = tqdm(desc="prepare", unit=" rows", unit_scale=True, dynamic_ncols=True, leave=True)
     seen = [0]
 
     def update(rows: int) -> None:
