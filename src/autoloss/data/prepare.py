@@ -1,18 +1,22 @@
 """Streaming preparation of raw files into an encoded dataset directory.
 
-One parse pass over the input, chunk by chunk:
+One parse pass over the input, chunk by chunk, on two threads (a background thread parses and
+converts the next chunk while this one is encoded):
 
 1. the format converts the chunk's columns (vectorised) and reports bad rows;
 2. each row gets its split (pre-split files: their split; one file: a seeded hash of the row
    number, so the assignment does not depend on chunk sizes);
-3. categorical tokens get provisional ids from growing per-field vocabularies, which count
-   training rows only; provisional ids, labels, raw numbers and bags are appended to raw
-   per-split temporary files.
+3. each categorical field is dictionary-encoded within the chunk (chunk-local ids; the fields
+   of a chunk side by side on a pool of threads), its dictionary and training counts spilled to
+   disk (:mod:`autoloss.data.vocab`); local ids, labels, raw numbers and bags are appended to
+   raw per-split temporary files.
 
-Then the vocabularies are finalised (min-count, frequency order, OOV = 0) and each split's
-temporary files are streamed once more, chunk by chunk, through one lookup per field into the
-final ``.npy`` files. Memory is one chunk plus the vocabularies, whatever the number of rows.
-Everything is written into a temporary directory beside the target, renamed at the end.
+Then each field's vocabulary is built once from its spilled chunk dictionaries (min-count,
+frequency order, OOV = 0), and each split's temporary files are streamed once more, chunk by
+chunk, through one lookup per field (that chunk's local -> final table) into the final ``.npy``
+files. Memory is a few chunks in flight, whatever the number of rows, plus one field's
+dictionaries at a time at the end. Everything is written into a temporary directory beside the
+target, renamed at the end.
 """
 
 from __future__ import annotations
@@ -597,8 +601,9 @@ def _run(
 
 
 def _convert(fmt: RawFormat, chunk: Chunk) -> tuple[Chunk | None, ChunkData]:
-    """Convert a chunk; its raw text is kept only when a row is bad (to quote the value in the
-    error), so that a converted chunk waiting in the pipeline holds no raw copy."""
+    """Convert a chunk; the raw chunk is handed on only when a row is bad (to quote the value
+    in the error), so that a converted chunk waiting in the pipeline keeps alive only what its
+    converted columns still use."""
     data = fmt.transform(chunk.batch, has_label=True)
     bad = any(p.mask.any() for p in data.problems)
     return (chunk if bad else None), data
