@@ -69,13 +69,14 @@ def _model_class(name: str) -> type[CTRModel]:
 
 
 def model_hparams(name: str) -> dict[str, Any]:
-    """Hyper-parameters of a model and their defaults (read from its constructor signature)."""
-    sig = inspect.signature(_model_class(name).__init__)
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
+    """Hyper-parameters of a model and their defaults: the common ones (the keyword arguments
+    of :class:`CTRModel`) followed by the model's own (those of its constructor)."""
+    hparams: dict[str, Any] = {}
+    for cls in (CTRModel, _model_class(name)):
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not p.empty:
+                hparams[p.name] = p.default
+    return hparams
 
 
 def _check_common(name: str, hp: dict[str, Any]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, FieldEmbedding, SelfAttentionInteraction
+from autoloss.models.layers import SelfAttentionInteraction
 
 
 class AutoInt(CTRModel):
@@ -24,22 +26,18 @@ class AutoInt(CTRModel):
         self,
         spec: FeatureSpec,
         *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
         attention_layers: int = 3,
         num_heads: int = 2,
         attention_dim: int = 32,
         residual: bool = True,
         scale: bool = False,
         use_mlp: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, **common)
         f = spec.num_fields
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
-        dims = [embed_dim] + [attention_dim] * attention_layers
+        self.embedding = self.field_embedding()
+        dims = [self.hp.embed_dim] + [attention_dim] * attention_layers
         self.attention = nn.Sequential(
             *(
                 SelfAttentionInteraction(dims[i], attention_dim, num_heads, residual, scale)
@@ -47,7 +45,7 @@ class AutoInt(CTRModel):
             )
         )
         self.head = nn.Linear(f * dims[-1], self.out_dim)
-        self.mlp = MLP(f * embed_dim, mlp, dropout, batch_norm, self.out_dim) if use_mlp else None
+        self.mlp = self.tower(self.flat_dim) if use_mlp else None
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None

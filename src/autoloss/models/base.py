@@ -1,25 +1,73 @@
-"""What every model shares: the feature spec, the logits shape, and embedding regularisation."""
+"""What every model shares: the feature spec, the common hyper-parameters and the parts built
+from them (field embeddings, the linear term, MLP towers), the logits shape, and embedding
+regularisation."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
-from autoloss.models.layers import FieldEmbedding, FieldLinear
+from autoloss.models.layers import MLP, FieldEmbedding, FieldLinear
+
+
+@dataclass(frozen=True)
+class CommonHParams:
+    """The hyper-parameters every model takes (a model may leave some unused, e.g. LR)."""
+
+    embed_dim: int = 16
+    mlp: tuple[int, ...] = (128, 128)
+    dropout: float = 0.2
+    batch_norm: bool = True
+    embedding_l2: float = 0.0
 
 
 class CTRModel(nn.Module):
     """Base of all models: ``forward(x, dense=None, bags=None) -> logits``.
 
     Logits are (B,) when ``spec.num_classes == 2`` and (B, C) otherwise; no sigmoid/softmax.
-    Subclasses compute a (B, out_dim) tensor and return ``self.logits(t)``.
+    Subclasses take ``(spec, *, <their own hyper-parameters>, **common)``, pass ``common`` on to
+    this constructor (its keyword defaults are the common hyper-parameters, see
+    :class:`CommonHParams`), build their parts with :meth:`field_embedding`,
+    :meth:`field_linear` and :meth:`tower`, compute a (B, out_dim) tensor and return
+    ``self.logits(t)``.
     """
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        *,
+        embed_dim: int = CommonHParams.embed_dim,
+        mlp: tuple[int, ...] = CommonHParams.mlp,
+        dropout: float = CommonHParams.dropout,
+        batch_norm: bool = CommonHParams.batch_norm,
+        embedding_l2: float = CommonHParams.embedding_l2,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.out_dim = spec.out_dim
+        self.hp = CommonHParams(embed_dim, tuple(mlp), dropout, batch_norm, embedding_l2)
+
+    @property
+    def flat_dim(self) -> int:
+        """Width of the flattened field embeddings: fields x ``embed_dim``."""
+        return self.spec.num_fields * self.hp.embed_dim
+
+    def field_embedding(self) -> FieldEmbedding:
+        """The (B, F, embed_dim) embeddings of all fields, with ``embedding_l2``."""
+        return FieldEmbedding(self.spec, self.hp.embed_dim, l2=self.hp.embedding_l2)
+
+    def field_linear(self) -> FieldLinear:
+        """The first-order term (B, out_dim), with ``embedding_l2``."""
+        return FieldLinear(self.spec, self.out_dim, l2=self.hp.embedding_l2)
+
+    def tower(self, in_dim: int, *, head: bool = True) -> MLP:
+        """An MLP of the common shape (``mlp``, ``dropout``, ``batch_norm``) over ``in_dim``
+        inputs, ending in ``out_dim`` logits when ``head``."""
+        hp = self.hp
+        return MLP(in_dim, hp.mlp, hp.dropout, hp.batch_norm, self.out_dim if head else None)
 
     def logits(self, t: torch.Tensor) -> torch.Tensor:
         """(B, out_dim) -> (B,) for binary tasks, unchanged for multi-class."""

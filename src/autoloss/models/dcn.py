@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, CrossNetwork, FieldEmbedding
+from autoloss.models.layers import CrossNetwork
 
 
 class DCN(CTRModel):
@@ -20,18 +22,14 @@ class DCN(CTRModel):
         self,
         spec: FeatureSpec,
         *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
         num_cross_layers: int = 3,
+        **common: Any,
     ) -> None:
-        super().__init__(spec)
-        in_dim = spec.num_fields * embed_dim
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
+        super().__init__(spec, **common)
+        in_dim = self.flat_dim
+        self.embedding = self.field_embedding()
         self.cross = CrossNetwork(in_dim, num_cross_layers)
-        self.mlp = MLP(in_dim, mlp, dropout, batch_norm)
+        self.mlp = self.tower(in_dim, head=False)
         self.head = nn.Linear(in_dim + self.mlp.output_dim, self.out_dim)
 
     def forward(

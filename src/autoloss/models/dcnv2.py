@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, CrossNetworkV2, FieldEmbedding
+from autoloss.models.layers import CrossNetworkV2
 
 STRUCTURES = ("parallel", "stacked", "crossnet_only")
 
@@ -23,22 +25,18 @@ class DCNv2(CTRModel):
         self,
         spec: FeatureSpec,
         *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
         num_cross_layers: int = 3,
         structure: str = "parallel",
+        **common: Any,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, **common)
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
-        in_dim = spec.num_fields * embed_dim
+        in_dim = self.flat_dim
         self.structure = structure
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
+        self.embedding = self.field_embedding()
         self.cross = CrossNetworkV2(in_dim, num_cross_layers)
-        self.mlp = MLP(in_dim, mlp, dropout, batch_norm) if structure != "crossnet_only" else None
+        self.mlp = self.tower(in_dim, head=False) if structure != "crossnet_only" else None
         head_in = in_dim
         if self.mlp is not None:
             head_in = self.mlp.output_dim + (in_dim if structure == "parallel" else 0)

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, FieldEmbedding, InnerProduct
+from autoloss.models.layers import InnerProduct
 
 
 class IPNN(CTRModel):
     """``logits = MLP([flatten(E), <e_i, e_j> for i < j])``."""
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        f = spec.num_fields
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
-        self.product = InnerProduct(f)
-        in_dim = f * embed_dim + self.product.output_dim
-        self.mlp = MLP(in_dim, mlp, dropout, batch_norm, self.out_dim)
+    def __init__(self, spec: FeatureSpec, **common: Any) -> None:
+        super().__init__(spec, **common)
+        self.embedding = self.field_embedding()
+        self.product = InnerProduct(spec.num_fields)
+        self.mlp = self.tower(self.flat_dim + self.product.output_dim)
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import FieldLinear
 
 
 class LR(CTRModel):
@@ -16,18 +17,9 @@ class LR(CTRModel):
     common hyper-parameters) and unused; ``embedding_l2`` regularises the weight table.
     """
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        self.linear = FieldLinear(spec, self.out_dim, l2=embedding_l2)
+    def __init__(self, spec: FeatureSpec, **common: Any) -> None:
+        super().__init__(spec, **common)
+        self.linear = self.field_linear()
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, BiInteractionPooling, FieldEmbedding, FieldLinear
+from autoloss.models.layers import BiInteractionPooling
 
 
 class NFM(CTRModel):
     """``logits = linear(x) + MLP(sum_{i<j} e_i ⊙ e_j)``."""
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
-        self.linear = FieldLinear(spec, self.out_dim, l2=embedding_l2)
+    def __init__(self, spec: FeatureSpec, **common: Any) -> None:
+        super().__init__(spec, **common)
+        self.embedding = self.field_embedding()
+        self.linear = self.field_linear()
         self.bi = BiInteractionPooling()
-        self.mlp = MLP(embed_dim, mlp, dropout, batch_norm, self.out_dim)
+        self.mlp = self.tower(self.hp.embed_dim)
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None

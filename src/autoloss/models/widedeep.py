@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, FieldEmbedding, FieldLinear
 
 
 class WideDeep(CTRModel):
     """``logits = linear(x) + MLP(flatten(E))`` (the wide part has no hand-made crosses)."""
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
-    ) -> None:
-        super().__init__(spec)
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
-        self.linear = FieldLinear(spec, self.out_dim, l2=embedding_l2)
-        self.mlp = MLP(spec.num_fields * embed_dim, mlp, dropout, batch_norm, self.out_dim)
+    def __init__(self, spec: FeatureSpec, **common: Any) -> None:
+        super().__init__(spec, **common)
+        self.embedding = self.field_embedding()
+        self.linear = self.field_linear()
+        self.mlp = self.tower(self.flat_dim)
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.models.base import CTRModel
-from autoloss.models.layers import MLP, CompressedInteraction, FieldEmbedding, FieldLinear
+from autoloss.models.layers import CompressedInteraction
 
 
 class XDeepFM(CTRModel):
@@ -21,21 +23,16 @@ class XDeepFM(CTRModel):
         self,
         spec: FeatureSpec,
         *,
-        embed_dim: int = 16,
-        mlp: tuple[int, ...] = (128, 128),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        embedding_l2: float = 0.0,
         cin_layers: tuple[int, ...] = (32, 32),
         split_half: bool = True,
+        **common: Any,
     ) -> None:
-        super().__init__(spec)
-        f = spec.num_fields
-        self.embedding = FieldEmbedding(spec, embed_dim, l2=embedding_l2)
-        self.linear = FieldLinear(spec, self.out_dim, l2=embedding_l2)
-        self.cin = CompressedInteraction(f, tuple(cin_layers), split_half)
+        super().__init__(spec, **common)
+        self.embedding = self.field_embedding()
+        self.linear = self.field_linear()
+        self.cin = CompressedInteraction(spec.num_fields, tuple(cin_layers), split_half)
         self.cin_head = nn.Linear(self.cin.output_dim, self.out_dim)
-        self.mlp = MLP(f * embed_dim, mlp, dropout, batch_norm, self.out_dim)
+        self.mlp = self.tower(self.flat_dim)
 
     def forward(
         self, x: torch.Tensor, dense: torch.Tensor | None = None, bags: torch.Tensor | None = None
