@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,52 +94,44 @@ def run_prepare(args: argparse.Namespace) -> int:
         from autoloss.data.embedded import RATINGS
 
         inputs = [RATINGS]
-    progress, bar = _row_progress(args.progress)
-    try:
-        result = _prepare(args, inputs, task, progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _row_progress(args.progress) as progress:
+        result = prepare(
+            args.format,
+            inputs,
+            args.out,
+            valid=args.valid,
+            test=args.test,
+            schema=args.schema,
+            min_count=args.min_count,
+            split=args.split,
+            seed=args.seed,
+            task=task,
+            overwrite=args.overwrite,
+            on_bad_row=args.on_bad_row,
+            chunk_rows=args.chunk_rows,
+            workers=args.workers,
+            progress=progress,
+        )
     print(summary(result))
     return 0
 
 
-def _row_progress(mode: str) -> tuple[Callable[[int], None] | None, Any]:
-    """A progress callback (rows read so far) and its tqdm bar, or (None, None)."""
+@contextmanager
+def _row_progress(mode: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback (rows read so far) drawing a tqdm bar on stderr, or None."""
     if not (sys.stderr.isatty() if mode == "auto" else mode == "on"):
-        return None, None
+        yield None
+        return
     from tqdm import tqdm
 
-    bar = tqdm(desc="prepare", unit=" rows", unit_scale=True, dynamic_ncols=True, leave=True)
     seen = [0]
+    with tqdm(desc="prepare", unit=" rows", unit_scale=True, dynamic_ncols=True) as bar:
 
-    def update(rows: int) -> None:
-        bar.update(rows - seen[0])
-        seen[0] = rows
+        def update(rows: int) -> None:
+            bar.update(rows - seen[0])
+            seen[0] = rows
 
-    return update, bar
-
-
-def _prepare(
-    args: argparse.Namespace, inputs: Any, task: str | None, progress: Callable[[int], None] | None
-) -> PrepareResult:
-    return prepare(
-        args.format,
-        inputs,
-        args.out,
-        valid=args.valid,
-        test=args.test,
-        schema=args.schema,
-        min_count=args.min_count,
-        split=args.split,
-        seed=args.seed,
-        task=task,
-        overwrite=args.overwrite,
-        on_bad_row=args.on_bad_row,
-        chunk_rows=args.chunk_rows,
-        workers=args.workers,
-        progress=progress,
-    )
+        yield update
 
 
 def summary(result: PrepareResult) -> str:

@@ -536,18 +536,11 @@ def prepare(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        with FieldPool(workers) as pool:
-            meta = _run(
-                fmt,
-                files,
-                columns,
-                tmp,
-                parts,
-                seed,
-                on_bad_row == "skip",
-                chunk_rows,
-                progress,
-                pool,
+        digested = [path for path, _ in files] + list(fmt.side_inputs())
+        with FieldPool(workers) as pool, BackgroundDigests(digested) as digests:
+            skip_bad = on_bad_row == "skip"
+            meta = _run_pass(
+                fmt, files, columns, tmp, parts, seed, skip_bad, chunk_rows, progress, digests, pool
             )
         meta["protocol"].update(split=list(parts) if valid is None else "pre-split", seed=seed)
         meta["seconds"] = round(time.perf_counter() - start, 3)
@@ -577,27 +570,6 @@ def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _run(
-    fmt: RawFormat,
-    files: list[tuple[Path, int | None]],
-    columns: list[list[str]],
-    tmp: Path,
-    parts: tuple[float, float, float],
-    seed: int,
-    skip_bad: bool,
-    chunk_rows: int,
-    progress: Callable[[int], None] | None,
-    pool: FieldPool,
-) -> dict[str, Any]:
-    digests = BackgroundDigests([path for path, _ in files] + list(fmt.side_inputs()))
-    try:
-        return _run_pass(
-            fmt, files, columns, tmp, parts, seed, skip_bad, chunk_rows, progress, digests, pool
-        )
-    finally:
-        digests.cancel()
 
 
 def _convert(fmt: RawFormat, chunk: Chunk) -> tuple[Chunk | None, ChunkData]:

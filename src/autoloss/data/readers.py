@@ -106,6 +106,12 @@ class BackgroundDigests:
         self._stop.set()
         self._thread.join()
 
+    def __enter__(self) -> BackgroundDigests:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -56,10 +56,6 @@ class FieldVocab:
         self._counts_path = self.root / "counts.bin"
         self._counts_path.write_bytes(b"")
 
-    @property
-    def chunks(self) -> int:
-        return len(self.sizes)
-
     def local_ids(
         self, tokens: pa.Array | pa.ChunkedArray, count_mask: np.ndarray | None
     ) -> np.ndarray:
