@@ -37,6 +37,7 @@ from autoloss.losses import CandidateSet, candidate_losses
 from autoloss.policies import register_policy
 from autoloss.policies.base import PolicyInput
 from autoloss.policies.bilevel import BilevelPolicy
+from autoloss.train.checkpoint import load_state
 from autoloss.train.config import LossConfig
 
 CONTROLLER_FORMAT = "autoloss-controller-1"
@@ -253,14 +254,7 @@ _REQUIRED = (
 def load_controller(path: str | Path) -> LoadedController:
     """Read and rebuild a saved controller; :class:`CheckpointError` if missing, corrupt or foreign."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError("controller file not found", path=p)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (pickle, zip, runtime) for corrupt files
-        raise CheckpointError(
-            f"corrupt or unreadable controller file ({type(exc).__name__})", path=p
-        ) from None
+    state = load_state(p, "controller file")
     if not isinstance(state, dict) or state.get("format") != CONTROLLER_FORMAT:
         raise CheckpointError(
             "not an autoloss controller file (expected the controller.pt of an autoloss run)",

@@ -29,6 +29,7 @@ from autoloss.errors import CheckpointError, ConfigError
 from autoloss.metrics import evaluate as evaluate_logits
 from autoloss.models import build_model
 from autoloss.policies import LossPolicy, PolicyInput, UpdateContext, build_policy
+from autoloss.train.checkpoint import load_state
 from autoloss.train.config import RunConfig
 from autoloss.train.optim import RecommenderOptimizer
 
@@ -406,15 +407,9 @@ def save_weights(run_dir: Path, model: nn.Module, policy: LossPolicy, spec: Feat
 
 
 def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with a clear error for a missing or corrupt file."""
-    if not path.is_file():
-        raise CheckpointError("file not found", path=path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types (pickle, zip, runtime) for corrupt files
-        raise CheckpointError(
-            f"corrupt or unreadable checkpoint ({type(exc).__name__})", path=path
-        ) from None
+    """A run's saved state (``weights_only=True``), with a clear error for a missing, corrupt or
+    foreign file."""
+    state = load_state(path, "checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError("not an autoloss checkpoint", path=path)
     return state
