@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
+from autoloss.metrics import welch_ttest
 from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
@@ -88,14 +89,6 @@ def mean_std(xs: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
 
 
-def welch(a: list[float], b: list[float]) -> float:
-    from scipy.stats import ttest_ind
-
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| dataset | method | seeds | test AUC | p (AUC vs ce) | test logloss | p (logloss vs ce) "
@@ -113,8 +106,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                 continue
             auc = [r["test_auc"] for r in rs]
             ll = [r["test_logloss"] for r in rs]
-            p_auc = "" if m == "ce" else f"{welch(auc, [r['test_auc'] for r in base]):.3f}"
-            p_ll = "" if m == "ce" else f"{welch(ll, [r['test_logloss'] for r in base]):.3f}"
+            p_auc = "" if m == "ce" else f"{welch_ttest(auc, [r['test_auc'] for r in base])[1]:.3f}"
+            p_ll = (
+                "" if m == "ce" else f"{welch_ttest(ll, [r['test_logloss'] for r in base])[1]:.3f}"
+            )
             out.append(
                 f"| {ds} | {m} | {len(rs)} | {mean_std(auc, '.4f')} | {p_auc} | {mean_std(ll, '.4f')} "
                 f"| {p_ll} | {mean_std([float(r['best_epoch']) for r in rs], '.1f')} "
