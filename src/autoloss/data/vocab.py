@@ -147,8 +147,7 @@ def _encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
         return np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int32), enc.dictionary
     if enc.num_chunks == 0:
         return np.zeros(0, np.int32), pa.array([], type=values.type)
-    parts = [np.asarray(c.indices.to_numpy(zero_copy_only=False)) for c in enc.chunks]
-    index = parts[0].astype(np.int32, copy=True) if len(parts) == 1 else np.concatenate(parts)
+    index = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks])
     return index.astype(np.int32, copy=False), enc.chunk(enc.num_chunks - 1).dictionary
 
 
