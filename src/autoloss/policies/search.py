@@ -147,6 +147,9 @@ class SearchedWeights(LossPolicy):
             return value
 
         study = optuna.create_study(
+            # Hyperband assigns trials to brackets by a hash of the study name: a fixed name
+            # makes the search reproducible (optuna's default name is random).
+            study_name=f"autoloss-search-{base.train.seed}",
             direction="maximize",
             sampler=optuna.samplers.TPESampler(
                 seed=base.train.seed, n_startup_trials=min(10, self.trials)
