@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import autoloss.data.prepare as prep
+import autoloss.data.finalize as finalize
 from autoloss.cli import main
 from autoloss.data.prepare import prepare
 from autoloss.errors import ConfigError, DataError, SchemaError
@@ -123,7 +123,7 @@ def test_failure_half_way_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
 ) -> None:
     path = write_raw(tmp_path / "t.txt", criteo_text(50))
-    real = prep._write_split
+    real = finalize.write_split
     calls = []
 
     def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -132,7 +132,7 @@ def test_failure_half_way_leaves_nothing(
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prep, "_write_split", failing)
+    monkeypatch.setattr(finalize, "write_split", failing)
     with pytest.raises(type(exc)):
         prepare("criteo", path, tmp_path / "out", min_count=1)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -144,7 +144,7 @@ def test_failure_keeps_existing_target_on_overwrite(
     path = write_raw(tmp_path / "t.txt", criteo_text(30))
     prepare("criteo", path, tmp_path / "out", min_count=1)
     monkeypatch.setattr(
-        prep, "_write_split", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
+        finalize, "write_split", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
     )
     with pytest.raises(RuntimeError):
         prepare("criteo", path, tmp_path / "out", overwrite=True)

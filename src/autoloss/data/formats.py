@@ -98,9 +98,33 @@ def parse_min_count(value: Any, where: str) -> int | dict[str, int]:
     raise ConfigError(f"min_count must be an integer or a mapping, got {value!r}", column=where)
 
 
+@dataclass(frozen=True)
+class BoundInput:
+    """What binding one input file to a format gives its reader (:meth:`RawFormat.bind_input`)."""
+
+    path: Path
+    layout: Layout  # how to parse the file
+    columns: tuple[str, ...]  # the raw columns to read, in this order
+
+
 class RawFormat:
     """Base class: subclasses set ``name``, ``label``, ``default_min_count`` and implement
-    :meth:`layout`, :meth:`bind` and :meth:`convert`."""
+    :meth:`layout`, :meth:`bind` and :meth:`convert`.
+
+    A format object is configured by its constructor, then bound to each input file in turn
+    (the first file first) and only then converts that file's chunks. Two steps change it, and
+    only in these attributes, which :meth:`convert` (and :meth:`layout`) then read:
+
+    * :meth:`bind` sets ``fields`` (every format), and what the first file fixes for the later
+      ones: Avazu's feature columns (``fields``), Frappe's columns (``schema``), MovieLens' movies
+      file found beside the ratings (``movies_path``); Criteo remembers (``_names``) that a file
+      to encode has no label column, and :meth:`layout` then gives the label-less names.
+    * :meth:`load_side_data` reads side files before the pass (MovieLens: ``_movies``; the
+      encoder of a prepared dataset sets ``_movies`` from the saved side table instead).
+
+    :meth:`bind_input` returns what binding gives the reader of the file (layout and columns);
+    :meth:`side_tables` is what a prepared dataset keeps of the side data.
+    """
 
     name = ""
     label = "label"
@@ -120,7 +144,8 @@ class RawFormat:
         raise NotImplementedError
 
     def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
-        """Check the columns of ``path``; set ``self.fields``; return the columns to read."""
+        """Check the columns ``names`` of ``path``; set ``self.fields`` (and what the first file
+        fixes, see the class docstring); return the columns to read."""
         raise NotImplementedError
 
     def convert(self, batch: pa.RecordBatch, data: ChunkData) -> None:
@@ -135,7 +160,20 @@ class RawFormat:
         """Extra files the encoding depends on (checksummed in meta.json)."""
         return []
 
+    def side_tables(self) -> dict[str, pa.Table]:
+        """Tables that encoding new rows needs besides the vocabularies, by name (a prepared
+        dataset keeps them as ``side/<name>.parquet``); filled by :meth:`load_side_data`."""
+        return {}
+
+    def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
+        """Read side files (MovieLens movies) before the pass."""
+
     # --- shared ------------------------------------------------------------------------------
+    def bind_input(self, path: Path, names: list[str], *, need_label: bool) -> BoundInput:
+        """:meth:`bind` ``path`` (header ``names``) and say how to read it."""
+        columns = self.bind(path, names, need_label=need_label)
+        return BoundInput(path, self.layout(path), tuple(columns))
+
     def check_input(self, path: Path) -> None:
         """ConfigError for an input this format cannot read (Parquet for text-only formats)."""
         if is_parquet(path) and not self.accepts_parquet:
@@ -171,9 +209,6 @@ class RawFormat:
             reason = f"label is not a class in 0..{self.num_classes - 1}"
         problems.append(Problem(reason, self.label, ~valid & ~nulls))
         return np.where(valid & ~nulls, v, 0).astype(np.int32)
-
-    def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
-        """Read side files (MovieLens movies) before the pass."""
 
 
 def combined(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
@@ -297,6 +332,9 @@ class _Movies:
     genres: pa.Array  # list<string>
     year: pa.Array  # string (null when the title has no year)
 
+    def table(self) -> pa.Table:
+        return pa.table({"movieId": self.ids, "genres": self.genres, "year": self.year})
+
 
 class MovieLensFormat(RawFormat):
     """MovieLens ``ratings.csv`` (ml-latest-small, ml-20m) or ml-1m ``ratings.dat``.
@@ -351,6 +389,9 @@ class MovieLensFormat(RawFormat):
 
     def side_inputs(self) -> list[Path]:
         return [self.movies_path] if self.use_movies and self.movies_path else []
+
+    def side_tables(self) -> dict[str, pa.Table]:
+        return {} if self._movies is None else {"movies": self._movies.table()}
 
     def parameters(self) -> dict[str, Any]:
         return {
