@@ -23,9 +23,9 @@ from autoloss.errors import AutolossError
 
 # Modules that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "autoloss.data.commands",  # prepare, synth
-    "autoloss.train.commands",  # train, evaluate, predict, export
-    "autoloss.experiments.commands",  # compare, report, demo
+    "autoloss.commands.data",  # prepare, synth
+    "autoloss.commands.train",  # train, evaluate, predict, export
+    "autoloss.commands.experiments",  # compare, report, demo
 )
 
 
@@ -42,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autoloss {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -1,8 +1,7 @@
-"""Tiny hand-made recommenders, batches and update contexts for the loss-policy tests."""
+"""Tiny hand-made recommenders, batches and bi-level problems for the loss-policy tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,12 @@ from torch import nn
 
 from autoloss.data.spec import Batch
 from autoloss.losses import CandidateSet, candidate_losses
-from autoloss.policies.base import PolicyInput, UpdateContext
-from autoloss.train.config import LossConfig, RunConfig
+from autoloss.policies.base import LossPolicy
+from autoloss.policies.bilevel import BilevelProblem
+from autoloss.policies.config import LossConfig
+from autoloss.train.config import RunConfig
+
+QUIET: Any = lambda s: None  # noqa: E731
 
 
 class TinyRecommender(nn.Module):
@@ -44,34 +47,18 @@ def batch(n: int, *, seed: int, vocab: int = 30, num_classes: int = 2, pad_every
     return Batch(x=x, y=y)
 
 
-def train_loss_fn(
-    cands: CandidateSet,
-) -> Callable[[nn.Module, Batch, Callable[[PolicyInput], torch.Tensor]], torch.Tensor]:
-    """The trainer's ``training_loss``: mean_b sum_k w*l."""
-
-    def train_loss(
-        model: nn.Module, b: Batch, weights_fn: Callable[[PolicyInput], torch.Tensor]
-    ) -> torch.Tensor:
-        logits = model(*b.inputs())
-        losses = cands(logits, b.y)
-        w = weights_fn(PolicyInput(logits, b.y, losses, 0))
-        return (w * losses).sum(1).mean()
-
-    return train_loss
+def problem(model: nn.Module, cands: CandidateSet, tb: Batch, vb: Batch) -> BilevelProblem:
+    """The validation update of one step: train batch ``tb``, validation batch ``vb``."""
+    return BilevelProblem(model, cands, valid=(vb.inputs(), vb.y), train=(tb.inputs(), tb.y))
 
 
-def context(
-    model: nn.Module, cands: CandidateSet, tb: Batch, vb: Batch, step: int = 7
-) -> UpdateContext:
-    return UpdateContext(
-        model=model,
-        candidates=cands,
-        train_batch=tb,
-        valid_batch=vb,
-        step=step,
-        model_lr=1e-3,
-        train_loss=train_loss_fn(cands),
-    )
+def fix_noise(policy: LossPolicy, noise: torch.Tensor) -> None:
+    """Make every Gumbel sample of ``policy`` use ``noise``."""
+    policy.selector.noise = lambda log_alpha: noise  # type: ignore[assignment, union-attr]
+
+
+def gumbel_noise(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return -torch.log(-torch.log(torch.rand(*shape, dtype=dtype)))
 
 
 def loss_cfg(**over: Any) -> LossConfig:

@@ -1,4 +1,4 @@
-"""SLF (single level) and the searched-weights baseline."""
+"""SLF (single level): the decision network learns from the training loss's own backward pass."""
 
 from __future__ import annotations
 
@@ -7,88 +7,109 @@ from typing import Any
 
 import pytest
 import torch
-from policy_testkit import batch, candidates, loss_cfg, run_cfg
+from policy_testkit import (
+    QUIET,
+    assert_same_state,
+    batch,
+    fix_noise,
+    gumbel_noise,
+    run_cfg,
+    state_copy,
+)
 
-from autoloss.errors import ConfigError
-from autoloss.policies.base import PolicyInput
-from autoloss.policies.controller import controller_input, gumbel_softmax
-from autoloss.policies.search import SearchedWeights, simplex_weights
-from autoloss.policies.slf import SLFPolicy
+import autoloss.train.trainer as trainer_mod
+from autoloss.policies.gumbel import controller_input, gumbel_softmax
+from autoloss.policies.slf import SLFLoss
 from autoloss.train.trainer import Trainer
-
-QUIET: Any = lambda s: None  # noqa: E731
 
 
 def test_slf_weights_carry_normalised_gradient_to_the_decision_network() -> None:
     torch.manual_seed(0)
-    policy = SLFPolicy(candidates(), loss_cfg(controller_dropout=0.0), "binary")
-    noise = -torch.log(-torch.log(torch.rand(32, 4)))
-    policy.gumbel_noise = lambda la: noise  # type: ignore[method-assign]
+    policy = SLFLoss("binary", hidden=(16, 16), dropout=0.0)
+    assert not policy.uses_validation and policy.should_update(0) and policy.should_update(1)
+    noise = gumbel_noise(32, 4)
+    fix_noise(policy, noise)
     b = batch(32, seed=3)
     logits = torch.randn(32, requires_grad=True)
-    losses = policy.candidates(logits, b.y)
-    w = policy.weights(PolicyInput(logits, b.y, losses, 0))
-    # the value is the Gumbel sample on the simplex
-    assert torch.allclose(w.detach().sum(1), torch.ones(32), atol=1e-6)
-    loss = (w * losses).sum(1).mean()
+    losses = policy.candidate_set(logits, b.y).detach()
+    # the Gumbel sample p that the loss uses (decision network in training mode, batch statistics)
+    log_alpha = policy.decision.log_alpha(controller_input(logits, b.y))
+    p = gumbel_softmax(log_alpha, policy.selector.tau(0), noise=noise)
+    assert torch.allclose(p.detach().sum(1), torch.ones(32), atol=1e-6)
+    policy.zero_grad()
+    loss = policy(logits, b.y)
+    assert float(loss.detach()) == pytest.approx(
+        float((p.detach() * losses).sum(1).mean()), rel=1e-6
+    )
+    assert policy.num_steps == 1
     loss.backward()
     # the recommender sees sum_k p_k dl_k: same as with constant weights
     ref_logits = logits.detach().clone().requires_grad_()
-    (w.detach() * policy.candidates(ref_logits, b.y)).sum(1).mean().backward()
+    (p.detach() * policy.candidate_set(ref_logits, b.y)).sum(1).mean().backward()
     assert logits.grad is not None and ref_logits.grad is not None
     assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-7)
     # the decision network sees the losses divided by their running scale (first batch: its mean)
-    scale = losses.detach().mean(0)
+    scale = losses.mean(0)
+    assert torch.allclose(policy.loss_scale, scale) and int(policy.scale_steps) == 1
     grads = {n: q.grad.clone() for n, q in policy.decision.named_parameters() if q.grad is not None}
     policy.zero_grad()
-    log_alpha = policy.decision.log_alpha(controller_input(logits, b.y))
-    p = gumbel_softmax(log_alpha, policy.tau(0), noise=noise)
-    (p * losses.detach() / scale).sum(1).mean().backward()
+    (p * losses / scale).sum(1).mean().backward()
     for n, q in policy.decision.named_parameters():
         assert q.grad is not None and torch.allclose(q.grad, grads[n], atol=1e-6), n
+    # update(): one Adam step on those gradients, then the gradients are cleared
+    before = state_copy(policy.decision)
+    assert policy.update() == {}
+    for n, q in policy.decision.named_parameters():
+        assert q.grad is None and not torch.equal(q, before[n]), n
+    after = state_copy(policy.decision)
+    policy.update()  # no gradients: nothing to do
+    assert_same_state(policy.decision, after)
 
 
-def test_slf_trains_jointly(tiny_dataset: Path) -> None:
+def test_slf_scale_is_a_running_mean_and_state_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    policy = SLFLoss("binary", hidden=(8,))
+    logits, y = torch.randn(2, 16), torch.randint(0, 2, (2, 16))
+    first = policy.candidate_set(logits[0], y[0]).mean(0)
+    second = policy.candidate_set(logits[1], y[1]).mean(0)
+    for i in range(2):
+        policy(logits[i].clone().requires_grad_(), y[i]).backward()
+        policy.update()
+    assert torch.allclose(policy.loss_scale, 0.99 * first + 0.01 * second)
+    fresh = SLFLoss("binary", hidden=(8,))
+    torch.save(policy.state_dict(), tmp_path / "slf.pt")
+    fresh.load_state_dict(torch.load(tmp_path / "slf.pt", weights_only=True))
+    assert fresh.num_steps == 2 and int(fresh.scale_steps) == 2
+    assert torch.equal(fresh.loss_scale, policy.loss_scale)
+    opt = fresh.policy_optimizer.get().state_dict()
+    assert len(opt["state"]) == len(list(fresh.decision.parameters()))
+    assert int(opt["state"][0]["step"]) == 2
+
+
+def test_slf_eval_mode_calls_leave_the_loss_scale_alone() -> None:
+    torch.manual_seed(0)
+    policy = SLFLoss("binary", hidden=(8,))
+    logits, y = torch.randn(16), torch.randint(0, 2, (16,))
+    policy(logits, y)
+    before = state_copy(policy)
+    policy.eval()
+    policy(5 * logits, y)  # e.g. a validation loss in a hand-written loop
+    assert policy.num_steps == 1
+    assert_same_state(policy, before)
+
+
+def test_slf_trains_jointly(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_valid_stream(*a: Any, **k: Any) -> None:
+        raise AssertionError("SLF must not draw validation batches")
+
+    monkeypatch.setattr(trainer_mod, "_ValidStream", no_valid_stream)
     trainer = Trainer(run_cfg(tiny_dataset, loss__method="slf", train__epochs=1), log=QUIET)
     policy = trainer.policy
-    assert isinstance(policy, SLFPolicy) and policy.update_every == 0
+    assert isinstance(policy, SLFLoss) and policy.update_every == 1
     before = {k: v.clone() for k, v in policy.decision.state_dict().items()}
     result = trainer.fit()
     assert result["test"]["auc"] > 0.6
     moved = [k for k, v in policy.decision.state_dict().items() if not torch.equal(v, before[k])]
     assert "head.weight" in moved and "linears.0.weight" in moved
     assert set(result["policy"]["loss_scale"]) == {"focal", "kl", "hinge", "ce"}
-
-
-def test_simplex_weights() -> None:
-    w = simplex_weights([0.5, 0.25, 1.0, 1e-4])
-    assert sum(w) == pytest.approx(1.0) and w[2] == 0.0 and min(w) >= 0
-    assert simplex_weights([1.0, 1.0]) == [0.5, 0.5]
-
-
-def test_search_runs_two_trials_and_trains_with_the_best(tiny_dataset: Path) -> None:
-    cfg = run_cfg(tiny_dataset, loss__method="search", loss__search_trials=2, train__epochs=1)
-    trainer = Trainer(cfg, log=QUIET)
-    result = trainer.fit()
-    desc = result["policy"]
-    assert len(desc["trials"]) == 2 and desc["search_seconds"] > 0
-    assert all(t["reports"] >= 1 for t in desc["trials"])  # intermediate values for the pruner
-    best = desc["trials"][desc["best_trial"]]
-    assert desc["best_valid_auc"] == max(
-        t["valid_auc"] for t in desc["trials"] if t["valid_auc"] is not None
-    )
-    w = [desc["weights"][n] for n in ("focal", "kl", "hinge", "ce")]
-    assert sum(w) == pytest.approx(1.0, abs=1e-6)
-    assert w == pytest.approx(
-        [best["weights"][n] for n in ("focal", "kl", "hinge", "ce")], abs=1e-6
-    )
-    # the final training is exactly a fixed-weights run with the chosen weights
-    ref = Trainer(
-        run_cfg(tiny_dataset, loss__method="weights", loss__weights=w, train__epochs=1), log=QUIET
-    )
-    assert ref.fit()["test"] == result["test"]
-
-
-def test_search_rejects_bad_budget() -> None:
-    with pytest.raises(ConfigError):
-        SearchedWeights(candidates(), loss_cfg(search_trials=0))
+    assert policy.num_steps == result["steps"] == int(policy.scale_steps)

@@ -134,7 +134,7 @@ def test_metrics_records_dedupe_resumed_steps_and_mean_over_seeds(tmp_path: Path
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_policy_map_of_a_trained_controller(tmp_path: Path, num_classes: int) -> None:
-    from autoloss.policies.controller import controller_input_from_probs, load_controller
+    from autoloss.policies.gumbel import controller_input_from_probs, load_controller
     from autoloss.report.policy_map import compute_policy_map, grid_inputs, prediction_grid
     from encoded_fixtures import write_encoded_dataset
 

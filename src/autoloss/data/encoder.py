@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from autoloss.data.columns import first_bad_row
@@ -23,9 +22,7 @@ from autoloss.data.formats import (
     ChunkData,
     CsvFormat,
     CsvSchema,
-    MovieLensFormat,
     RawFormat,
-    _Movies,
     make_format,
 )
 from autoloss.data.prepare import DEFAULT_CHUNK_ROWS, quantile_ids
@@ -64,17 +61,8 @@ def _format_from_meta(meta: dict[str, Any], root: Path) -> RawFormat:
     if name == "csv":
         return CsvFormat(CsvSchema.from_dict(protocol["schema"], root / "meta.json"))
     fmt = make_format(name, task=task)
-    if isinstance(fmt, MovieLensFormat):
-        side = meta.get("side_data", {}).get("movies")
-        fmt.use_movies = side is not None
-        if side is not None:
-            t = pq.read_table(root / side)
-            fmt._movies = _Movies(
-                t.column("movieId").combine_chunks(),
-                t.column("genres").combine_chunks(),
-                t.column("year").combine_chunks(),
-            )
-            fmt.movies_path = root / side
+    saved = meta.get("side_data", {})
+    fmt.use_side_tables({key: root / rel for key, rel in saved.items()})
     return fmt
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from autoloss.data.columns import (
@@ -120,7 +121,7 @@ class RawFormat:
       file found beside the ratings (``movies_path``); Criteo remembers (``_names``) that a file
       to encode has no label column, and :meth:`layout` then gives the label-less names.
     * :meth:`load_side_data` reads side files before the pass (MovieLens: ``_movies``; the
-      encoder of a prepared dataset sets ``_movies`` from the saved side table instead).
+      encoder of a prepared dataset gives it the saved side tables instead, :meth:`use_side_tables`).
 
     :meth:`bind_input` returns what binding gives the reader of the file (layout and columns);
     :meth:`side_tables` is what a prepared dataset keeps of the side data.
@@ -164,6 +165,10 @@ class RawFormat:
         """Tables that encoding new rows needs besides the vocabularies, by name (a prepared
         dataset keeps them as ``side/<name>.parquet``); filled by :meth:`load_side_data`."""
         return {}
+
+    def use_side_tables(self, saved: dict[str, Path]) -> None:
+        """Use the side tables a prepared dataset saved (``name -> parquet path``; the counterpart
+        of :meth:`side_tables`): ``predict`` encodes new rows with them, not the original files."""
 
     def load_side_data(self, skip_bad: bool, bad: BadRows) -> None:
         """Read side files (MovieLens movies) before the pass."""
@@ -392,6 +397,18 @@ class MovieLensFormat(RawFormat):
 
     def side_tables(self) -> dict[str, pa.Table]:
         return {} if self._movies is None else {"movies": self._movies.table()}
+
+    def use_side_tables(self, saved: dict[str, Path]) -> None:
+        path = saved.get("movies")
+        self.use_movies = path is not None
+        if path is not None:
+            t = pq.read_table(path)
+            self.movies_path = path
+            self._movies = _Movies(
+                t.column("movieId").combine_chunks(),
+                t.column("genres").combine_chunks(),
+                t.column("year").combine_chunks(),
+            )
 
     def parameters(self) -> dict[str, Any]:
         return {

@@ -130,3 +130,18 @@ class EncodedDataset:
     def __repr__(self) -> str:
         rows = ", ".join(f"{k}={v}" for k, v in self.meta["splits"].items())
         return f"EncodedDataset({str(self.path)!r}, {rows})"
+
+
+def open_dataset(path: str | Path | None = None, *, task: str = "binary") -> EncodedDataset:
+    """An encoded dataset directory, or (``path=None``) the embedded MovieLens sample prepared
+    for ``task`` ("binary" or "multiclass") on first use.
+
+    >>> ds = open_dataset(task="binary")                     # doctest: +SKIP
+    >>> ds.spec.num_classes, len(ds.split("train")) > 0      # doctest: +SKIP
+    (2, True)
+    """
+    if path is None:
+        from autoloss.data.embedded import default_dataset
+
+        return EncodedDataset(default_dataset(task))
+    return EncodedDataset(path)

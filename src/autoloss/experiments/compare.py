@@ -39,6 +39,7 @@ from autoloss.experiments.tables import (
     write_results_csv,
 )
 from autoloss.train.config import RunConfig
+from autoloss.train.rundir import RunDir
 
 #: The paper's protocol (Table 2): every baseline, DeepFM and IPNN, 5 seeds.
 PAPER_METHODS: tuple[str, ...] = (
@@ -98,13 +99,14 @@ class PlannedRun:
 
     def state(self) -> str:
         """``done`` (result.json), ``interrupted`` (checkpoint.pt), ``leftover`` or ``new``."""
-        if (self.run_dir / "result.json").is_file():
+        rd = RunDir(self.run_dir)
+        if rd.result.is_file():
             try:
-                json.loads((self.run_dir / "result.json").read_text(encoding="utf-8"))
+                json.loads(rd.result.read_text(encoding="utf-8"))
                 return "done"
             except (OSError, ValueError):
                 return "leftover"
-        if (self.run_dir / "checkpoint.pt").is_file():
+        if rd.checkpoint.is_file():
             return "interrupted"
         return "leftover" if self.run_dir.exists() else "new"
 
@@ -237,43 +239,32 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 # ---------------------------------------------------------------------------------- validation
 def validate_names(exp: Experiment) -> None:
     """Unknown models or methods fail before any run starts, naming the option."""
-    try:
-        from autoloss.policies import method_names, parse_method
-    except ImportError:  # pragma: no cover - policies are part of the package
-        return
-    known = set(method_names())
+    from autoloss.experiments.search import METHOD as SEARCH
+    from autoloss.policies.registry import method_names, parse_method
+
+    known = {*method_names(), SEARCH}
     for m in exp.methods:
         name, _ = parse_method(m, exp.base.loss)
         if name not in known and name != "weights":
             raise ConfigError(
                 f"--methods: unknown loss method '{m}'; known: {', '.join(sorted(known))}"
             )
-    try:
-        from autoloss import models as model_pkg
-    except ImportError:  # pragma: no cover
-        return
-    names_fn = getattr(model_pkg, "model_names", None)
-    if callable(names_fn):
-        known_models = set(names_fn())
-        for m in exp.models:
-            if m not in known_models:
-                raise ConfigError(
-                    f"--models: unknown model '{m}'; known: {', '.join(sorted(known_models))}"
-                )
+    from autoloss.models import model_names
+
+    known_models = set(model_names())
+    for m in exp.models:
+        if m not in known_models:
+            raise ConfigError(
+                f"--models: unknown model '{m}'; known: {', '.join(sorted(known_models))}"
+            )
 
 
 def resolve_data(base: RunConfig) -> tuple[str, str]:
     """Absolute dataset path (the embedded default prepared once, here) and its task."""
-    from autoloss.data.store import EncodedDataset
+    from autoloss.data.store import open_dataset
 
-    if base.data.path is None:
-        from autoloss.data.embedded import default_dataset
-
-        path = Path(default_dataset(base.data.task))
-    else:
-        path = Path(base.data.path)
-    ds = EncodedDataset(path)  # raises a DataError naming the directory when it is not a dataset
-    return str(path.resolve()), ds.spec.task
+    ds = open_dataset(base.data.path, task=base.data.task)  # a DataError names a bad directory
+    return str(Path(ds.path).resolve()), ds.spec.task
 
 
 def prepare_experiment(exp: Experiment, *, overwrite: bool = False) -> Experiment:
@@ -318,6 +309,8 @@ def train_planned(
     cfg_dict: dict[str, Any], state: str, threads: int, quiet: bool
 ) -> dict[str, Any]:
     """Train one run (in this process or a worker): resume, restart or start it."""
+    from autoloss.experiments.search import METHOD as SEARCH
+    from autoloss.experiments.search import train_searched
     from autoloss.train.run import train_run
 
     if threads > 0:
@@ -326,6 +319,7 @@ def train_planned(
         torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(cfg_dict)
     name = Path(str(cfg.out)).name
+    train = train_searched if cfg.loss.method == SEARCH else train_run
 
     def log(line: str) -> None:
         if not quiet:
@@ -333,10 +327,10 @@ def train_planned(
 
     if state == "interrupted":
         try:
-            return train_run(cfg, resume=True, log=log)[1]
+            return train(cfg, resume=True, log=log)[1]
         except CheckpointError as exc:
             log(f"cannot resume ({exc}); restarting")
-    return train_run(cfg, overwrite=state != "new", log=log)[1]
+    return train(cfg, overwrite=state != "new", log=log)[1]
 
 
 @dataclass
@@ -463,7 +457,7 @@ def collect_rows(exp: Experiment) -> list[ResultRow]:
     """A row for every finished run of the grid, in plan order."""
     rows = []
     for run in exp.plan():
-        p = run.run_dir / "result.json"
+        p = RunDir(run.run_dir).result
         if not p.is_file():
             continue
         try:

@@ -1,99 +1,68 @@
-"""Loss policies and their registry.
+"""Loss policies: the criteria of the recommender's training, and their registry.
 
-``--loss`` names a method; each method is a factory ``(LossConfig, task) -> LossPolicy``
-registered with :func:`register_policy`. Adding a method is adding one module that registers itself
-and listing it in ``_METHOD_MODULES``.
+Every loss method is a :class:`LossPolicy` (an ``nn.Module``): ``policy(logits, y)`` is the
+training objective ``mean_b Σ_k w_bk ℓ_bk``. :func:`build_policy` builds the one ``--loss`` names.
+Names are loaded on first use, so that importing the configuration (``LossConfig``) does not
+import torch (the command line starts fast).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from autoloss.errors import RegistryError
-from autoloss.losses import candidate_losses, candidate_names
-from autoloss.policies.base import LossPolicy, PolicyInput, UpdateContext
-from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
-from autoloss.train.config import LossConfig
+if TYPE_CHECKING:
+    from autoloss.policies.autoloss import AutoLoss
+    from autoloss.policies.base import LossPolicy
+    from autoloss.policies.config import LossConfig
+    from autoloss.policies.darts import DARTSLoss
+    from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights, candidate_loss
+    from autoloss.policies.registry import (
+        TRANSFERABLE,
+        build_policy,
+        method_names,
+        parse_method,
+        register_policy,
+    )
+    from autoloss.policies.slf import SLFLoss
 
-PolicyFactory = Callable[[LossConfig, str], LossPolicy]
-
-_FACTORIES: dict[str, PolicyFactory] = {}
-# Modules that register further methods (darts, slf, autoloss, search) when present.
-_METHOD_MODULES = (
-    "autoloss.policies.darts",
-    "autoloss.policies.slf",
-    "autoloss.policies.controller",
-    "autoloss.policies.search",
-)
-_loaded = False
-
-
-def register_policy(name: str, factory: PolicyFactory) -> None:
-    _FACTORIES[name] = factory
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _METHOD_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+_WHERE = {
+    "AutoLoss": "autoloss",
+    "LossPolicy": "base",
+    "LossConfig": "config",
+    "DARTSLoss": "darts",
+    "FixedWeights": "fixed",
+    "SingleLoss": "fixed",
+    "UniformWeights": "fixed",
+    "candidate_loss": "fixed",
+    "TRANSFERABLE": "registry",
+    "build_policy": "registry",
+    "method_names": "registry",
+    "parse_method": "registry",
+    "register_policy": "registry",
+    "SLFLoss": "slf",
+}
 
 
-def method_names() -> list[str]:
-    _load()
-    return sorted({*candidate_names(), "uniform", "weights:a,b,...", *_FACTORIES})
-
-
-def parse_method(method: str, cfg: LossConfig) -> tuple[str, LossConfig]:
-    """Split ``weights:a,b,c`` into the method name and a config carrying the weights."""
-    if method.startswith("weights:"):
-        from dataclasses import replace
-
-        raw = method.split(":", 1)[1]
-        try:
-            w = [float(v) for v in raw.split(",") if v.strip()]
-        except ValueError:
-            raise RegistryError(
-                f"--loss {method}: weights must be numbers, e.g. weights:1,1,0,2"
-            ) from None
-        return "weights", replace(cfg, weights=w)
-    return method, cfg
-
-
-def build_policy(cfg: LossConfig, task: str) -> LossPolicy:
-    """The policy for ``cfg.method`` on a ``task`` ("binary" or "multiclass")."""
-    _load()
-    method, cfg = parse_method(cfg.method, cfg)
-    kw = {"focal_gamma": cfg.focal_gamma, "kl_eps": cfg.kl_eps}
-    if method in candidate_names():
-        # A single fixed loss computes only that candidate.
-        return SingleLoss(candidate_losses([method], task, **kw), method)
-    if method == "uniform":
-        return UniformWeights(candidate_losses(cfg.candidates, task, **kw))
-    if method == "weights":
-        if cfg.weights is None:
-            raise RegistryError("--loss weights needs values: weights:a,b,... (one per candidate)")
-        return FixedWeights(candidate_losses(cfg.candidates, task, **kw), cfg.weights)
-    if method in _FACTORIES:
-        return _FACTORIES[method](cfg, task)
-    raise RegistryError(f"unknown loss method '{cfg.method}'; known: {', '.join(method_names())}")
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'autoloss.policies' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"autoloss.policies.{_WHERE[name]}"), name)
 
 
 __all__ = [
+    "TRANSFERABLE",
+    "AutoLoss",
+    "DARTSLoss",
     "FixedWeights",
+    "LossConfig",
     "LossPolicy",
-    "PolicyInput",
+    "SLFLoss",
     "SingleLoss",
     "UniformWeights",
-    "UpdateContext",
     "build_policy",
+    "candidate_loss",
     "method_names",
+    "parse_method",
     "register_policy",
 ]

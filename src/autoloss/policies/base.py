@@ -1,105 +1,133 @@
-"""The loss policy: the one abstraction every loss method implements.
+"""The loss policy: the one abstraction every loss method implements, and the public criterion.
 
-The trainer computes the (B, K) matrix of candidate losses for a training batch and asks the
-policy for (B, K) weights; the recommender's training loss is ``(weights * losses).sum(1).mean()``.
-A policy that learns on validation data sets ``update_every = f`` and implements :meth:`update`,
-which the trainer calls after every f-th recommender step with a fresh validation batch.
-A policy learnt jointly on the training loss (SLF) returns weights that carry gradient and steps
-its own optimiser in :meth:`after_backward`. The trainer does not know which policy it runs.
+A policy is an ``nn.Module`` used like any PyTorch criterion: ``loss = policy(logits, y)`` computes
+the (B, K) matrix of candidate losses, the policy's (B, K) weights, and returns the training
+objective :func:`~autoloss.losses.weighted_loss` ``mean_b Σ_k w_bk ℓ_bk``. A policy that learns
+says when (:meth:`LossPolicy.should_update`) and learns in :meth:`LossPolicy.update`: on a
+validation batch (AutoLoss, DARTS; ``uses_validation``) or on the gradients its weights received
+from the training loss's backward pass (SLF). The trainer never asks which policy it runs.
+
+The model is only ever called as ``model(x)``: ``x`` is a tensor, a tuple of tensors (passed as
+positional arguments, ``model(*x)``) or a dict (keyword arguments).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoloss.data.spec import Batch
-from autoloss.losses import CandidateSet
+from autoloss.losses import CandidateSet, weighted_loss
+
+#: ``regularization(model) -> scalar``: a penalty added to the training objective (e.g. the
+#: embedding L2 of the model's last forward); the unrolled hypergradient needs the same objective.
+Regularization = Callable[[nn.Module], torch.Tensor]
 
 
-@dataclass
-class PolicyInput:
-    """What a policy sees at a recommender step.
-
-    Attributes:
-        logits: (B,) or (B, C) recommender logits (attached to the recommender's graph).
-        y: (B,) int64 labels.
-        losses: (B, K) candidate losses (attached to the recommender's graph).
-        step: number of recommender steps taken before this one (0-based).
-    """
-
-    logits: torch.Tensor
-    y: torch.Tensor
-    losses: torch.Tensor
-    step: int
+def model_args(x: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments of ``model(x)`` (tuple: ``*x``, dict: ``**x``)."""
+    if isinstance(x, tuple | list):
+        return tuple(x), {}
+    if isinstance(x, dict):
+        return (), dict(x)
+    return (x,), {}
 
 
-@dataclass
-class UpdateContext:
-    """What a policy gets for its validation update.
-
-    ``train_loss(model, batch, weights_fn)`` recomputes the recommender's training loss on a batch
-    (with the model's regularisation), which unrolled (DARTS-style) hypergradients need;
-    ``weights_fn(PolicyInput) -> (B, K)`` is usually the policy's own differentiable weights.
-    """
-
-    model: nn.Module
-    candidates: CandidateSet
-    train_batch: Batch
-    valid_batch: Batch
-    step: int
-    model_lr: float
-    train_loss: Callable[[nn.Module, Batch, Callable[[PolicyInput], torch.Tensor]], torch.Tensor]
+def call_model(model: nn.Module, x: Any) -> torch.Tensor:
+    """``model(x)`` with :func:`model_args`' convention."""
+    args, kwargs = model_args(x)
+    out: torch.Tensor = model(*args, **kwargs)
+    return out
 
 
 class LossPolicy(nn.Module):
-    """Base class: per-example weights over K candidate losses.
+    """Base class: per-example weights over K candidate losses; ``policy(logits, y)`` -> scalar.
 
-    Subclasses override :meth:`weights`; learnable ones also :meth:`update` (validation, bi-level)
-    or :meth:`after_backward` (training batch, single level). ``name`` is the ``--loss`` method.
+    Subclasses implement :meth:`weights`; learnable ones set ``update_every`` and implement
+    :meth:`update`. ``name`` is the ``--loss`` method. ``num_steps`` counts training-mode calls
+    (recommender steps), like BatchNorm's ``num_batches_tracked``; it drives schedules (τ).
+
+    Shapes: logits (B,) binary or (B, C) multi-class, y (B,) int64 -> loss ().
     """
 
     name: str = "policy"
-    #: Call :meth:`update` with a validation batch after every ``update_every``-th step (0: never).
+    #: Learn every ``update_every`` recommender steps (0: never learns).
     update_every: int = 0
+    #: :meth:`update` needs a validation batch (bi-level methods); False: it learns from the
+    #: training loss's own gradients (call it right after ``loss.backward()``).
+    uses_validation: bool = False
 
-    def __init__(self, candidates: CandidateSet) -> None:
+    def __init__(self, candidate_set: CandidateSet) -> None:
         super().__init__()
-        self.candidates = candidates
+        self.candidate_set = candidate_set
+        self.num_steps = 0
+        self._last: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     @property
-    def num_candidates(self) -> int:
-        return len(self.candidates)
+    def candidates(self) -> tuple[str, ...]:
+        """Names of the candidate losses, in column order."""
+        return self.candidate_set.names
 
-    def weights(self, inp: PolicyInput) -> torch.Tensor:
+    @property
+    def task(self) -> str:
+        return self.candidate_set.task
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training objective ``mean_b Σ_k w_bk ℓ_bk`` of a batch (a scalar)."""
+        losses = self.candidate_set(logits, y)
+        w = self.weights(logits, y, losses, self.num_steps)
+        if self.training:  # eval-mode calls (e.g. a validation loss) change no statistics
+            classes = 2 if logits.dim() == 1 else int(logits.shape[1])
+            self._last = (y.detach(), w.detach(), classes)
+            self.num_steps += 1
+        return weighted_loss(w, losses)
+
+    def weights(
+        self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """(B, K) weights of the batch's candidate losses ``losses`` (B, K) at recommender ``step``."""
         raise NotImplementedError
 
-    def after_backward(self, step: int) -> None:
-        """Called after the recommender's backward pass (SLF steps its optimiser here)."""
+    @torch.no_grad()
+    def probabilities(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B, K) per-example weights for inspection (no noise, no state change)."""
+        losses = self.candidate_set(logits.detach(), y)
+        return self.weights(logits.detach(), y, losses, self.num_steps).detach()
 
-    def update(self, ctx: UpdateContext) -> dict[str, float]:
-        """Learn on a validation batch; returns scalars to log (e.g. the validation objective)."""
+    def should_update(self, step: int) -> bool:
+        """Whether to call :meth:`update` after recommender step ``step`` (0-based)."""
+        return self.update_every > 0 and (step + 1) % self.update_every == 0
+
+    def update(
+        self,
+        model: nn.Module | None = None,
+        x_valid: Any = None,
+        y_valid: torch.Tensor | None = None,
+        *,
+        train_batch: tuple[Any, torch.Tensor] | None = None,
+        regularization: Regularization | None = None,
+    ) -> dict[str, float]:
+        """Learn (one step of the policy's own optimiser); returns scalars to log."""
         return {}
 
-    def stats(self, inp: PolicyInput, weights: torch.Tensor) -> dict[str, float]:
-        """Scalars logged every ``log_every`` steps: mean weight per candidate, overall and per class."""
+    def stats(self) -> dict[str, float]:
+        """Scalars to log about the last training call: mean weight per candidate, overall and
+        per class (``p_<name>``, ``p_<name>_y<c>``)."""
         out: dict[str, float] = {}
-        w = weights.detach().float()
-        y = inp.y
-        names = self.candidates.names
+        if self._last is None:
+            return out
+        y, w, classes = self._last
+        w = w.float()
         mean = w.mean(0)
-        for k, n in enumerate(names):
+        for k, n in enumerate(self.candidates):
             out[f"p_{n}"] = float(mean[k])
-        classes = range(2) if inp.logits.dim() == 1 else range(int(inp.logits.shape[1]))
-        for c in classes:
+        for c in range(classes):
             mask = y == c
             if bool(mask.any()):
                 mc = w[mask].mean(0)
-                for k, n in enumerate(names):
+                for k, n in enumerate(self.candidates):
                     out[f"p_{n}_y{c}"] = float(mc[k])
         return out
 
@@ -110,3 +138,11 @@ class LossPolicy(nn.Module):
     def describe(self) -> dict[str, Any]:
         """Small JSON-able summary for result.json (e.g. learnt global weights)."""
         return {}
+
+    # -- resume: counters and optimiser state travel in state_dict() (weights_only-loadable)
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"num_steps": self.num_steps}
+
+    def set_extra_state(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.num_steps = int(state.get("num_steps", 0))

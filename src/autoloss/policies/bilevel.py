@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,32 +35,72 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet
-from autoloss.policies.base import LossPolicy, PolicyInput, UpdateContext
-from autoloss.train.config import LossConfig
+from autoloss.losses import CandidateSet, weighted_loss
+from autoloss.policies.base import LossPolicy, Regularization, call_model, model_args
 
 MODES = ("first-order", "unrolled")
 UNROLLED_IMPLS = ("finite-difference", "autograd")
 #: DARTS's finite-difference radius: ε = FD_RADIUS / ‖∇_{W'} L_val‖.
 FD_RADIUS = 0.01
 
+#: ``weigh(logits, y) -> (B, K)``: the policy's weights, differentiable in its parameters.
 Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def check_bilevel_config(cfg: LossConfig) -> None:
-    """Raise :class:`ConfigError` for an invalid mode, implementation, ξ, f or learning rate."""
-    if cfg.mode not in MODES:
-        raise ConfigError(f"loss.mode {cfg.mode!r}: expected one of {', '.join(MODES)}")
-    if cfg.unrolled_impl not in UNROLLED_IMPLS:
-        raise ConfigError(
-            f"loss.unrolled_impl {cfg.unrolled_impl!r}: expected one of {', '.join(UNROLLED_IMPLS)}"
-        )
-    if cfg.mode == "unrolled" and not (cfg.xi > 0 and math.isfinite(cfg.xi)):
-        raise ConfigError(f"loss.xi must be > 0 with mode unrolled, got {cfg.xi}")
-    if cfg.update_every < 1:
-        raise ConfigError(f"loss.update_every must be >= 1, got {cfg.update_every}")
-    if not cfg.controller_lr > 0:
-        raise ConfigError(f"loss.controller_lr must be > 0, got {cfg.controller_lr}")
+@dataclass(frozen=True)
+class BilevelSchedule:
+    """How a policy learns on validation batches: every ``update_every`` steps, one Adam step
+    (``lr``) on the ``first-order`` or ``unrolled`` hypergradient (virtual step ``xi``)."""
+
+    mode: str = "first-order"
+    update_every: int = 7
+    lr: float = 1e-3
+    xi: float = 1e-3
+    unrolled_impl: str = "finite-difference"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"loss.mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.unrolled_impl not in UNROLLED_IMPLS:
+            raise ConfigError(
+                f"loss.unrolled_impl {self.unrolled_impl!r}: expected one of "
+                f"{', '.join(UNROLLED_IMPLS)}"
+            )
+        if self.mode == "unrolled" and not (self.xi > 0 and math.isfinite(self.xi)):
+            raise ConfigError(f"loss.xi must be > 0 with mode unrolled, got {self.xi}")
+        if self.update_every < 1:
+            raise ConfigError(f"loss.update_every must be >= 1, got {self.update_every}")
+        if not self.lr > 0:
+            raise ConfigError(f"loss.controller_lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class BilevelProblem:
+    """What one validation update sees: the recommender, its candidate losses, a validation batch,
+    the training batch of the step (unrolled mode) and the objective's regularisation."""
+
+    model: nn.Module
+    candidate_set: CandidateSet
+    valid: tuple[Any, torch.Tensor]
+    train: tuple[Any, torch.Tensor] | None = None
+    regularization: Regularization | None = None
+
+    def train_loss(
+        self, weigh: Weigh, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The recommender's training objective on the training batch for weighting ``weigh``
+        (``params``: some parameters replaced, through ``functional_call``)."""
+        if self.train is None:
+            raise ValueError("the unrolled hypergradient needs the step's train_batch=(x, y)")
+        x, y = self.train
+        if params is None:
+            logits = call_model(self.model, x)
+        else:
+            args, kwargs = model_args(x)
+            logits = torch.func.functional_call(self.model, params, args, kwargs)
+        losses = self.candidate_set(logits, y)
+        obj = weighted_loss(weigh(logits, y), losses)
+        return obj if self.regularization is None else obj + self.regularization(self.model)
 
 
 def evaluation_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -161,25 +202,24 @@ def _norm(grads: Sequence[torch.Tensor | None]) -> float:
 
 
 def first_order(
-    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter]
+    problem: BilevelProblem, weigh: Weigh, params: Sequence[nn.Parameter]
 ) -> tuple[float, list[torch.Tensor | None]]:
     """∇_V of the weighted validation loss ``mean_b Σ_k p_k ℓ_k(W)`` with W fixed.
 
     The recommender's validation logits come from an eval-mode forward (as at evaluation time),
     so they are constants: no recommender graph, no BatchNorm statistics touched.
     """
-    vb = ctx.valid_batch
-    with recommender_mode(ctx.model, False), torch.no_grad():
-        logits = ctx.model(*vb.inputs())
-        losses = ctx.candidates(logits, vb.y)
-    p = weigh(logits, vb.y)
-    obj = (p * losses).sum(1).mean()
+    x, y = problem.valid
+    with recommender_mode(problem.model, False), torch.no_grad():
+        logits = call_model(problem.model, x)
+        losses = problem.candidate_set(logits, y)
+    obj = weighted_loss(weigh(logits, y), losses)
     grads = torch.autograd.grad(obj, list(params), allow_unused=True)
     return float(obj.detach()), list(grads)
 
 
 def unrolled(
-    ctx: UpdateContext,
+    problem: BilevelProblem,
     weigh: Weigh,
     params: Sequence[nn.Parameter],
     xi: float,
@@ -187,31 +227,33 @@ def unrolled(
 ) -> tuple[float, list[torch.Tensor | None]]:
     """∇_V of ``CE_val(W - ξ ∇_W L_train(W, V))``; ``impl`` is finite-difference or autograd.
 
-    ``L_train`` is ``ctx.train_loss`` on ``ctx.train_batch`` (training mode, the recommender's own
-    objective including regularisation) with weights ``weigh(ŷ(W), y)``: the controller input is
-    taken at the current W and held there, matching the recommender step, where ŷ is detached.
+    ``L_train`` is :meth:`BilevelProblem.train_loss` on the step's training batch (training mode,
+    the recommender's own objective including regularisation) with weights ``weigh(ŷ(W), y)``: the
+    controller input is taken at the current W and held there, matching the recommender step,
+    where ŷ is detached.
     """
     if impl == "autograd":
-        return _unrolled_autograd(ctx, weigh, params, xi)
-    return _unrolled_finite_difference(ctx, weigh, params, xi)
+        return _unrolled_autograd(problem, weigh, params, xi)
+    return _unrolled_finite_difference(problem, weigh, params, xi)
 
 
 def _unrolled_finite_difference(
-    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
+    problem: BilevelProblem, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
 ) -> tuple[float, list[torch.Tensor | None]]:
-    model, tb, vb = ctx.model, ctx.train_batch, ctx.valid_batch
-    device = tb.y.device
+    model = problem.model
+    vx, vy = problem.valid
+    device = vy.device
     w_params = [p for p in model.parameters() if p.requires_grad]
     held: dict[str, torch.Tensor] = {}
 
-    def weights_at_w(inp: PolicyInput) -> torch.Tensor:
-        held["p"] = weigh(inp.logits.detach(), inp.y)  # attached to V; input fixed at W
+    def weights_at_w(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        held["p"] = weigh(logits.detach(), y)  # attached to V; input fixed at W
         return held["p"].detach()
 
     # 1. g = ∇_W L_train(W, V) (p constant), then the virtual step W' = W - ξ g.
     rng_before = _rng_state(device)
     with recommender_mode(model, True):
-        loss = ctx.train_loss(model, tb, weights_at_w)
+        loss = problem.train_loss(weights_at_w)
         g = torch.autograd.grad(loss, w_params, allow_unused=True)
     rng_after = _rng_state(device)
     step = _Perturbation(w_params, g)
@@ -219,7 +261,7 @@ def _unrolled_finite_difference(
     try:
         # 2. dw = ∇_{W'} CE_val(W').
         with recommender_mode(model, False):
-            val = evaluation_loss(model(*vb.inputs()), vb.y)
+            val = evaluation_loss(call_model(model, vx), vy)
             dw = torch.autograd.grad(val, w_params, allow_unused=True)
     finally:
         step.restore()
@@ -237,7 +279,7 @@ def _unrolled_finite_difference(
         try:
             _set_rng_state(rng_before, device)
             with recommender_mode(model, True):
-                sides.append(ctx.train_loss(model, tb, lambda inp: p_attached))
+                sides.append(problem.train_loss(lambda logits, y: p_attached))
         finally:
             pert.restore()
     _set_rng_state(rng_after, device)
@@ -256,7 +298,7 @@ def _sparse_table_names(model: nn.Module) -> set[str]:
 
 
 def _unrolled_autograd(
-    ctx: UpdateContext, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
+    problem: BilevelProblem, weigh: Weigh, params: Sequence[nn.Parameter], xi: float
 ) -> tuple[float, list[torch.Tensor | None]]:
     """Exact hypergradient: differentiate through the virtual step with ``create_graph``.
 
@@ -267,18 +309,16 @@ def _unrolled_autograd(
     table's gradient, with graph) and ``W' = W.detach() - ξ·dense(g_Δ)``: two dense copies of each
     table per update. Exact for any model, but for million-row tables use finite differences.
     """
-    model, tb, vb = ctx.model, ctx.train_batch, ctx.valid_batch
+    model = problem.model
+    vx, vy = problem.valid
     tables = _sparse_table_names(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     deltas = {n: torch.zeros_like(p, requires_grad=True) for n, p in named if n in tables}
     leaves = [deltas.get(n, p) for n, p in named]
     seen = {n: p.detach() + deltas[n] for n, p in named if n in deltas}
 
-    def train_loss(m: nn.Module, b: Any, fn: Callable[[PolicyInput], torch.Tensor]) -> torch.Tensor:
-        return ctx.train_loss(_Functional(m, seen), b, fn)
-
     with recommender_mode(model, True):
-        loss = train_loss(model, tb, lambda inp: weigh(inp.logits.detach(), inp.y))
+        loss = problem.train_loss(lambda logits, y: weigh(logits.detach(), y), seen)
         g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
     stepped: dict[str, torch.Tensor] = {}
     for (n, p), gr in zip(named, g):
@@ -287,9 +327,10 @@ def _unrolled_autograd(
             stepped[n] = base
         else:
             stepped[n] = base - xi * (gr.to_dense() if gr.is_sparse else gr)
+    args, kwargs = model_args(vx)
     with recommender_mode(model, False):
-        logits = torch.func.functional_call(model, stepped, vb.inputs())
-        val = evaluation_loss(logits, vb.y)
+        logits = torch.func.functional_call(model, stepped, args, kwargs)
+        val = evaluation_loss(logits, vy)
     try:
         grads = torch.autograd.grad(val, list(params), allow_unused=True)
     except RuntimeError as exc:
@@ -302,34 +343,12 @@ def _unrolled_autograd(
     return float(val.detach()), list(grads)
 
 
-class _Functional(nn.Module):
-    """``model`` called with some parameters replaced (``functional_call``), for ``train_loss``.
-
-    ``train_loss`` calls ``model(*inputs)`` and ``model.regularization()``; both must see the
-    replaced tables, so the call goes through ``functional_call`` and the regularisation (computed
-    from the last forward's stored penalties) is forwarded to the real model.
-    """
-
-    def __init__(self, model: nn.Module, replaced: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.inner = [model]  # a list: not registered as a submodule
-        self.replaced = replaced
-
-    def forward(self, *args: Any) -> torch.Tensor:
-        out: torch.Tensor = torch.func.functional_call(self.inner[0], self.replaced, args)
-        return out
-
-    def regularization(self) -> torch.Tensor:
-        reg = getattr(self.inner[0], "regularization", None)
-        return reg() if reg is not None else torch.zeros(())
-
-
 # ---------------------------------------------------------------------------------------------
 # The policy base
 
 
 class PolicyOptimizer:
-    """Adam over a policy's parameters, built on first use (lazy layers are materialised by then).
+    """Adam over a policy's parameters, created on first use.
 
     Its state travels in the policy's ``state_dict`` (``get_extra_state``), so a resumed run
     continues with the same moments.
@@ -374,15 +393,14 @@ class BilevelPolicy(LossPolicy):
     weights are computed without gradient (constants); the validation step is :meth:`update`.
     """
 
-    def __init__(self, candidates: CandidateSet, cfg: LossConfig) -> None:
-        super().__init__(candidates)
-        check_bilevel_config(cfg)
-        self.update_every = cfg.update_every
-        self.mode = cfg.mode
-        self.xi = float(cfg.xi)
-        self.unrolled_impl = cfg.unrolled_impl
+    uses_validation = True
+
+    def __init__(self, candidate_set: CandidateSet, schedule: BilevelSchedule) -> None:
+        super().__init__(candidate_set)
+        self.schedule = schedule
+        self.update_every = schedule.update_every
         self.updates = 0
-        self.policy_optimizer = PolicyOptimizer(self.hyper_parameters, float(cfg.controller_lr))
+        self.policy_optimizer = PolicyOptimizer(self.hyper_parameters, float(schedule.lr))
         self._objectives: list[float] = []
 
     # -- to implement
@@ -400,44 +418,79 @@ class BilevelPolicy(LossPolicy):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- the recommender's step
-    def weights(self, inp: PolicyInput) -> torch.Tensor:
+    def weights(
+        self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
+    ) -> torch.Tensor:
         with torch.no_grad():
-            return self.policy_weights(inp.logits.detach(), inp.y, inp.step)
+            return self.policy_weights(logits.detach(), y, step)
 
     # -- the policy's step
-    def hypergradient(self, ctx: UpdateContext) -> tuple[float, list[torch.Tensor | None]]:
+    def hypergradient(self, problem: BilevelProblem) -> tuple[float, list[torch.Tensor | None]]:
         """(validation objective, ∇_V) for the configured mode, without stepping anything."""
         params = self.hyper_parameters()
+        step = self.num_steps
 
         def weigh(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.policy_weights(logits.detach(), y, ctx.step, own_step=True)
+            return self.policy_weights(logits.detach(), y, step, own_step=True)
 
-        if self.mode == "first-order":
-            return first_order(ctx, weigh, params)
-        return unrolled(ctx, weigh, params, self.xi, self.unrolled_impl)
+        sch = self.schedule
+        if sch.mode == "first-order":
+            return first_order(problem, weigh, params)
+        return unrolled(problem, weigh, params, sch.xi, sch.unrolled_impl)
 
-    def update(self, ctx: UpdateContext) -> dict[str, float]:
+    def update(
+        self,
+        model: nn.Module | None = None,
+        x_valid: Any = None,
+        y_valid: torch.Tensor | None = None,
+        *,
+        train_batch: tuple[Any, torch.Tensor] | None = None,
+        regularization: Regularization | None = None,
+    ) -> dict[str, float]:
+        """One Adam step of the policy on the validation batch ``(x_valid, y_valid)``.
+
+        ``model`` is the recommender (``model(x_valid)`` gives logits); it is left exactly as it
+        was: parameters, buffers and ``.grad``. ``train_batch`` (the step's ``(x, y)``) is needed
+        by the unrolled mode; ``regularization(model)`` is added to its training objective.
+        """
         if self.update_every <= 0:
             return {}
-        obj, grads = self.hypergradient(ctx)
+        if model is None or y_valid is None:
+            raise ValueError(f"{self.name}.update needs the model and a validation batch")
+        problem = BilevelProblem(
+            model, self.candidate_set, (x_valid, y_valid), train_batch, regularization
+        )
+        obj, grads = self.hypergradient(problem)
         self.policy_optimizer.step(grads)
         self.updates += 1
         self._objectives.append(obj)
         return {"controller_objective": obj}
 
-    def stats(self, inp: PolicyInput, weights: torch.Tensor) -> dict[str, float]:
-        out = super().stats(inp, weights)
+    def stats(self) -> dict[str, float]:
+        out = super().stats()
         if self._objectives:
             out["controller_objective_avg"] = sum(self._objectives) / len(self._objectives)
             self._objectives = []
         out["controller_updates"] = float(self.updates)
         return out
 
+    def describe(self) -> dict[str, Any]:
+        sch = self.schedule
+        out: dict[str, Any] = {"mode": sch.mode, "update_every": self.update_every}
+        if sch.mode == "unrolled":
+            out.update(xi=sch.xi, unrolled_impl=sch.unrolled_impl)
+        return out
+
     # -- resume: the policy's optimizer state travels in the trainer's checkpoint
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optimizer": self.policy_optimizer.state_dict(), "updates": self.updates}
+        return {
+            **super().get_extra_state(),
+            "optimizer": self.policy_optimizer.state_dict(),
+            "updates": self.updates,
+        }
 
     def set_extra_state(self, state: Any) -> None:
+        super().set_extra_state(state)
         if isinstance(state, dict):
             self.updates = int(state.get("updates", 0))
             self.policy_optimizer.load_state_dict(state.get("optimizer"))

@@ -8,27 +8,60 @@ example. β learns on validation batches with AutoLoss's bi-level schedule: one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet
-from autoloss.policies import register_policy
-from autoloss.policies.bilevel import BilevelPolicy
-from autoloss.policies.controller import policy_candidates
-from autoloss.train.config import LossConfig
+from autoloss.losses import DEFAULT_CANDIDATES, candidate_losses
+from autoloss.policies.bilevel import BilevelPolicy, BilevelSchedule
+from autoloss.policies.config import LossConfig
 
 
-class DartsWeights(BilevelPolicy):
-    """Global weights ``softmax(β)`` (K,), learnt on validation batches."""
+class DARTSLoss(BilevelPolicy):
+    """Global weights ``softmax(β)`` (K,) over the candidate losses, learnt on validation batches.
+
+    Example (a hand-written loop: see docs/api.md)::
+
+        crit = DARTSLoss(task="binary")
+        loss = crit(logits, y); loss.backward(); opt.step()
+        if crit.should_update(step):
+            crit.update(model, x_valid, y_valid, train_batch=(x, y))
+    """
 
     name = "darts"
 
-    def __init__(self, candidates: CandidateSet, cfg: LossConfig) -> None:
-        super().__init__(candidates, cfg)
-        self.beta = nn.Parameter(torch.zeros(len(candidates)))
+    def __init__(
+        self,
+        task: str = "binary",
+        *,
+        candidates: Sequence[str] | str = DEFAULT_CANDIDATES,
+        focal_gamma: float = 2.0,
+        kl_eps: float = 0.1,
+        mode: str = "first-order",
+        update_every: int = 7,
+        controller_lr: float = 1e-3,
+        xi: float = 1e-3,
+        unrolled_impl: str = "finite-difference",
+    ) -> None:
+        cs = candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+        super().__init__(cs, BilevelSchedule(mode, update_every, controller_lr, xi, unrolled_impl))
+        self.beta = nn.Parameter(torch.zeros(len(cs)))
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, task: str, num_classes: int) -> DARTSLoss:
+        return cls(
+            task,
+            candidates=cfg.candidates,
+            focal_gamma=cfg.focal_gamma,
+            kl_eps=cfg.kl_eps,
+            mode=cfg.mode,
+            update_every=cfg.update_every,
+            controller_lr=cfg.controller_lr,
+            xi=cfg.xi,
+            unrolled_impl=cfg.unrolled_impl,
+        )
 
     def global_weights(self) -> torch.Tensor:
         """(K,) current weights on the simplex."""
@@ -41,21 +74,8 @@ class DartsWeights(BilevelPolicy):
 
     def describe(self) -> dict[str, Any]:
         w = self.global_weights().detach().cpu().tolist()
-        out: dict[str, Any] = {
-            "weights": dict(zip(self.candidates.names, w)),
-            "mode": self.mode,
-            "update_every": self.update_every,
+        return {
+            "weights": dict(zip(self.candidates, w)),
+            **super().describe(),
             "updates": self.updates,
         }
-        if self.mode == "unrolled":
-            out.update(xi=self.xi, unrolled_impl=self.unrolled_impl)
-        return out
-
-
-def _make(cfg: LossConfig, task: str) -> DartsWeights:
-    if cfg.controller:
-        raise ConfigError("--controller applies to --loss autoloss / autoloss-soft, not darts")
-    return DartsWeights(policy_candidates(cfg, task), cfg)
-
-
-register_policy("darts", _make)

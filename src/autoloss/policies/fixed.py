@@ -8,42 +8,43 @@ from typing import Any
 import torch
 
 from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet
-from autoloss.policies.base import LossPolicy, PolicyInput
+from autoloss.losses import CandidateSet, candidate_losses
+from autoloss.policies.base import LossPolicy
 
 
 class FixedWeights(LossPolicy):
-    """The same weight vector for every example and step."""
+    """The same weight vector for every example and step (``--loss weights:a,b,...``)."""
 
     name = "weights"
     fixed: torch.Tensor
 
-    def __init__(self, candidates: CandidateSet, weights: Sequence[float]) -> None:
-        super().__init__(candidates)
-        if len(weights) != len(candidates):
+    def __init__(self, candidate_set: CandidateSet, weights: Sequence[float]) -> None:
+        super().__init__(candidate_set)
+        if len(weights) != len(candidate_set):
             raise ConfigError(
-                f"--loss weights: {len(weights)} weights given for {len(candidates)} candidates "
-                f"({','.join(candidates.names)})"
+                f"--loss weights: {len(weights)} weights given for {len(candidate_set)} candidates "
+                f"({','.join(candidate_set.names)})"
             )
         w = torch.as_tensor(list(weights), dtype=torch.float32)
         if bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ConfigError("--loss weights: weights must be >= 0 with a positive sum")
         self.register_buffer("fixed", w)
 
-    def weights(self, inp: PolicyInput) -> torch.Tensor:
-        fixed = self.fixed.to(device=inp.losses.device, dtype=inp.losses.dtype)
-        return fixed.expand(inp.losses.shape[0], -1)
+    def weights(
+        self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        fixed = self.fixed.to(device=losses.device, dtype=losses.dtype)
+        return fixed.expand(losses.shape[0], -1)
 
     def describe(self) -> dict[str, Any]:
-        return {"weights": dict(zip(self.candidates.names, self.fixed.tolist()))}
+        return {"weights": dict(zip(self.candidates, self.fixed.tolist()))}
 
 
 class SingleLoss(FixedWeights):
     """One candidate with weight 1 (the plain ``ce``, ``focal``, ... baselines)."""
 
-    def __init__(self, candidates: CandidateSet, loss: str) -> None:
-        w = [1.0 if n == loss else 0.0 for n in candidates.names]
-        super().__init__(candidates, w)
+    def __init__(self, candidate_set: CandidateSet, loss: str) -> None:
+        super().__init__(candidate_set, [1.0 if n == loss else 0.0 for n in candidate_set.names])
         self.name = loss
 
 
@@ -52,6 +53,20 @@ class UniformWeights(FixedWeights):
 
     name = "uniform"
 
-    def __init__(self, candidates: CandidateSet) -> None:
-        k = len(candidates)
-        super().__init__(candidates, [1.0 / k] * k)
+    def __init__(self, candidate_set: CandidateSet) -> None:
+        k = len(candidate_set)
+        super().__init__(candidate_set, [1.0 / k] * k)
+
+
+def candidate_loss(
+    name: str, task: str = "binary", *, focal_gamma: float = 2.0, kl_eps: float = 0.1
+) -> SingleLoss:
+    """One fixed candidate loss as a criterion: ``candidate_loss("focal", "binary")(logits, y)``.
+
+    Example:
+        >>> crit = candidate_loss("ce", "binary")
+        >>> round(float(crit(torch.zeros(2), torch.tensor([0, 1]))), 4)  # log 2
+        0.6931
+    """
+    cs = candidate_losses([name], task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+    return SingleLoss(cs, name)

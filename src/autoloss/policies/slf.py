@@ -23,71 +23,97 @@ exploring. This is our reading, documented in ``docs/method.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet
-from autoloss.policies import register_policy
-from autoloss.policies.base import LossPolicy, PolicyInput
+from autoloss.losses import DEFAULT_CANDIDATES, candidate_losses
+from autoloss.policies.autoloss import task_classes
+from autoloss.policies.base import LossPolicy, Regularization
 from autoloss.policies.bilevel import PolicyOptimizer
-from autoloss.policies.controller import (
+from autoloss.policies.config import LossConfig
+from autoloss.policies.gumbel import (
+    GumbelSelector,
     LossController,
-    check_temperature,
-    controller_input,
+    Temperature,
     controller_state,
-    gumbel_softmax,
     input_dim,
-    policy_candidates,
-    sample_gumbel,
-    temperature,
 )
-from autoloss.train.config import LossConfig
 
 #: Momentum of the running per-candidate loss scale m_k.
 SCALE_MOMENTUM = 0.01
 
 
-class SLFPolicy(LossPolicy):
-    """Decision network + Gumbel-softmax, trained jointly on the training loss (single level)."""
+class SLFLoss(LossPolicy):
+    """Decision network + Gumbel-softmax, trained jointly on the training loss (single level).
+
+    In a hand-written loop, call :meth:`update` right after ``loss.backward()``: it steps the
+    decision network on the gradients the loss gave it (no validation data)::
+
+        crit = SLFLoss(task="binary")
+        loss = crit(logits, y); loss.backward(); opt.step(); crit.update()
+    """
 
     name = "slf"
+    update_every = 1
+    uses_validation = False
     loss_scale: torch.Tensor
     scale_steps: torch.Tensor
 
     def __init__(
-        self, candidates: CandidateSet, cfg: LossConfig, task: str, num_classes: int | None = None
+        self,
+        task: str = "binary",
+        num_classes: int | None = None,
+        *,
+        candidates: Sequence[str] | str = DEFAULT_CANDIDATES,
+        focal_gamma: float = 2.0,
+        kl_eps: float = 0.1,
+        controller_lr: float = 1e-3,
+        tau_start: float = 1.0,
+        tau_decay: float = 5e-5,
+        tau_min: float = 0.01,
+        hard: bool = False,
+        hidden: Sequence[int] = (128, 128),
+        dropout: float = 0.2,
     ) -> None:
-        super().__init__(candidates)
-        check_temperature(cfg)
-        if not cfg.controller_lr > 0:
-            raise ConfigError(f"loss.controller_lr must be > 0, got {cfg.controller_lr}")
-        self.task = task
-        self.num_classes: int | None = 2 if task == "binary" else num_classes
-        self.hard = bool(cfg.hard)
-        self.tau_start, self.tau_decay, self.tau_min = cfg.tau_start, cfg.tau_decay, cfg.tau_min
-        dim = input_dim(self.num_classes) if self.num_classes is not None else None
-        self.decision = LossController(
-            len(candidates), dim, cfg.controller_hidden, cfg.controller_dropout
-        )
-        self.register_buffer("loss_scale", torch.ones(len(candidates)))
+        cs = candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+        super().__init__(cs)
+        tau = Temperature(tau_start, tau_decay, tau_min)
+        if not controller_lr > 0:
+            raise ConfigError(f"loss.controller_lr must be > 0, got {controller_lr}")
+        self.num_classes = task_classes(task, num_classes)
+        network = LossController(len(cs), input_dim(self.num_classes), hidden, dropout)
+        self.selector = GumbelSelector(network, tau, hard=hard)
+        self.register_buffer("loss_scale", torch.ones(len(cs)))
         self.register_buffer("scale_steps", torch.zeros((), dtype=torch.long))
         self.policy_optimizer = PolicyOptimizer(
-            lambda: [p for p in self.decision.parameters() if p.requires_grad], cfg.controller_lr
+            lambda: [p for p in self.decision.parameters() if p.requires_grad], controller_lr
         )
-        self.last_step = 0
 
-    def before_training(self, trainer: Any) -> None:
-        num_classes = int(trainer.spec.num_classes)
-        self.decision.materialize(input_dim(num_classes))
-        self.num_classes = num_classes
+    @classmethod
+    def from_config(cls, cfg: LossConfig, task: str, num_classes: int) -> SLFLoss:
+        return cls(
+            task,
+            num_classes,
+            candidates=cfg.candidates,
+            focal_gamma=cfg.focal_gamma,
+            kl_eps=cfg.kl_eps,
+            controller_lr=cfg.controller_lr,
+            tau_start=cfg.tau_start,
+            tau_decay=cfg.tau_decay,
+            tau_min=cfg.tau_min,
+            hard=cfg.hard,
+            hidden=cfg.controller_hidden,
+            dropout=cfg.controller_dropout,
+        )
 
-    def tau(self, step: int) -> float:
-        return temperature(step, self.tau_start, self.tau_decay, self.tau_min)
-
-    def gumbel_noise(self, log_alpha: torch.Tensor) -> torch.Tensor:
-        return sample_gumbel(log_alpha)
+    @property
+    def decision(self) -> LossController:
+        """The decision network h(·; v) (x -> α)."""
+        return self.selector.network
 
     @torch.no_grad()
     def _update_scale(self, losses: torch.Tensor) -> None:
@@ -98,26 +124,40 @@ class SLFPolicy(LossPolicy):
             self.loss_scale.lerp_(batch_mean, SCALE_MOMENTUM)
         self.scale_steps += 1
 
-    def weights(self, inp: PolicyInput) -> torch.Tensor:
+    def weights(
+        self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
+    ) -> torch.Tensor:
         """Sample p (B, K); its value weights the recommender, its gradient trains v."""
-        self.last_step = inp.step
-        dtype = self.decision.head.weight.dtype
-        log_alpha = self.decision.log_alpha(controller_input(inp.logits, inp.y).to(dtype))
-        p = gumbel_softmax(
-            log_alpha, self.tau(inp.step), hard=self.hard, noise=self.gumbel_noise(log_alpha)
-        ).to(inp.losses.dtype)
-        self._update_scale(inp.losses)
+        log_alpha = self.selector.log_alpha(logits, y, learn=True)
+        p = self.selector.sample(log_alpha, step).to(losses.dtype)
+        if self.training:
+            self._update_scale(losses)
         scale = self.loss_scale.to(p.dtype).clamp_min(1e-8)
         return p.detach() + (p - p.detach()) / scale
 
-    def after_backward(self, step: int) -> None:
+    @torch.no_grad()
+    def probabilities(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """α (B, K) of the decision network, before Gumbel noise."""
+        return self.selector.log_alpha(logits, y, learn=False).exp().to(logits.dtype)
+
+    def update(
+        self,
+        model: nn.Module | None = None,
+        x_valid: Any = None,
+        y_valid: torch.Tensor | None = None,
+        *,
+        train_batch: tuple[Any, torch.Tensor] | None = None,
+        regularization: Regularization | None = None,
+    ) -> dict[str, float]:
+        """One Adam step of the decision network on the gradients of the last backward pass."""
         if any(p.grad is not None for p in self.decision.parameters()):
             self.policy_optimizer.step()
+        return {}
 
-    def stats(self, inp: PolicyInput, weights: torch.Tensor) -> dict[str, float]:
-        out = super().stats(inp, weights)
-        out["tau"] = self.tau(inp.step)
-        for n, v in zip(self.candidates.names, self.loss_scale.tolist()):
+    def stats(self) -> dict[str, float]:
+        out = super().stats()
+        out["tau"] = self.selector.tau(max(self.num_steps - 1, 0))
+        for n, v in zip(self.candidates, self.loss_scale.tolist()):
             out[f"scale_{n}"] = float(v)
         return out
 
@@ -125,30 +165,21 @@ class SLFPolicy(LossPolicy):
         return controller_state(
             self.decision,
             method=self.name,
-            task=self.task,
-            num_classes=self.num_classes or 0,
-            candidates=self.candidates,
+            num_classes=self.num_classes,
+            candidate_set=self.candidate_set,
         )
 
     def describe(self) -> dict[str, Any]:
         return {
-            "tau_final": self.tau(self.last_step),
-            "hard": self.hard,
-            "loss_scale": dict(zip(self.candidates.names, self.loss_scale.tolist())),
+            "tau_final": self.selector.tau(max(self.num_steps - 1, 0)),
+            "hard": self.selector.hard,
+            "loss_scale": dict(zip(self.candidates, self.loss_scale.tolist())),
         }
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optimizer": self.policy_optimizer.state_dict()}
+        return {**super().get_extra_state(), "optimizer": self.policy_optimizer.state_dict()}
 
     def set_extra_state(self, state: Any) -> None:
+        super().set_extra_state(state)
         if isinstance(state, dict):
             self.policy_optimizer.load_state_dict(state.get("optimizer"))
-
-
-def _make(cfg: LossConfig, task: str) -> SLFPolicy:
-    if cfg.controller:
-        raise ConfigError("--controller applies to --loss autoloss / autoloss-soft, not slf")
-    return SLFPolicy(policy_candidates(cfg, task), cfg, task)
-
-
-register_policy("slf", _make)

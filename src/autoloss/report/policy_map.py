@@ -48,22 +48,15 @@ def grid_inputs(
 
 def compute_policy_map(path: Path, points: int = GRID_POINTS) -> PolicyMap:
     """Rebuild the controller saved at ``path`` and evaluate α on the prediction grid."""
-    try:
-        from autoloss.policies import controller as ctrl_mod
-    except ModuleNotFoundError:
-        raise PolicyMapUnavailable(
-            "the controller module is not available in this installation"
-        ) from None
     import torch
 
     from autoloss.errors import AutolossError
+    from autoloss.policies.gumbel import load_controller
 
     try:
-        ctrl = ctrl_mod.load_controller(path)
+        ctrl = load_controller(path)
     except AutolossError as exc:
         raise PolicyMapUnavailable(f"cannot load {path.name}: {exc}") from None
-    if ctrl is None:
-        raise PolicyMapUnavailable(f"{path.name} holds no per-example controller")
     task = str(ctrl.task)
     num_classes = int(ctrl.num_classes)
     grid = prediction_grid(points)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from autoloss.errors import ConfigError
+from autoloss.policies.config import LossConfig
 
 
 @dataclass
@@ -43,32 +44,6 @@ class OptimConfig:
     embedding_lr: float | None = None  # None = same as lr
     weight_decay: float = 0.0  # L2 on dense parameters (embeddings: model.embedding_l2)
     batch_size: int = 2000
-
-
-@dataclass
-class LossConfig:
-    method: str = "autoloss"
-    candidates: list[str] = field(default_factory=lambda: ["focal", "kl", "hinge", "ce"])
-    focal_gamma: float = 2.0
-    kl_eps: float = 0.1
-    weights: list[float] | None = None  # for method "weights" (also "weights:a,b,c,d")
-    # bi-level search (darts, autoloss, autoloss-soft)
-    update_every: int = 7
-    mode: str = "first-order"  # first-order | unrolled
-    xi: float = 1e-3  # virtual step of the unrolled hypergradient
-    unrolled_impl: str = "finite-difference"  # finite-difference | autograd
-    tau_start: float = 1.0
-    tau_decay: float = 5e-5
-    tau_min: float = 0.01
-    hard: bool = False  # straight-through hard Gumbel samples
-    controller_hidden: list[int] = field(default_factory=lambda: [128, 128])
-    controller_dropout: float = 0.2
-    controller_lr: float = 1e-3
-    controller: str | None = None  # path of a saved controller.pt: transfer, frozen
-    # searched fixed weights (method "search")
-    search_trials: int = 20
-    search_epochs: int = 1
-    search_rows: int | None = None  # rows of train per trial (None = all)
 
 
 @dataclass

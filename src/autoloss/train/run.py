@@ -1,26 +1,40 @@
-"""Run directories: create, train into, and load back.
+"""Run directories: create one, train into it, and load a trained run back.
 
-A run directory holds ``config.yaml`` (repeat with ``autoloss train --config``), ``metrics.jsonl``,
-``result.json``, ``model.pt`` (state dict), ``controller.pt`` (learnt loss policies) and
-``dataset/`` (the dataset's meta.json and vocabularies, so ``predict`` encodes raw rows the same way).
+The layout and file names are :class:`~autoloss.train.rundir.RunDir`'s.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
-from autoloss.data.store import EncodedDataset
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.train.config import RunConfig
-from autoloss.train.trainer import Trainer, build_recommender, load_checkpoint_file, resolve_device
+from autoloss.train.rundir import RunDir
+from autoloss.train.trainer import Trainer, build_recommender, resolve_device
+
+
+@dataclass
+class FixedWeightsOutcome:
+    """Weights chosen before training by an outer loop (``--loss search``): the run trains with
+    ``weights:w`` and records ``method`` and ``info`` in its result."""
+
+    method: str
+    weights: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "weights": self.weights, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FixedWeightsOutcome:
+        return cls(str(d["method"]), [float(w) for w in d["weights"]], dict(d.get("info") or {}))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -31,56 +45,77 @@ def default_run_dir(cfg: RunConfig) -> Path:
     )
 
 
+def run_dir_of(cfg: RunConfig) -> RunDir:
+    return RunDir(cfg.out if cfg.out else default_run_dir(cfg))
+
+
+def check_run_dir(rd: RunDir, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty directory for a fresh run (unless ``overwrite``), and a resume of
+    a run that has nothing to resume from."""
+    if rd.path.exists() and not resume and not rd.is_empty() and not overwrite:
+        hint = " (an unfinished run: add --resume)" if rd.checkpoint.exists() else ""
+        raise ConfigError(
+            f"--out {rd.path}: directory exists and is not empty{hint}; use --overwrite to replace it"
+        )
+    if resume and not rd.checkpoint.exists() and not rd.result.exists():
+        raise CheckpointError("--resume: no checkpoint.pt to resume from", path=rd.path)
+
+
 def train_run(
-    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Any = None
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Any = None,
+    preset: FixedWeightsOutcome | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train ``cfg`` into its run directory and return (run_dir, result)."""
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    ckpt = run_dir / "checkpoint.pt"
-    if run_dir.exists() and not resume:
-        if any(run_dir.iterdir()) and not overwrite:
-            hint = " (an unfinished run: add --resume)" if ckpt.exists() else ""
-            raise ConfigError(
-                f"--out {run_dir}: directory exists and is not empty{hint}; use --overwrite to replace it"
-            )
-    if resume and not ckpt.exists():
-        if (run_dir / "result.json").exists():
-            return run_dir, json.loads((run_dir / "result.json").read_text())
-        raise CheckpointError("--resume: no checkpoint.pt to resume from", path=run_dir)
+    """Train ``cfg`` into its run directory and return (run_dir, result).
+
+    ``preset``: train with the fixed weights an outer loop chose (``cfg`` keeps its method, saved
+    as the run's config.yaml; the outcome is saved as search.json).
+    """
+    rd = run_dir_of(cfg)
+    check_run_dir(rd, resume=resume, overwrite=overwrite)
+    if resume and not rd.checkpoint.exists():
+        return rd.path, rd.read_result() or {}
+    trained = cfg
+    if preset is not None:
+        trained = cfg.copy()
+        trained.loss.method, trained.loss.weights = "weights", list(preset.weights)
     # Build everything (data, model, policy) before touching the disk: a bad option leaves nothing.
-    trainer = Trainer(cfg, run_dir=None, log=log)
-    created = not run_dir.exists()
-    if overwrite and run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
+    trainer = Trainer(trained, run_dir=None, log=log)
+    if preset is not None:
+        trainer.method, trainer.policy_info = preset.method, dict(preset.info)
+    created = not rd.path.exists()
+    if overwrite and rd.path.exists() and not resume:
+        shutil.rmtree(rd.path)
         created = True
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rd.path.mkdir(parents=True, exist_ok=True)
     try:
-        trainer.run_dir = run_dir
+        trainer.run_dir = rd
         if resume:
-            trainer.load_checkpoint(ckpt)
+            trainer.load_checkpoint(rd)
         else:
-            saved = cfg.copy()
-            saved.data.path = str(Path(trainer.dataset.path).resolve())
-            saved.out = str(run_dir)
-            saved.save_yaml(run_dir / "config.yaml")
-            copy_dataset_reference(trainer.dataset, run_dir / "dataset")
+            _start_run_dir(rd, cfg, trainer, preset)
         result = trainer.fit()
     except BaseException:
         # A failed fresh run leaves nothing behind; an interrupted one keeps its checkpoint.
-        if created and not (run_dir / "checkpoint.pt").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if created and not rd.checkpoint.exists():
+            shutil.rmtree(rd.path, ignore_errors=True)
         raise
-    return run_dir, result
+    return rd.path, result
 
 
-def copy_dataset_reference(dataset: EncodedDataset, dest: Path) -> None:
-    """meta.json and the vocabularies: what predict needs to encode raw rows like the training data."""
-    dest.mkdir(parents=True, exist_ok=True)
-    src = Path(dataset.path)
-    shutil.copy2(src / "meta.json", dest / "meta.json")
-    for sub in ("vocab", "side"):  # side: e.g. MovieLens movies table for genres/year
-        if (src / sub).is_dir():
-            shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
+def _start_run_dir(
+    rd: RunDir, cfg: RunConfig, trainer: Trainer, preset: FixedWeightsOutcome | None
+) -> None:
+    saved = cfg.copy()
+    saved.data.path = str(Path(trainer.dataset.path).resolve())
+    saved.out = str(rd.path)
+    rd.save_config(saved.to_dict())
+    if preset is not None:
+        rd.save_search(preset.to_dict())
+    rd.copy_dataset_reference(Path(trainer.dataset.path))
 
 
 @dataclass
@@ -95,25 +130,21 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     """Rebuild a trained model from its run directory (weights loaded with weights_only=True)."""
-    rd = Path(run_dir)
-    if not (rd / "config.yaml").is_file():
-        raise CheckpointError("not a run directory (no config.yaml)", path=rd)
-    cfg = RunConfig.from_yaml(rd / "config.yaml")
-    meta_path = rd / "dataset" / "meta.json"
-    if not meta_path.is_file():
-        raise CheckpointError("run directory has no dataset/meta.json", path=rd)
-    meta = json.loads(meta_path.read_text())
+    rd = RunDir(run_dir)
+    if not rd.config.is_file():
+        raise CheckpointError("not a run directory (no config.yaml)", path=rd.path)
+    cfg = RunConfig.from_yaml(rd.config)
+    meta = rd.read_json(rd.dataset / "meta.json")
+    if meta is None:
+        raise CheckpointError("run directory has no dataset/meta.json", path=rd.path)
     spec = FeatureSpec.from_meta(meta)
     model = build_recommender(cfg, spec)
-    state = load_checkpoint_file(rd / "model.pt")
+    state = rd.load_model_state()
     try:
         model.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(
-            f"weights do not match the model: {str(exc).splitlines()[0]}", path=rd / "model.pt"
+            f"weights do not match the model: {str(exc).splitlines()[0]}", path=rd.model
         ) from None
     model.to(resolve_device(device)).eval()
-    result = (
-        json.loads((rd / "result.json").read_text()) if (rd / "result.json").is_file() else None
-    )
-    return LoadedRun(rd, cfg, spec, meta, model, result)
+    return LoadedRun(rd.path, cfg, spec, meta, model, rd.read_result())

@@ -1,20 +1,19 @@
 """The trainer: one loop for every loss method.
 
-Each step: logits = model(batch); losses = candidates(logits, y) (B, K); weights = policy(...)
-(B, K); loss = mean_b sum_k w*l (+ embedding regularisation); one optimiser step. Every f steps a
-policy that learns on validation data gets a validation batch. The trainer never asks which policy
-it runs.
+Each step: ``logits = model(batch)``; ``loss = policy(logits, y)`` (the loss policy is the
+criterion: candidate losses, their weights, ``mean_b Σ_k w_bk ℓ_bk``) plus the model's
+regularisation; one optimiser step; when the policy asks (``should_update``) it learns, on a
+validation batch if it uses one. The trainer never asks which policy it runs: it uses the same
+public criterion API a hand-written loop uses (docs/api.md).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,16 +23,18 @@ from torch import nn
 from autoloss import __version__
 from autoloss.data.batches import BatchIterator
 from autoloss.data.spec import Batch, FeatureSpec
-from autoloss.data.store import EncodedDataset
+from autoloss.data.store import EncodedDataset, open_dataset
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.metrics import evaluate as evaluate_logits
 from autoloss.models import build_model
-from autoloss.policies import LossPolicy, PolicyInput, UpdateContext, build_policy
-from autoloss.train.checkpoint import load_state
+from autoloss.policies.base import LossPolicy
+from autoloss.policies.registry import build_policy
 from autoloss.train.config import RunConfig
 from autoloss.train.optim import RecommenderOptimizer
+from autoloss.train.rundir import RunDir
 
 EvalCallback = Callable[[dict[str, Any]], None]
+CHECKPOINT_FORMAT = "autoloss-checkpoint-2"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,12 +55,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def open_dataset(cfg: RunConfig) -> EncodedDataset:
-    if cfg.data.path is None:
-        from autoloss.data.embedded import default_dataset
-
-        return EncodedDataset(default_dataset(cfg.data.task))
-    return EncodedDataset(cfg.data.path)
+def run_dataset(cfg: RunConfig) -> EncodedDataset:
+    """The run's encoded dataset (``data.path``, or the embedded MovieLens default)."""
+    return open_dataset(cfg.data.path, task=cfg.data.task)
 
 
 def build_recommender(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
@@ -92,10 +90,10 @@ def predict_logits(
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
 
 
-def model_regularization(model: nn.Module) -> torch.Tensor | float:
+def model_regularization(model: nn.Module) -> torch.Tensor:
     """The model's penalty on the embedding rows of its last forward (0 if it has none)."""
     fn = getattr(model, "regularization", None)
-    return fn() if callable(fn) else 0.0
+    return fn() if callable(fn) else torch.zeros(())
 
 
 class _ValidStream:
@@ -117,10 +115,25 @@ class _ValidStream:
         )
 
 
+class _EpochLoss:
+    """Running mean of the training loss (kept on the device: no sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device)
+        self.n = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.n += 1
+
+    def mean(self) -> float:
+        return float(self.total) / max(self.n, 1)
+
+
 class Trainer:
     """Trains one model with one loss policy on one encoded dataset.
 
-    ``run_dir=None`` trains in memory (used by the weight search for its trials).
+    ``run_dir=None`` trains in memory (the weight search's trials do).
     ``on_eval`` receives every validation record; it may raise to stop training (pruning).
     """
 
@@ -128,7 +141,7 @@ class Trainer:
         self,
         cfg: RunConfig,
         *,
-        run_dir: Path | None = None,
+        run_dir: RunDir | None = None,
         dataset: EncodedDataset | None = None,
         on_eval: EvalCallback | None = None,
         log: Callable[[str], None] | None = None,
@@ -140,15 +153,19 @@ class Trainer:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         self.device = resolve_device(cfg.train.device)
-        self.dataset = dataset or open_dataset(cfg)
+        self.dataset = dataset or run_dataset(cfg)
         self.spec = self.dataset.spec
         seed_everything(cfg.train.seed)
         self.model = build_recommender(cfg, self.spec).to(self.device)
-        self.policy: LossPolicy = build_policy(cfg.loss, self.spec.task).to(self.device)
-        self.candidates = self.policy.candidates
+        self.policy: LossPolicy = build_policy(cfg.loss, self.spec.task, self.spec.num_classes).to(
+            self.device
+        )
         self.optimizer = RecommenderOptimizer(
             self.model, cfg.optim.lr, cfg.optim.embedding_lr, cfg.optim.weight_decay
         )
+        #: result.json's ``method`` and extra ``policy`` fields (an outer loop may set them).
+        self.method = cfg.loss.method
+        self.policy_info: dict[str, Any] = {}
         self.step = 0
         self.rows_seen = 0
         self.epoch = 0
@@ -157,6 +174,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._valid: _ValidStream | None = None
 
     # ------------------------------------------------------------------ batches
     def _iterator(self, split: str, *, train: bool) -> BatchIterator:
@@ -174,21 +192,45 @@ class Trainer:
         logits, y = predict_logits(self.model, iter(it.epoch(0)), self.device)
         return evaluate_logits(y, logits, self.spec.task)
 
-    def training_loss(
-        self, model: nn.Module, batch: Batch, weights_fn: Callable[[PolicyInput], torch.Tensor]
-    ) -> torch.Tensor:
-        """The recommender's training objective on a batch, for a given weighting."""
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        """One recommender step on ``batch``, then the policy's own step when it asks."""
+        model, policy = self.model, self.policy
         logits = model(*batch.inputs())
-        losses = self.candidates(logits, batch.y)
-        w = weights_fn(PolicyInput(logits, batch.y, losses, self.step))
-        return (w * losses).sum(1).mean() + model_regularization(model)
+        loss = policy(logits, batch.y) + model_regularization(model)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        rec = self._update_policy(batch) if policy.should_update(self.step) else {}
+        self.step += 1
+        self.rows_seen += len(batch)
+        if self.step % max(1, self.cfg.train.log_every) == 0:
+            stats = policy.stats()
+            if stats or rec:
+                self._record(
+                    {"type": "policy", "step": self.step, "rows": self.rows_seen, **stats, **rec}
+                )
+        return loss
+
+    def _update_policy(self, batch: Batch) -> dict[str, float]:
+        if not self.policy.uses_validation:
+            return self.policy.update()
+        if self._valid is None:
+            self._valid = _ValidStream(self._iterator("valid", train=True), self.device)
+        vb = self._valid.next()
+        return self.policy.update(
+            self.model,
+            vb.inputs(),
+            vb.y,
+            train_batch=(batch.inputs(), batch.y),
+            regularization=model_regularization,
+        )
 
     # ------------------------------------------------------------------ records
     def _record(self, rec: dict[str, Any]) -> None:
         self.history.append(rec)
         if self.run_dir is not None:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            self.run_dir.append_record(rec)
 
     def _evaluate_and_track(self, train_loss: float) -> bool:
         """Validation evaluation; returns True when training should stop (patience)."""
@@ -230,7 +272,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         return {
-            "format": "autoloss-checkpoint-1",
+            "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -244,15 +286,22 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def load_checkpoint(self, path: Path) -> None:
-        state = load_checkpoint_file(path)
+    def load_checkpoint(self, run_dir: RunDir) -> None:
+        state = run_dir.load_checkpoint()
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT!r} "
+                "(written by another version of autoloss): rerun with --overwrite",
+                path=run_dir.checkpoint,
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
-                f"checkpoint does not match this run: {str(exc).splitlines()[0]}", path=path
+                f"checkpoint does not match this run: {str(exc).splitlines()[0]}",
+                path=run_dir.checkpoint,
             ) from None
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
@@ -267,97 +316,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
-        before = getattr(self.policy, "before_training", None)
-        if before is not None:
-            before(self)
+        """Train until the epoch budget, ``max_steps`` or early stopping; return the result."""
         train_it = self._iterator("train", train=True)
-        valid_stream = (
-            _ValidStream(self._iterator("valid", train=True), self.device)
-            if self.policy.update_every > 0
-            else None
+        progress = _progress(
+            self.cfg.train.progress, len(train_it) * self.cfg.train.epochs, self.step
         )
-        f = self.policy.update_every
-        log_every = max(1, cfg.train.log_every)
-        eval_every = cfg.train.eval_every_steps
-        progress = _progress(cfg.train.progress, len(train_it) * cfg.train.epochs, self.step)
-        stop = self.epoch >= cfg.train.epochs or self.bad_evals >= cfg.train.patience
-        model, policy, opt, cands = self.model, self.policy, self.optimizer, self.candidates
-        model.train()
+        stop = self.epoch >= self.cfg.train.epochs or self.bad_evals >= self.cfg.train.patience
+        self.model.train()
         while not stop:
             self.epoch += 1
-            loss_sum = torch.zeros((), device=self.device)
-            loss_n = 0
-            t_epoch = time.perf_counter()
-            for batch in train_it.epoch(self.epoch - 1):
-                batch = batch.to(self.device, non_blocking=True)
-                logits = model(*batch.inputs())
-                losses = cands(logits, batch.y)
-                inp = PolicyInput(logits, batch.y, losses, self.step)
-                weights = policy.weights(inp)
-                loss = (weights * losses).sum(1).mean() + model_regularization(model)
-                opt.zero_grad()
-                policy.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                policy.after_backward(self.step)
-                self.step += 1
-                self.rows_seen += len(batch)
-                loss_sum += loss.detach()
-                loss_n += 1
-                rec: dict[str, Any] = {}
-                if f > 0 and self.step % f == 0 and valid_stream is not None:
-                    rec = policy.update(
-                        UpdateContext(
-                            model=model,
-                            candidates=cands,
-                            train_batch=batch,
-                            valid_batch=valid_stream.next(),
-                            step=self.step,
-                            model_lr=cfg.optim.lr,
-                            train_loss=self.training_loss,
-                        )
-                    )
-                if self.step % log_every == 0:
-                    stats = policy.stats(inp, weights)
-                    if stats or rec:
-                        self._record(
-                            {
-                                "type": "policy",
-                                "step": self.step,
-                                "rows": self.rows_seen,
-                                **stats,
-                                **rec,
-                            }
-                        )
-                if progress is not None:
-                    progress.update(1)
-                    if self.step % 20 == 0:
-                        el = self.train_seconds + time.perf_counter() - t_epoch
-                        progress.set_postfix(
-                            loss=f"{float(loss):.4f}",
-                            rows_s=f"{self.rows_seen / max(el, 1e-9):,.0f}",
-                        )
-                limit = cfg.train.max_steps > 0 and self.step >= cfg.train.max_steps
-                if limit or (eval_every > 0 and self.step % eval_every == 0):
-                    self.train_seconds += time.perf_counter() - t_epoch
-                    stop = self._evaluate_and_track(float(loss_sum) / max(loss_n, 1))
-                    t_epoch = time.perf_counter()
-                    if stop or limit:
-                        stop = True
-                        break
-            else:
-                self.train_seconds += time.perf_counter() - t_epoch
-                if eval_every <= 0 or self.step % eval_every != 0:
-                    stop = self._evaluate_and_track(float(loss_sum) / max(loss_n, 1))
-                stop = stop or self.epoch >= cfg.train.epochs
+            stop = self._train_epoch(train_it.epoch(self.epoch - 1), progress)
             if self.run_dir is not None:
-                torch.save(self.checkpoint_state(), self.run_dir / "checkpoint.pt")
+                self.run_dir.save_checkpoint(self.checkpoint_state())
         if progress is not None:
             progress.close()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         return self.finish()
+
+    def _train_epoch(self, batches: Iterator[Batch], progress: Any) -> bool:
+        """One epoch (evaluating every ``eval_every_steps`` and at its end); True: stop training."""
+        cfg = self.cfg.train
+        epoch_loss = _EpochLoss(self.device)
+        t0 = time.perf_counter()
+        for batch in batches:
+            loss = self.train_step(batch.to(self.device, non_blocking=True))
+            epoch_loss.add(loss)
+            _show_progress(progress, self, loss, t0)
+            limit = cfg.max_steps > 0 and self.step >= cfg.max_steps
+            if limit or (cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0):
+                self.train_seconds += time.perf_counter() - t0
+                stop = self._evaluate_and_track(epoch_loss.mean())
+                t0 = time.perf_counter()
+                if stop or limit:
+                    return True
+        self.train_seconds += time.perf_counter() - t0
+        stop = False
+        if cfg.eval_every_steps <= 0 or self.step % cfg.eval_every_steps != 0:
+            stop = self._evaluate_and_track(epoch_loss.mean())
+        return stop or self.epoch >= cfg.epochs
 
     def finish(self) -> dict[str, Any]:
         valid = self.evaluate_split("valid")
@@ -372,19 +369,18 @@ class Trainer:
             "train_rows": self.rows_seen,
             "train_seconds": round(self.train_seconds, 3),
             "train_rows_per_second": round(self.rows_seen / max(self.train_seconds, 1e-9), 1),
-            "method": self.cfg.loss.method,
+            "method": self.method,
             "model": self.cfg.model.name,
             "seed": self.cfg.train.seed,
             "task": self.spec.task,
-            "candidates": list(self.candidates.names),
+            "candidates": list(self.policy.candidates),
             "device": str(self.device),
-            "policy": self.policy.describe(),
+            "policy": {**self.policy.describe(), **self.policy_info},
             "autoloss_version": __version__,
         }
         if self.run_dir is not None:
-            save_weights(self.run_dir, self.model, self.policy, self.spec)
-            (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
-            (self.run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+            self.run_dir.save_weights(self.model.state_dict(), self.policy.controller_state())
+            self.run_dir.finish(result)
         return result
 
 
@@ -397,19 +393,12 @@ def _progress(mode: str, total: int, initial: int) -> Any:
     return tqdm(total=total, initial=initial, unit="batch", dynamic_ncols=True, leave=False)
 
 
-def save_weights(run_dir: Path, model: nn.Module, policy: LossPolicy, spec: FeatureSpec) -> None:
-    torch.save(
-        {"format": "autoloss-model-1", "state_dict": model.state_dict()}, run_dir / "model.pt"
-    )
-    ctrl = policy.controller_state()
-    if ctrl is not None:
-        torch.save(ctrl, run_dir / "controller.pt")
-
-
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """A run's saved state (``weights_only=True``), with a clear error for a missing, corrupt or
-    foreign file."""
-    state = load_state(path, "checkpoint")
-    if not isinstance(state, dict):
-        raise CheckpointError("not an autoloss checkpoint", path=path)
-    return state
+def _show_progress(progress: Any, trainer: Trainer, loss: torch.Tensor, t0: float) -> None:
+    if progress is None:
+        return
+    progress.update(1)
+    if trainer.step % 20 == 0:
+        elapsed = trainer.train_seconds + time.perf_counter() - t0
+        progress.set_postfix(
+            loss=f"{float(loss):.4f}", rows_s=f"{trainer.rows_seen / max(elapsed, 1e-9):,.0f}"
+        )

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from autoloss.commands.train import add_training_options, config_from_args
 from autoloss.errors import ConfigError
 from autoloss.experiments.compare import PAPER_METHODS, PAPER_MODELS, PAPER_SEEDS
-from autoloss.train.commands import add_training_options, config_from_args
 
 
 def _names(text: str) -> list[str]:
@@ -63,7 +63,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from autoloss.experiments.demo import run_demo
+    from autoloss.commands.demo import run_demo
 
     run_demo(Path(args.out), seeds=args.seeds, epochs=args.epochs, jobs=args.jobs)
     return 0
@@ -120,7 +120,7 @@ def register(sub: Any) -> None:
             "and autoloss over a few seeds, the comparison table and the report."
         ),
     )
-    from autoloss.experiments.demo import DEMO_EPOCHS, DEMO_JOBS, DEMO_SEEDS
+    from autoloss.commands.demo import DEMO_EPOCHS, DEMO_JOBS, DEMO_SEEDS
 
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     p.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"seeds (default {DEMO_SEEDS})")

@@ -102,12 +102,14 @@ def _print_result(run_dir: Path, result: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from autoloss.experiments.search import METHOD, train_searched
     from autoloss.train.run import train_run
 
     cfg = config_from_args(args)
     if args.resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR")
-    run_dir, result = train_run(cfg, resume=args.resume, overwrite=args.overwrite)
+    train = train_searched if cfg.loss.method == METHOD else train_run
+    run_dir, result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     _print_result(run_dir, result)
     return 0
 

@@ -1,0 +1,352 @@
+"""The Gumbel-softmax controller shared by AutoLoss and SLF, and its saved form (``controller.pt``).
+
+The controller sees each example's label and the recommender's detached prediction and outputs
+α (B, K), a distribution over the K candidate losses. A :class:`GumbelSelector` draws
+``p = softmax((log α + g) / τ)`` with ``τ = max(τ_min, τ_start - τ_decay·t)`` (t = the recommender's
+step), soft or straight-through hard, or uses α directly (``gumbel=False``).
+
+Controller input (:func:`controller_input`): binary ``[y, sigmoid(s)]`` (B, 2) — one 0/1 label
+column is enough for two classes; multi-class ``[onehot(y), softmax(s)]`` (B, 2C). The width is
+known when the policy is built (from ``num_classes``).
+
+A trained controller is saved as ``controller.pt`` (:func:`controller_state`) and read back frozen
+by :func:`load_controller`::
+
+    >>> ctrl = load_controller("runs/deepfm-autoloss/controller.pt")       # doctest: +SKIP
+    >>> ctrl.alpha(torch.tensor([0, 1]), torch.tensor([0.2, 0.9])).shape  # doctest: +SKIP
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoloss.errors import CheckpointError, ConfigError
+from autoloss.files import load_state
+from autoloss.losses import CandidateSet
+
+CONTROLLER_FORMAT = "autoloss-controller-1"
+INPUT_ENCODING = "binary: [y, sigmoid(logit)]; multiclass: [onehot(y), softmax(logits)]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs, temperature, Gumbel-softmax
+
+
+def controller_input_from_probs(y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """``[y, ŷ]`` from labels (B,) and probabilities (B,) binary or (B, C): (B, 2) or (B, 2C)."""
+    if probs.dim() == 1:
+        return torch.stack([y.to(probs.dtype), probs], dim=1)
+    onehot = F.one_hot(y.long(), probs.shape[1]).to(probs.dtype)
+    return torch.cat([onehot, probs], dim=1)
+
+
+def controller_input(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Controller input from recommender logits (detached here) and labels.
+
+    Shapes: logits (B,) -> (B, 2) ``[y, sigmoid(s)]``; logits (B, C) -> (B, 2C)
+    ``[onehot(y), softmax(s)]``.
+    """
+    s = logits.detach()
+    probs = torch.sigmoid(s) if s.dim() == 1 else torch.softmax(s, dim=1)
+    return controller_input_from_probs(y, probs)
+
+
+def input_dim(num_classes: int) -> int:
+    """Width of the controller input for ``num_classes`` classes (2 for binary, 2C otherwise)."""
+    return 2 if num_classes == 2 else 2 * num_classes
+
+
+def temperature(step: int, start: float = 1.0, decay: float = 5e-5, minimum: float = 0.01) -> float:
+    """Gumbel-softmax temperature ``max(minimum, start - decay·step)``."""
+    return max(minimum, start - decay * step)
+
+
+def sample_gumbel(like: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel(0, 1) noise of ``like``'s shape, dtype and device (global torch RNG)."""
+    u = torch.rand_like(like)
+    tiny = torch.finfo(like.dtype).tiny
+    return -torch.log(-torch.log(u.clamp(tiny, 1.0 - torch.finfo(like.dtype).eps)))
+
+
+def gumbel_softmax(
+    log_alpha: torch.Tensor,
+    tau: float,
+    *,
+    hard: bool = False,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax((log α + g) / τ)`` over the last dimension, g ~ Gumbel(0, 1).
+
+    With ``hard`` the forward value is the one-hot argmax and the gradient is the soft sample's
+    (straight-through).
+    """
+    g = sample_gumbel(log_alpha) if noise is None else noise
+    soft = torch.softmax((log_alpha + g) / tau, dim=-1)
+    if not hard:
+        return soft
+    index = soft.argmax(dim=-1, keepdim=True)
+    one_hot = torch.zeros_like(soft).scatter_(-1, index, 1.0)
+    return one_hot + (soft - soft.detach())  # value exactly one-hot, gradient of the soft sample
+
+
+# ---------------------------------------------------------------------------------------------
+# The controller network
+
+
+class LossController(nn.Module):
+    """``x -> α``: MLP (Linear, BatchNorm, ReLU, dropout per hidden layer), Linear to K, softmax.
+
+    ``learn=False`` (the recommender's step) uses the batch's statistics without recording them
+    and no dropout; a batch of one example uses the running statistics.
+
+    Shapes: x (B, in_dim) -> α (B, K).
+
+    Example:
+        >>> LossController(4, in_dim=2)(torch.tensor([[0.0, 0.3], [1.0, 0.8]])).sum(1)
+        tensor([1.0000, 1.0000], grad_fn=<SumBackward1>)
+    """
+
+    def __init__(
+        self,
+        num_candidates: int,
+        in_dim: int,
+        hidden: Sequence[int] = (128, 128),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"loss.controller_dropout must be in [0, 1), got {dropout}")
+        if any(h < 1 for h in hidden):
+            raise ConfigError(f"loss.controller_hidden sizes must be >= 1, got {list(hidden)}")
+        self.in_dim = int(in_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width = self.in_dim
+        for h in self.hidden:
+            self.linears.append(nn.Linear(width, h))
+            self.norms.append(nn.BatchNorm1d(h))
+            width = h
+        self.head = nn.Linear(width, num_candidates)
+
+    @staticmethod
+    def _norm(bn: nn.Module, x: torch.Tensor, learn: bool) -> torch.Tensor:
+        assert isinstance(bn, nn.BatchNorm1d)
+        if not bn.training or x.shape[0] < 2:
+            return F.batch_norm(
+                x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+            )
+        if learn:
+            return bn(x)
+        return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
+    def log_alpha(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
+        """log α (B, K), computed as a log-softmax (stable for the Gumbel perturbation).
+
+        ``learn`` (default): a forward of the controller's own training step, BatchNorm records
+        running statistics and dropout is active (in training mode). ``learn=False``: the
+        controller only weights the recommender's losses, BatchNorm normalises with the batch's
+        statistics without recording them and dropout is off, so the forward changes nothing.
+        """
+        for lin, bn in zip(self.linears, self.norms):
+            x = F.relu(self._norm(bn, lin(x), learn))
+            if learn:
+                x = F.dropout(x, self.dropout, self.training)
+        return F.log_softmax(self.head(x), dim=-1)
+
+    def forward(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
+        return self.log_alpha(x, learn=learn).exp()
+
+
+# ---------------------------------------------------------------------------------------------
+# The selector: controller + temperature schedule + sampling (AutoLoss and SLF)
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """The Gumbel-softmax temperature schedule ``τ(t) = max(minimum, start - decay·t)``."""
+
+    start: float = 1.0
+    decay: float = 5e-5
+    minimum: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not (self.minimum > 0 and math.isfinite(self.minimum)):
+            raise ConfigError(f"loss.tau_min must be > 0, got {self.minimum}")
+        if not self.start >= self.minimum:
+            raise ConfigError(
+                f"loss.tau_start ({self.start}) must be >= loss.tau_min ({self.minimum})"
+            )
+        if not self.decay >= 0:
+            raise ConfigError(f"loss.tau_decay must be >= 0, got {self.decay}")
+
+    def __call__(self, step: int) -> float:
+        return temperature(step, self.start, self.decay, self.minimum)
+
+
+class GumbelSelector(nn.Module):
+    """A :class:`LossController` and how its α becomes weights: Gumbel-softmax samples at the
+    scheduled τ (soft or straight-through ``hard``), or α itself (``gumbel=False``).
+
+    Shapes: logits (B,) or (B, C), y (B,) -> log α (B, K) -> weights (B, K).
+    """
+
+    def __init__(
+        self,
+        network: LossController,
+        tau: Temperature,
+        *,
+        hard: bool = False,
+        gumbel: bool = True,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.tau = tau
+        self.hard = bool(hard)
+        self.gumbel = bool(gumbel)
+
+    def log_alpha(self, logits: torch.Tensor, y: torch.Tensor, *, learn: bool) -> torch.Tensor:
+        dtype = self.network.head.weight.dtype
+        return self.network.log_alpha(controller_input(logits, y).to(dtype), learn=learn)
+
+    def noise(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """The Gumbel noise of one sample (a method so that tests can fix it)."""
+        return sample_gumbel(log_alpha)
+
+    def sample(self, log_alpha: torch.Tensor, step: int) -> torch.Tensor:
+        """Weights (B, K) from log α at recommender step ``step``."""
+        if not self.gumbel:
+            return log_alpha.exp()
+        return gumbel_softmax(
+            log_alpha, self.tau(step), hard=self.hard, noise=self.noise(log_alpha)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved controllers
+
+
+def controller_state(
+    network: LossController,
+    *,
+    method: str,
+    num_classes: int,
+    candidate_set: CandidateSet,
+) -> dict[str, Any]:
+    """The ``controller.pt`` dict (weights_only-loadable)."""
+    return {
+        "format": CONTROLLER_FORMAT,
+        "method": method,
+        "task": candidate_set.task,
+        "num_classes": int(num_classes),
+        "candidates": list(candidate_set.names),
+        "focal_gamma": float(candidate_set.focal_gamma),
+        "kl_eps": float(candidate_set.kl_eps),
+        "input_dim": int(network.in_dim),
+        "input_encoding": INPUT_ENCODING,
+        "hidden": list(network.hidden),
+        "dropout": float(network.dropout),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+    }
+
+
+@dataclass
+class LoadedController:
+    """A controller read from ``controller.pt``: frozen (no gradient), eval mode."""
+
+    path: Path
+    method: str
+    task: str
+    num_classes: int
+    candidates: list[str]
+    hidden: list[int]
+    dropout: float
+    network: LossController
+    meta: dict[str, Any]
+
+    def alpha(self, y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """α (B, K) for labels (B,) and predicted probabilities (B,) or (B, C)."""
+        p = self.network.head.weight
+        x = controller_input_from_probs(y.to(p.device), probs.to(device=p.device, dtype=p.dtype))
+        with torch.no_grad():
+            return self.network(x)
+
+    def check_compatible(self, *, task: str, candidates: Sequence[str], num_classes: int) -> None:
+        """Refuse use on another task type, class count or candidate set."""
+        if self.task != task:
+            raise CheckpointError(
+                f"the controller was trained on a {self.task} task; this run is {task}",
+                path=self.path,
+            )
+        if list(self.candidates) != list(candidates):
+            raise CheckpointError(
+                f"the controller was trained with candidates {','.join(self.candidates)}; this "
+                f"run uses {','.join(candidates)} (pass --candidates {','.join(self.candidates)})",
+                path=self.path,
+            )
+        if self.num_classes != num_classes:
+            raise CheckpointError(
+                f"the controller was trained for {self.num_classes} classes; this dataset has "
+                f"{num_classes}",
+                path=self.path,
+            )
+
+
+_REQUIRED = (
+    "method",
+    "task",
+    "num_classes",
+    "candidates",
+    "input_dim",
+    "hidden",
+    "dropout",
+    "state_dict",
+)
+
+
+def load_controller(path: str | Path) -> LoadedController:
+    """Read and rebuild a saved controller; :class:`CheckpointError` if missing, corrupt or foreign."""
+    p = Path(path)
+    state = load_state(p, "controller file")
+    if not isinstance(state, dict) or state.get("format") != CONTROLLER_FORMAT:
+        raise CheckpointError(
+            "not an autoloss controller file (expected the controller.pt of an autoloss run)",
+            path=p,
+        )
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"controller file lacks {', '.join(missing)}", path=p)
+    try:
+        names = [str(n) for n in state["candidates"]]
+        hidden = [int(h) for h in state["hidden"]]
+        network = LossController(
+            len(names), int(state["input_dim"]), hidden, float(state["dropout"])
+        )
+        network.load_state_dict(state["state_dict"])
+    except (RuntimeError, ValueError, TypeError, KeyError, ConfigError) as exc:
+        raise CheckpointError(
+            f"controller weights do not match their spec: {str(exc).splitlines()[0]}", path=p
+        ) from None
+    network.eval()
+    network.requires_grad_(False)
+    return LoadedController(
+        path=p,
+        method=str(state["method"]),
+        task=str(state["task"]),
+        num_classes=int(state["num_classes"]),
+        candidates=names,
+        hidden=hidden,
+        dropout=float(state["dropout"]),
+        network=network,
+        meta={k: v for k, v in state.items() if k != "state_dict"},
+    )

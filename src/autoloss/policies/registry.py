@@ -1,0 +1,91 @@
+"""The registry of ``--loss`` methods: :func:`build_policy` from a :class:`LossConfig`.
+
+The fixed candidates (``ce``, ``focal``, ...), ``uniform`` and ``weights:a,b,...`` are fixed
+policies; ``darts``, ``slf``, ``autoloss`` and ``autoloss-soft`` learn. (``search``, fixed weights
+found by an outer loop of trainings, lives in :mod:`autoloss.experiments.search`.) Adding a method
+is adding one module and one :func:`register_policy` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+
+from autoloss.errors import ConfigError, RegistryError
+from autoloss.losses import CandidateSet, candidate_losses, candidate_names
+from autoloss.policies.autoloss import AutoLoss
+from autoloss.policies.base import LossPolicy
+from autoloss.policies.config import LossConfig
+from autoloss.policies.darts import DARTSLoss
+from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
+from autoloss.policies.slf import SLFLoss
+
+#: ``factory(cfg, task, num_classes) -> LossPolicy``
+PolicyFactory = Callable[[LossConfig, str, int], LossPolicy]
+
+#: Methods that can start from a saved controller (``loss.controller``).
+TRANSFERABLE = ("autoloss", "autoloss-soft")
+
+
+def _candidates(cfg: LossConfig, task: str, names: list[str] | None = None) -> CandidateSet:
+    return candidate_losses(
+        names or cfg.candidates, task, focal_gamma=cfg.focal_gamma, kl_eps=cfg.kl_eps
+    )
+
+
+_FACTORIES: dict[str, PolicyFactory] = {
+    "uniform": lambda cfg, task, n: UniformWeights(_candidates(cfg, task)),
+    "darts": DARTSLoss.from_config,
+    "slf": SLFLoss.from_config,
+    "autoloss": partial(AutoLoss.from_config, gumbel=True),
+    "autoloss-soft": partial(AutoLoss.from_config, gumbel=False),
+}
+
+
+def register_policy(name: str, factory: PolicyFactory) -> None:
+    """Make ``--loss NAME`` build ``factory(cfg, task, num_classes)``."""
+    _FACTORIES[name] = factory
+
+
+def method_names() -> list[str]:
+    """Every ``--loss`` method this registry builds."""
+    return sorted({*candidate_names(), "weights:a,b,...", *_FACTORIES})
+
+
+def parse_method(method: str, cfg: LossConfig) -> tuple[str, LossConfig]:
+    """Split ``weights:a,b,c`` into the method name and a config carrying the weights."""
+    if not method.startswith("weights:"):
+        return method, cfg
+    raw = method.split(":", 1)[1]
+    try:
+        w = [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise RegistryError(
+            f"--loss {method}: weights must be numbers, e.g. weights:1,1,0,2"
+        ) from None
+    return "weights", replace(cfg, weights=w)
+
+
+def check_controller_option(method: str, cfg: LossConfig) -> None:
+    """``loss.controller`` (a saved controller to transfer) only for the methods that use one."""
+    if cfg.controller and method not in TRANSFERABLE:
+        raise ConfigError(
+            f"--controller applies to --loss {' / '.join(TRANSFERABLE)}, not {method}"
+        )
+
+
+def build_policy(cfg: LossConfig, task: str, num_classes: int = 2) -> LossPolicy:
+    """The policy for ``cfg.method`` on a ``task`` ("binary" or "multiclass") of ``num_classes``."""
+    method, cfg = parse_method(cfg.method, cfg)
+    check_controller_option(method, cfg)
+    if method in candidate_names():
+        # A single fixed loss computes only that candidate.
+        return SingleLoss(_candidates(cfg, task, [method]), method)
+    if method == "weights":
+        if cfg.weights is None:
+            raise RegistryError("--loss weights needs values: weights:a,b,... (one per candidate)")
+        return FixedWeights(_candidates(cfg, task), cfg.weights)
+    if method in _FACTORIES:
+        return _FACTORIES[method](cfg, task, num_classes)
+    raise RegistryError(f"unknown loss method '{cfg.method}'; known: {', '.join(method_names())}")

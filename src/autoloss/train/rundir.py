@@ -1,0 +1,148 @@
+"""The layout of a run directory, in one place: its file names, how each is written and read.
+
+```
+RUN/
+  config.yaml      the run's RunConfig (``autoloss train --config RUN/config.yaml`` repeats it)
+  metrics.jsonl    one JSON record per line: evaluations and loss-policy statistics
+  checkpoint.pt    the state of an unfinished run (``--resume``); removed when it finishes
+  search.json      the outcome of ``--loss search``'s outer loop (the weights it trains with)
+  result.json      final metrics and a summary of the loss policy
+  model.pt         the recommender's state dict
+  controller.pt    a learnt per-example controller (autoloss, slf), for transfer and reports
+  dataset/         the dataset's meta.json and vocabularies (``predict`` encodes raw rows alike)
+```
+
+Every file but the append-only ``metrics.jsonl`` is written atomically (temporary file, rename);
+weights are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoloss.errors import CheckpointError, DataError
+from autoloss.files import load_state, save_state, write_text
+
+MODEL_FORMAT = "autoloss-model-1"
+
+
+class RunDir:
+    """A run directory at ``path`` (it need not exist yet)."""
+
+    CONFIG = "config.yaml"
+    METRICS = "metrics.jsonl"
+    CHECKPOINT = "checkpoint.pt"
+    SEARCH = "search.json"
+    RESULT = "result.json"
+    MODEL = "model.pt"
+    CONTROLLER = "controller.pt"
+    DATASET = "dataset"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def search(self) -> Path:
+        return self.path / self.SEARCH
+
+    @property
+    def result(self) -> Path:
+        return self.path / self.RESULT
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def controller(self) -> Path:
+        return self.path / self.CONTROLLER
+
+    @property
+    def dataset(self) -> Path:
+        return self.path / self.DATASET
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    # ---------------------------------------------------------------- writing
+    def save_config(self, cfg_dict: dict[str, Any]) -> None:
+        write_text(self.config, yaml.safe_dump(cfg_dict, sort_keys=False))
+
+    def append_record(self, rec: dict[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        save_state(state, self.checkpoint)
+
+    def save_search(self, outcome: dict[str, Any]) -> None:
+        write_text(self.search, json.dumps(outcome, indent=2) + "\n")
+
+    def save_weights(self, model_state: dict[str, Any], controller: dict[str, Any] | None) -> None:
+        save_state({"format": MODEL_FORMAT, "state_dict": model_state}, self.model)
+        if controller is not None:
+            save_state(controller, self.controller)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Write result.json and drop the checkpoint: the run is complete."""
+        write_text(self.result, json.dumps(result, indent=2) + "\n")
+        self.checkpoint.unlink(missing_ok=True)
+
+    def copy_dataset_reference(self, src: Path) -> None:
+        """meta.json and the vocabularies (and side tables) of the dataset at ``src``."""
+        dest = self.dataset
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / "meta.json", dest / "meta.json")
+        for sub in ("vocab", "side"):  # side: e.g. MovieLens movies table for genres/year
+            if (src / sub).is_dir():
+                shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
+
+    # ---------------------------------------------------------------- reading
+    def load_checkpoint(self) -> dict[str, Any]:
+        return _state_dict_file(self.checkpoint, "checkpoint")
+
+    def load_model_state(self) -> dict[str, Any]:
+        return _state_dict_file(self.model, "model file")
+
+    def read_json(self, path: Path) -> dict[str, Any] | None:
+        """A JSON file of this run, or None when it does not exist."""
+        if not path.is_file():
+            return None
+        try:
+            out = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{path.name} is not valid JSON", path=path) from None
+        if not isinstance(out, dict):
+            raise DataError(f"{path.name} is not a JSON object", path=path)
+        return out
+
+    def read_result(self) -> dict[str, Any] | None:
+        return self.read_json(self.result)
+
+
+def _state_dict_file(path: Path, what: str) -> dict[str, Any]:
+    state = load_state(path, what)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"not an autoloss {what}", path=path)
+    return state
