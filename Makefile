@@ -24,13 +24,13 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=1200
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/examples
+	$(BIN)/ruff format --check src tests benchmarks docs/examples
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks docs/examples
+	$(BIN)/ruff check --fix src tests benchmarks docs/examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare.py
