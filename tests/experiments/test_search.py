@@ -85,3 +85,30 @@ def test_search_rejects_bad_settings(
     with pytest.raises(ConfigError, match=msg):
         train_searched(small_cfg(tiny_dataset, out=str(out), **over), log=QUIET)
     assert not out.exists()
+
+
+def test_an_interrupted_search_run_resumes_without_searching_again(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autoloss.experiments.search as search
+
+    cfg = small_cfg(tiny_dataset, loss__search_trials=2, train__epochs=2, out=str(tmp_path / "r"))
+    _, whole = train_searched(cfg.copy(), overwrite=True, log=QUIET)
+    real_eval = Trainer._evaluate_and_track
+
+    def killed_in_epoch_two(self: Trainer, train_loss: float) -> bool:
+        if self.epoch == 2 and self.run_dir is not None:
+            raise KeyboardInterrupt  # after epoch 1's checkpoint
+        return real_eval(self, train_loss)
+
+    monkeypatch.setattr(Trainer, "_evaluate_and_track", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_searched(cfg.copy(), overwrite=True, log=QUIET)
+    assert (tmp_path / "r" / "search.json").is_file() and (
+        tmp_path / "r" / "checkpoint.pt"
+    ).is_file()
+    monkeypatch.setattr(Trainer, "_evaluate_and_track", real_eval)
+    monkeypatch.setattr(search, "search_weights", lambda *a, **k: pytest.fail("searched again"))
+    _, resumed = train_searched(cfg.copy(), resume=True, log=QUIET)
+    assert resumed["method"] == "search" and resumed["test"] == whole["test"]
+    assert resumed["policy"]["trials"] == whole["policy"]["trials"]
