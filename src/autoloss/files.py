@@ -10,24 +10,47 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from autoloss.errors import CheckpointError
 
 
-def _atomic_replace(path: Path, write: Any) -> None:
+#: Temporary files are named ``.NAME.<random>.tmp`` beside their target.
+TMP_SUFFIX = ".tmp"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that takes a path (``np.save``,
+    ``pq.write_table``, ...); on success it is fsynced and renamed over ``path``, on failure
+    removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: str = "wb", **open_kw: Any) -> Iterator[IO[Any]]:
+    """An open file that becomes ``path`` atomically when the block ends without an error."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kw) as fh:
+        yield fh
+
+
+def _atomic_replace(path: Path, write: Any) -> None:
+    with atomic_output(path, "wb") as fh:
+        write(fh)
 
 
 def write_text(path: str | Path, text: str) -> None:
