@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from encoded_fixtures import write_encoded_dataset
+
+# Property-based tests: a bounded number of examples in `make test`; HYPOTHESIS_PROFILE=slow for
+# many (`make test-all` style runs). No deadline: the machines here are shared and noisy.
+_common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("default", max_examples=25, **_common)
+settings.register_profile("slow", max_examples=500, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
