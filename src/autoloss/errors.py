@@ -56,3 +56,7 @@ class CheckpointError(AutolossError):
 
 class RegistryError(ConfigError):
     """An unknown model, loss, candidate or method name."""
+
+
+class TrainingDiverged(AutolossError):
+    """The training loss or the parameters became NaN or infinite (names the step and the quantity)."""

@@ -17,7 +17,6 @@ from typing import IO, Any
 
 from autoloss.errors import CheckpointError
 
-
 #: Temporary files are named ``.NAME.<random>.tmp`` beside their target.
 TMP_SUFFIX = ".tmp"
 

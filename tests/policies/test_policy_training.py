@@ -193,15 +193,8 @@ def test_policy_state_with_optimizer_round_trips_weights_only(
     "method",
     [
         "slf",
-        pytest.param(
-            "autoloss",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="src bug: the validation stream's position is not checkpointed "
-                "(Trainer.checkpoint_state/_ValidStream); a resumed run draws other "
-                "validation batches than the uninterrupted one",
-            ),
-        ),
+        "darts",
+        "autoloss",
     ],
 )
 def test_resumed_run_matches_uninterrupted(
@@ -226,9 +219,14 @@ def test_resumed_run_matches_uninterrupted(
         with pytest.raises(KeyboardInterrupt):
             train_run(cfg("cut"), log=QUIET)
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
-    assert state["policy"]["_extra_state"]["num_steps"] == state["step"] == 19
+    assert state["policy"]["_extra_state"]["num_steps"] == state["position"]["step"] == 19
     _, resumed = train_run(cfg("cut"), resume=True, log=QUIET)
     assert resumed["test"] == expected["test"] and resumed["policy"] == expected["policy"]
+    models = [torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("full", "cut")]
+    for k, v in models[0]["state_dict"].items():
+        assert torch.equal(models[1]["state_dict"][k], v), k
+    if method == "darts":
+        return  # no controller.pt: its global weights are compared in result["policy"]
     saved = [torch.load(tmp_path / r / "controller.pt", weights_only=True) for r in ("full", "cut")]
     for k, v in saved[0]["state_dict"].items():
         assert torch.equal(saved[1]["state_dict"][k], v), k

@@ -65,18 +65,23 @@ def add_training_options(p: argparse.ArgumentParser, *, with_out: bool = True) -
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any config setting, e.g. --set model.cross_layers=4 (repeatable)",
+        help="any config setting, e.g. --set model.embed_dim=32 (repeatable)",
     )
     if with_out:
         g.add_argument("--out", help="run directory (default runs/<model>-<loss>-s<seed>-<time>)")
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = RunConfig.from_yaml(args.config) if getattr(args, "config", None) else RunConfig()
-    for key, _kind, _t in TRAINING_FLAGS.values():
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The run's configuration: ``--config`` (or ``base``, or the defaults), then the flags and
+    ``--set`` overrides the user gave, in that order."""
+    if getattr(args, "config", None):
+        cfg = RunConfig.from_yaml(args.config)
+    else:
+        cfg = base.copy() if base is not None else RunConfig()
+    for flag, (key, _kind, _t) in TRAINING_FLAGS.items():
         value = getattr(args, key.replace(".", "__"), None)
         if value is not None:
-            cfg.set(key, value, source=f"--{key.split('.')[-1]}")
+            cfg.set(key, value, source=flag)
     if getattr(args, "loss__hard", None):
         cfg.loss.hard = True
     for item in getattr(args, "overrides", []) or []:
@@ -103,11 +108,12 @@ def _print_result(run_dir: Path, result: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from autoloss.experiments.search import METHOD, train_searched
-    from autoloss.train.run import train_run
+    from autoloss.train.run import saved_config, train_run
 
-    cfg = config_from_args(args)
-    if args.resume and not cfg.out:
+    if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")
+    # A resumed run starts from its own config.yaml; options given now must not contradict it.
+    cfg = config_from_args(args, saved_config(args.out) if args.resume else None)
     train = train_searched if cfg.loss.method == METHOD else train_run
     run_dir, result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     _print_result(run_dir, result)

@@ -128,11 +128,11 @@ class BatchIterator:
             pos += idx.size
         return order
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        """Yield the batches of one epoch."""
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Yield the batches of one epoch, from batch number ``start`` on (a resumed run)."""
         order = self.order(epoch)
         first = self.rank * self.shard_rows
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             lo = b * self.batch_size
             hi = min(lo + self.batch_size, self.shard_rows)
             if order is None:

@@ -27,7 +27,13 @@ from autoloss.errors import ConfigError
 from autoloss.losses import candidate_losses
 from autoloss.policies.registry import check_controller_option
 from autoloss.train.config import RunConfig
-from autoloss.train.run import FixedWeightsOutcome, check_run_dir, run_dir_of, train_run
+from autoloss.train.run import (
+    FixedWeightsOutcome,
+    check_resumable,
+    check_run_dir,
+    run_dir_of,
+    train_run,
+)
 from autoloss.train.trainer import Trainer, run_dataset
 
 METHOD = "search"
@@ -64,6 +70,8 @@ def train_searched(
     check_search_config(cfg)
     rd = run_dir_of(cfg)
     check_run_dir(rd, resume=resume, overwrite=overwrite)
+    if resume:
+        check_resumable(rd, cfg)
     saved = rd.read_json(rd.search) if resume else None
     if saved is not None:
         outcome = FixedWeightsOutcome.from_dict(saved)

@@ -166,6 +166,18 @@ class AutoLoss(BilevelPolicy):
             self._alpha_sum, self._alpha_n = None, 0
         return out
 
+    def get_extra_state(self) -> dict[str, Any]:
+        alpha = None if self._alpha_sum is None else self._alpha_sum.detach().cpu()
+        return {**super().get_extra_state(), "alpha_sum": alpha, "alpha_n": self._alpha_n}
+
+    def set_extra_state(self, state: Any) -> None:
+        super().set_extra_state(state)
+        if isinstance(state, dict):
+            alpha = state.get("alpha_sum")
+            device = self.controller.head.weight.device
+            self._alpha_sum = None if alpha is None else alpha.to(device)
+            self._alpha_n = int(state.get("alpha_n", 0))
+
     def controller_state(self) -> dict[str, Any] | None:
         return controller_state(
             self.controller,

@@ -63,7 +63,7 @@ class LossPolicy(nn.Module):
         super().__init__()
         self.candidate_set = candidate_set
         self.num_steps = 0
-        self._last: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor, int, torch.Tensor] | None = None
 
     @property
     def candidates(self) -> tuple[str, ...]:
@@ -74,13 +74,23 @@ class LossPolicy(nn.Module):
     def task(self) -> str:
         return self.candidate_set.task
 
+    @property
+    def last_weights(self) -> torch.Tensor | None:
+        """The (B, K) weights of the last training call (detached), or None before the first."""
+        return None if self._last is None else self._last[1]
+
+    @property
+    def last_losses(self) -> torch.Tensor | None:
+        """The (B, K) candidate losses of the last training call (detached), or None."""
+        return None if self._last is None else self._last[3]
+
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training objective ``mean_b Σ_k w_bk ℓ_bk`` of a batch (a scalar)."""
         losses = self.candidate_set(logits, y)
         w = self.weights(logits, y, losses, self.num_steps)
         if self.training:  # eval-mode calls (e.g. a validation loss) change no statistics
             classes = 2 if logits.dim() == 1 else int(logits.shape[1])
-            self._last = (y.detach(), w.detach(), classes)
+            self._last = (y.detach(), w.detach(), classes, losses.detach())
             self.num_steps += 1
         return weighted_loss(w, losses)
 
@@ -118,7 +128,7 @@ class LossPolicy(nn.Module):
         out: dict[str, float] = {}
         if self._last is None:
             return out
-        y, w, classes = self._last
+        y, w, classes, _ = self._last
         w = w.float()
         mean = w.mean(0)
         for k, n in enumerate(self.candidates):

@@ -487,6 +487,7 @@ class BilevelPolicy(LossPolicy):
             **super().get_extra_state(),
             "optimizer": self.policy_optimizer.state_dict(),
             "updates": self.updates,
+            "objectives": list(self._objectives),  # since the last log line
         }
 
     def set_extra_state(self, state: Any) -> None:
@@ -494,3 +495,4 @@ class BilevelPolicy(LossPolicy):
         if isinstance(state, dict):
             self.updates = int(state.get("updates", 0))
             self.policy_optimizer.load_state_dict(state.get("optimizer"))
+            self._objectives = [float(v) for v in state.get("objectives", [])]

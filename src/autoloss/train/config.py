@@ -9,6 +9,8 @@ dotted key (``--set model.embed_dim=32``); the common ones also have their own f
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ class TrainConfig:
     num_threads: int = 0  # 0 = torch default
     max_steps: int = 0  # 0 = no limit (useful for smoke tests and budgets)
     progress: str = "auto"  # auto | on | off
+    checkpoint_every: int = 0  # also checkpoint every N steps (0 = only by time and per epoch)
+    checkpoint_minutes: float = 10.0  # also checkpoint every M minutes of training (0 = never)
+    on_nonfinite: str = "stop"  # a NaN/inf training loss: stop (keep the last checkpoint) | skip
 
 
 @dataclass
@@ -118,13 +123,79 @@ class RunConfig:
                 return
             known = ", ".join(sorted(names))
             raise ConfigError(f"unknown setting '{key}' (from {source}); {parts[0]} has: {known}")
-        setattr(section, parts[1], _coerce(value, names[parts[1]].type, key))
+        coerced = _coerce(value, names[parts[1]].type, key)
+        check_value(key, coerced, source)
+        setattr(section, parts[1], coerced)
+
+    def validate(self) -> None:
+        """Check every setting with a rule (``RULES``); the first bad one is a ConfigError."""
+        for key in RULES:
+            check_value(key, self.get(key))
+
+    def differences(self, other: RunConfig, *, ignore: frozenset[str] = frozenset()) -> list[str]:
+        """``key: mine -> other's`` for every setting that differs (dotted keys)."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return [
+            f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+            for k in sorted(set(a) | set(b))
+            if k not in ignore and a.get(k) != b.get(k)
+        ]
 
     def get(self, key: str) -> Any:
         obj: Any = self
         for part in key.split("."):
             obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
         return obj
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Checked when a value is set and again when a run starts: key -> (test, what it must be).
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.task": (lambda v: v in ("binary", "multiclass"), "binary or multiclass"),
+    "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.block_rows": (lambda v: v is None or v >= 1, ">= 1"),
+    "model.embed_dim": (lambda v: v >= 1, ">= 1"),
+    "model.mlp": (lambda v: all(h >= 1 for h in v), "a list of sizes >= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.embedding_l2": (lambda v: _finite(v) and v >= 0, "finite and >= 0"),
+    "optim.lr": (lambda v: _finite(v) and v > 0, "finite and > 0"),
+    "optim.embedding_lr": (lambda v: v is None or (_finite(v) and v > 0), "finite and > 0"),
+    "optim.weight_decay": (lambda v: _finite(v) and v >= 0, "finite and >= 0"),
+    "optim.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.patience": (lambda v: v >= 1, ">= 1"),
+    "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),
+    "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "train.num_threads": (lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    "train.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
+    "train.progress": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
+    "train.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "train.checkpoint_minutes": (lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: off)"),
+    "train.on_nonfinite": (lambda v: v in ("stop", "skip"), "stop or skip"),
+}
+
+#: Settings a resumed run may change: they do not change what the run computes.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out",
+        "train.progress",
+        "train.num_threads",
+        "train.device",
+        "train.checkpoint_every",
+        "train.checkpoint_minutes",
+        "train.on_nonfinite",
+    }
+)
+
+
+def check_value(key: str, value: Any, source: str | None = None) -> None:
+    rule = RULES.get(key)
+    if rule is not None and not rule[0](value):
+        origin = f" (from {source})" if source else ""
+        raise ConfigError(f"setting '{key}'{origin} must be {rule[1]}, got {value!r}")
 
 
 def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

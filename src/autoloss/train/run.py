@@ -15,7 +15,7 @@ from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import CheckpointError, ConfigError
-from autoloss.train.config import RunConfig
+from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
 from autoloss.train.rundir import RunDir
 from autoloss.train.trainer import Trainer, build_recommender, resolve_device
 
@@ -49,16 +49,37 @@ def run_dir_of(cfg: RunConfig) -> RunDir:
     return RunDir(cfg.out if cfg.out else default_run_dir(cfg))
 
 
+def saved_config(out: str | Path) -> RunConfig | None:
+    """The config.yaml of the run directory ``out``, or None when there is none yet."""
+    rd = RunDir(out)
+    return RunConfig.from_yaml(rd.config) if rd.config.is_file() else None
+
+
 def check_run_dir(rd: RunDir, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty directory for a fresh run (unless ``overwrite``), and a resume of
-    a run that has nothing to resume from."""
+    """Refuse a non-empty directory for a fresh run (unless ``overwrite``), and a resume of a
+    directory that holds no run."""
     if rd.path.exists() and not resume and not rd.is_empty() and not overwrite:
-        hint = " (an unfinished run: add --resume)" if rd.checkpoint.exists() else ""
+        hint = " (an unfinished run: add --resume)" if rd.config.exists() else ""
         raise ConfigError(
             f"--out {rd.path}: directory exists and is not empty{hint}; use --overwrite to replace it"
         )
-    if resume and not rd.checkpoint.exists() and not rd.result.exists():
-        raise CheckpointError("--resume: no checkpoint.pt to resume from", path=rd.path)
+    if resume and not rd.config.exists():
+        raise CheckpointError("--resume: not a run directory (no config.yaml)", path=rd.path)
+
+
+def check_resumable(rd: RunDir, cfg: RunConfig) -> None:
+    """A resumed run must compute what it started computing: refuse changed settings."""
+    saved = RunConfig.from_yaml(rd.config)
+    given = cfg.copy()
+    if given.data.path is not None:
+        given.data.path = str(Path(given.data.path).resolve())
+    diff = saved.differences(given, ignore=RESUMABLE_CHANGES)
+    if diff:
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise ConfigError(
+            f"--resume {rd.path}: these settings differ from the run's config.yaml ({shown}); "
+            "resume with the run's own settings, or start a new run"
+        )
 
 
 def train_run(
@@ -71,13 +92,20 @@ def train_run(
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``cfg`` into its run directory and return (run_dir, result).
 
-    ``preset``: train with the fixed weights an outer loop chose (``cfg`` keeps its method, saved
-    as the run's config.yaml; the outcome is saved as search.json).
+    ``resume``: continue from the last checkpoint (a finished run returns its result; a run killed
+    before its first checkpoint starts again). ``preset``: train with the fixed weights an outer
+    loop chose (``cfg`` keeps its method, saved as the run's config.yaml; the outcome is saved as
+    search.json).
     """
     rd = run_dir_of(cfg)
     check_run_dir(rd, resume=resume, overwrite=overwrite)
-    if resume and not rd.checkpoint.exists():
-        return rd.path, rd.read_result() or {}
+    if resume:
+        check_resumable(rd, cfg)
+        if not rd.checkpoint.exists():
+            finished = rd.read_result()
+            if finished is not None:
+                return rd.path, finished
+            overwrite, resume = True, False  # killed before its first checkpoint: start again
     trained = cfg
     if preset is not None:
         trained = cfg.copy()
@@ -87,12 +115,13 @@ def train_run(
     if preset is not None:
         trainer.method, trainer.policy_info = preset.method, dict(preset.info)
     created = not rd.path.exists()
-    if overwrite and rd.path.exists() and not resume:
+    if overwrite and rd.path.exists():
         shutil.rmtree(rd.path)
         created = True
     rd.path.mkdir(parents=True, exist_ok=True)
     try:
         trainer.run_dir = rd
+        rd.remove_temporaries()
         if resume:
             trainer.load_checkpoint(rd)
         else:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from autoloss.errors import CheckpointError, DataError
-from autoloss.files import load_state, save_state, write_text
+from autoloss.files import TMP_SUFFIX, load_state, save_state, write_text
 
 MODEL_FORMAT = "autoloss-model-1"
 
@@ -82,6 +82,15 @@ class RunDir:
     def dataset(self) -> Path:
         return self.path / self.DATASET
 
+    def remove_temporaries(self) -> int:
+        """Remove the temporary files of writes that a killed process left (``.NAME.*.tmp``);
+        returns how many. Only the process that owns the run directory may call this."""
+        n = 0
+        for p in self.path.glob(f".*{TMP_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
     def is_empty(self) -> bool:
         return not self.path.exists() or not any(self.path.iterdir())
 
@@ -92,6 +101,20 @@ class RunDir:
     def append_record(self, rec: dict[str, Any]) -> None:
         with open(self.metrics, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
+
+    def truncate_records(self, step: int) -> None:
+        """Drop the log records after ``step`` (those of work a resumed run redoes)."""
+        if not self.metrics.is_file():
+            return
+        kept = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
+                kept.append(line + "\n")
+        write_text(self.metrics, "".join(kept))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         save_state(state, self.checkpoint)

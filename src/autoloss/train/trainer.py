@@ -24,7 +24,7 @@ from autoloss import __version__
 from autoloss.data.batches import BatchIterator
 from autoloss.data.spec import Batch, FeatureSpec
 from autoloss.data.store import EncodedDataset, open_dataset
-from autoloss.errors import CheckpointError, ConfigError
+from autoloss.errors import CheckpointError, ConfigError, TrainingDiverged
 from autoloss.metrics import evaluate as evaluate_logits
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
@@ -34,7 +34,7 @@ from autoloss.train.optim import RecommenderOptimizer
 from autoloss.train.rundir import RunDir
 
 EvalCallback = Callable[[dict[str, Any]], None]
-CHECKPOINT_FORMAT = "autoloss-checkpoint-2"
+CHECKPOINT_FORMAT = "autoloss-checkpoint-3"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,26 +97,41 @@ def model_regularization(model: nn.Module) -> torch.Tensor:
 
 
 class _ValidStream:
-    """An endless stream of validation mini-batches, reshuffled each time it is exhausted."""
+    """An endless stream of validation mini-batches, reshuffled each time it is exhausted.
+
+    Its position (epoch, batches taken) travels in checkpoints, so a resumed run draws the same
+    validation batches as an uninterrupted one.
+    """
 
     def __init__(self, it: BatchIterator, device: torch.device) -> None:
-        self.it, self.device, self.epoch = it, device, 0
-        self._cur: Iterator[Batch] = iter(())
+        self.it, self.device = it, device
+        self.epoch, self.pos = 0, 0
+        self._cur: Iterator[Batch] | None = None
 
     def next(self) -> Batch:
         for _ in range(2):
+            if self._cur is None:
+                self._cur = iter(self.it.epoch(self.epoch, start=self.pos))
             try:
-                return next(self._cur).to(self.device)
+                batch = next(self._cur)
             except StopIteration:
-                self._cur = iter(self.it.epoch(self.epoch))
-                self.epoch += 1
+                self._cur, self.epoch, self.pos = None, self.epoch + 1, 0
+                continue
+            self.pos += 1
+            return batch.to(self.device)
         raise ConfigError(
             "the validation split is empty; a learnt loss policy needs validation rows"
         )
 
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos, self._cur = int(state["epoch"]), int(state["pos"]), None
+
 
 class _EpochLoss:
-    """Running mean of the training loss (kept on the device: no sync per step)."""
+    """Running mean of the epoch's training loss (kept on the device: no sync per step)."""
 
     def __init__(self, device: torch.device) -> None:
         self.total = torch.zeros((), device=device)
@@ -128,6 +143,37 @@ class _EpochLoss:
 
     def mean(self) -> float:
         return float(self.total) / max(self.n, 1)
+
+    def state(self) -> dict[str, Any]:
+        return {"total": self.total.detach().cpu(), "n": self.n}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.total = state["total"].to(self.total.device)
+        self.n = int(state["n"])
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state: Any = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": (str(np_state[0]), torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy(), *rest))
+    random.setstate(_tuples(state["python"]))
+
+
+def _tuples(obj: Any) -> Any:
+    """``random.setstate`` wants tuples where a saved state may hold lists."""
+    return tuple(_tuples(v) for v in obj) if isinstance(obj, list | tuple) else obj
 
 
 class Trainer:
@@ -150,6 +196,7 @@ class Trainer:
         self.run_dir = run_dir
         self.on_eval = on_eval
         self.log = log or (lambda s: print(s, flush=True))
+        cfg.validate()
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         self.device = resolve_device(cfg.train.device)
@@ -175,6 +222,15 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._best_state: dict[str, torch.Tensor] | None = None
         self._valid: _ValidStream | None = None
+        # Where the run is, for checkpoints taken inside an epoch.
+        self.in_epoch = False  # an epoch is under way (self.epoch, its first epoch_batches done)
+        self.epoch_batches = 0
+        self.finished = False  # training is over; only finish() remains
+        self.nonfinite_skipped = 0
+        self.warnings: list[str] = []
+        self._base_logloss: float | None = None
+        self._epoch_loss = _EpochLoss(self.device)
+        self._last_checkpoint = time.monotonic()
 
     # ------------------------------------------------------------------ batches
     def _iterator(self, split: str, *, train: bool) -> BatchIterator:
@@ -190,34 +246,83 @@ class Trainer:
     def evaluate_split(self, split: str) -> dict[str, float]:
         it = BatchIterator(self.dataset.split(split), self.cfg.data.eval_batch_size, shuffle=False)
         logits, y = predict_logits(self.model, iter(it.epoch(0)), self.device)
+        if not np.isfinite(logits).all():
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: the model's {split} predictions are not "
+                f"finite ({int((~np.isfinite(logits)).sum())} values); "
+                + _kept(self.run_dir)
+                + "; lower --lr"
+            )
         return evaluate_logits(y, logits, self.spec.task)
 
+    def _check_divergence(self, logloss: float) -> None:
+        """Warn (once) when the model predicts far worse than the label frequencies would."""
+        if self._base_logloss is None:
+            y = np.asarray(self.dataset.split("valid").y)
+            freq = np.bincount(y, minlength=self.spec.num_classes) / max(len(y), 1)
+            self._base_logloss = float(-(freq[freq > 0] * np.log(freq[freq > 0])).sum())
+        base = self._base_logloss
+        if logloss > 2 * base + 0.1 and not self.warnings:
+            self.warnings.append(
+                f"validation logloss {logloss:.4f} is far worse than predicting the label "
+                f"frequencies ({base:.4f}): training may have diverged (optim.lr = "
+                f"{self.cfg.optim.lr:g})"
+            )
+            self.log(f"warning: {self.warnings[-1]}")
+
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: Batch) -> torch.Tensor:
-        """One recommender step on ``batch``, then the policy's own step when it asks."""
+    def train_step(self, batch: Batch) -> torch.Tensor | None:
+        """One recommender step on ``batch``, then the policy's own step when it asks.
+
+        Returns the loss, or None for a batch skipped because its loss was not finite
+        (``train.on_nonfinite=skip``; with ``stop`` that raises :class:`TrainingDiverged`).
+        """
         model, policy = self.model, self.policy
         logits = model(*batch.inputs())
         loss = policy(logits, batch.y) + model_regularization(model)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        rec = self._update_policy(batch) if policy.should_update(self.step) else {}
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            rec = self._update_policy(batch) if policy.should_update(self.step) else {}
+        else:
+            self._nonfinite_loss(logits, batch.y, loss)
         self.step += 1
         self.rows_seen += len(batch)
-        if self.step % max(1, self.cfg.train.log_every) == 0:
+        if self.step % self.cfg.train.log_every == 0 and finite:
             stats = policy.stats()
             if stats or rec:
                 self._record(
                     {"type": "policy", "step": self.step, "rows": self.rows_seen, **stats, **rec}
                 )
-        return loss
+        return loss if finite else None
+
+    def _nonfinite_loss(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        what = _diagnose(logits.detach(), y, self.policy, float(loss.detach()))
+        if self.cfg.train.on_nonfinite == "stop":
+            again = (
+                "--resume"
+                if self.run_dir is not None and self.run_dir.checkpoint.exists()
+                else "rerun"
+            )
+            raise TrainingDiverged(
+                f"training stopped at step {self.step + 1} (epoch {self.epoch}): {what}; "
+                + _kept(self.run_dir)
+                + f"; lower --lr, or {again} with --set train.on_nonfinite=skip to skip such batches"
+            )
+        self.nonfinite_skipped += 1
+        self._record({"type": "nonfinite", "step": self.step + 1, "skipped": True, "what": what})
+
+    def _valid_stream(self) -> _ValidStream:
+        if self._valid is None:
+            self._valid = _ValidStream(self._iterator("valid", train=True), self.device)
+        return self._valid
 
     def _update_policy(self, batch: Batch) -> dict[str, float]:
         if not self.policy.uses_validation:
             return self.policy.update()
-        if self._valid is None:
-            self._valid = _ValidStream(self._iterator("valid", train=True), self.device)
-        vb = self._valid.next()
+        vb = self._valid_stream().next()
         return self.policy.update(
             self.model,
             vb.inputs(),
@@ -247,6 +352,7 @@ class Trainer:
             **m,
         }
         self._record(rec)
+        self._check_divergence(m["logloss"])
         improved = m["auc"] > self.best["auc"]
         if improved:
             self.best = {
@@ -271,22 +377,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resume needs to continue exactly where the run is now."""
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "rows_seen": self.rows_seen,
-            "train_seconds": self.train_seconds,
+            "position": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "in_epoch": self.in_epoch,
+                "epoch_batches": self.epoch_batches,
+                "finished": self.finished,
+                "rows_seen": self.rows_seen,
+                "train_seconds": self.train_seconds,
+                "nonfinite_skipped": self.nonfinite_skipped,
+                "warnings": list(self.warnings),
+            },
+            "epoch_loss": self._epoch_loss.state(),
+            "valid_stream": None if self._valid is None else self._valid.state(),
             "best": {k: float(v) for k, v in self.best.items()},
             "bad_evals": self.bad_evals,
             "best_state": self._best_state,
-            "torch_rng": torch.get_rng_state(),
+            "rng": _rng_state(self.device),
         }
 
+    def save_checkpoint(self) -> None:
+        """Write checkpoint.pt (atomically) if the run has a directory; never a diverged state."""
+        if self.run_dir is None:
+            return
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: parameters became non-finite "
+                f"({', '.join(bad[:3])}); " + _kept(self.run_dir)
+            )
+        self.run_dir.save_checkpoint(self.checkpoint_state())
+        self._last_checkpoint = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.cfg.train
+        if self.run_dir is None:
+            return False
+        if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0:
+            return True
+        minutes = cfg.checkpoint_minutes
+        return minutes > 0 and time.monotonic() - self._last_checkpoint >= 60 * minutes
+
     def load_checkpoint(self, run_dir: RunDir) -> None:
+        """Continue from ``run_dir``'s checkpoint; its log is cut back to the checkpoint's step."""
         state = run_dir.load_checkpoint()
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(
@@ -298,62 +437,87 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+            self._load_position(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint does not match this run: {str(exc).splitlines()[0]}",
                 path=run_dir.checkpoint,
             ) from None
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.rows_seen = int(state["rows_seen"])
-        self.train_seconds = float(state["train_seconds"])
+        run_dir.truncate_records(self.step)
+
+    def _load_position(self, state: dict[str, Any]) -> None:
+        pos = state["position"]
+        self.step, self.epoch = int(pos["step"]), int(pos["epoch"])
+        self.in_epoch, self.epoch_batches = bool(pos["in_epoch"]), int(pos["epoch_batches"])
+        self.finished = bool(pos["finished"])
+        self.rows_seen, self.train_seconds = int(pos["rows_seen"]), float(pos["train_seconds"])
+        self.nonfinite_skipped = int(pos["nonfinite_skipped"])
+        self.warnings = [str(w) for w in pos["warnings"]]
+        self._epoch_loss.load(state["epoch_loss"])
+        if state["valid_stream"] is not None:
+            self._valid_stream().load(state["valid_stream"])
         self.best = dict(state["best"])
         self.best["epoch"] = int(self.best["epoch"])
         self.best["step"] = int(self.best["step"])
         self.bad_evals = int(state["bad_evals"])
         self._best_state = state.get("best_state")
-        torch.set_rng_state(state["torch_rng"])
+        _set_rng_state(state["rng"], self.device)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        """Train until the epoch budget, ``max_steps`` or early stopping; return the result."""
+        """Train until the epoch budget, ``max_steps`` or early stopping; return the result.
+
+        A checkpoint is written at the end of every epoch, every ``train.checkpoint_every`` steps
+        and every ``train.checkpoint_minutes``; a run loaded from one continues exactly there.
+        """
+        cfg = self.cfg.train
         train_it = self._iterator("train", train=True)
-        progress = _progress(
-            self.cfg.train.progress, len(train_it) * self.cfg.train.epochs, self.step
-        )
-        stop = self.epoch >= self.cfg.train.epochs or self.bad_evals >= self.cfg.train.patience
+        progress = _progress(cfg.progress, len(train_it) * cfg.epochs, self.step)
         self.model.train()
+        stop = self.finished or (
+            not self.in_epoch and (self.epoch >= cfg.epochs or self.bad_evals >= cfg.patience)
+        )
         while not stop:
-            self.epoch += 1
-            stop = self._train_epoch(train_it.epoch(self.epoch - 1), progress)
-            if self.run_dir is not None:
-                self.run_dir.save_checkpoint(self.checkpoint_state())
+            if not self.in_epoch:
+                self.epoch += 1
+                self.in_epoch, self.epoch_batches = True, 0
+                self._epoch_loss = _EpochLoss(self.device)
+            stop = self._train_epoch(train_it, progress)
+            self.in_epoch = False
+            self.finished = stop
+            self.save_checkpoint()
         if progress is not None:
             progress.close()
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         return self.finish()
 
-    def _train_epoch(self, batches: Iterator[Batch], progress: Any) -> bool:
-        """One epoch (evaluating every ``eval_every_steps`` and at its end); True: stop training."""
+    def _train_epoch(self, train_it: BatchIterator, progress: Any) -> bool:
+        """The rest of epoch ``self.epoch`` (evaluating every ``eval_every_steps`` and at its
+        end, checkpointing when due); True: stop training."""
         cfg = self.cfg.train
-        epoch_loss = _EpochLoss(self.device)
         t0 = time.perf_counter()
-        for batch in batches:
+        for batch in train_it.epoch(self.epoch - 1, start=self.epoch_batches):
             loss = self.train_step(batch.to(self.device, non_blocking=True))
-            epoch_loss.add(loss)
-            _show_progress(progress, self, loss, t0)
+            self.epoch_batches += 1
+            if loss is not None:
+                self._epoch_loss.add(loss)
+                _show_progress(progress, self, loss, t0)
             limit = cfg.max_steps > 0 and self.step >= cfg.max_steps
             if limit or (cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0):
                 self.train_seconds += time.perf_counter() - t0
-                stop = self._evaluate_and_track(epoch_loss.mean())
+                stop = self._evaluate_and_track(self._epoch_loss.mean())
                 t0 = time.perf_counter()
                 if stop or limit:
                     return True
+            if self._checkpoint_due():
+                self.train_seconds += time.perf_counter() - t0
+                self.save_checkpoint()
+                t0 = time.perf_counter()
         self.train_seconds += time.perf_counter() - t0
         stop = False
         if cfg.eval_every_steps <= 0 or self.step % cfg.eval_every_steps != 0:
-            stop = self._evaluate_and_track(epoch_loss.mean())
+            stop = self._evaluate_and_track(self._epoch_loss.mean())
         return stop or self.epoch >= cfg.epochs
 
     def finish(self) -> dict[str, Any]:
@@ -378,6 +542,10 @@ class Trainer:
             "policy": {**self.policy.describe(), **self.policy_info},
             "autoloss_version": __version__,
         }
+        if self.nonfinite_skipped:
+            result["nonfinite_skipped"] = self.nonfinite_skipped
+        if self.warnings:
+            result["warnings"] = list(self.warnings)
         if self.run_dir is not None:
             self.run_dir.save_weights(self.model.state_dict(), self.policy.controller_state())
             self.run_dir.finish(result)
@@ -402,3 +570,30 @@ def _show_progress(progress: Any, trainer: Trainer, loss: torch.Tensor, t0: floa
         progress.set_postfix(
             loss=f"{float(loss):.4f}", rows_s=f"{trainer.rows_seen / max(elapsed, 1e-9):,.0f}"
         )
+
+
+def _kept(run_dir: RunDir | None) -> str:
+    if run_dir is not None and run_dir.checkpoint.exists():
+        return f"the last good checkpoint is kept ({run_dir.checkpoint})"
+    return "no checkpoint was written yet"
+
+
+def _diagnose(logits: torch.Tensor, y: torch.Tensor, policy: LossPolicy, loss: float) -> str:
+    """Which quantity of a step is not finite: logits, candidate losses, the policy's weights."""
+    parts = [f"the training loss is {loss}"]
+    bad_rows = int((~torch.isfinite(logits)).reshape(len(y), -1).any(1).sum())
+    if bad_rows:
+        parts.append(f"the logits are not finite in {bad_rows} of {len(y)} rows")
+    losses = policy.last_losses
+    ok = (
+        [True] * len(policy.candidates)
+        if losses is None
+        else torch.isfinite(losses).all(0).tolist()
+    )
+    cols = [n for n, good in zip(policy.candidates, ok) if not good]
+    if cols:
+        parts.append(f"candidate losses not finite: {', '.join(cols)}")
+    weights = policy.last_weights
+    if weights is not None and not bool(torch.isfinite(weights).all()):
+        parts.append(f"the {policy.name} weights (controller output) are not finite")
+    return "; ".join(parts)
