@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from autoloss.files import write_text
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -66,9 +67,7 @@ class HtmlPage:
         )
 
     def write(self, path: Path) -> Path:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, self.render())
         return path
 
 

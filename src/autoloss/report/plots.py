@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from autoloss.experiments.tables import Summary, auc_label, logloss_label
+from autoloss.files import atomic_output
 from autoloss.report.records import Curve
 
 _PALETTE = (
@@ -53,7 +54,8 @@ def candidate_color(name: str) -> str:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_output(path) as fh:
+        fig.savefig(fh, dpi=DPI, format="png")
     return path
 
 

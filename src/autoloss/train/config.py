@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from autoloss.errors import ConfigError
+from autoloss.files import write_text
 from autoloss.policies.config import LossConfig
 
 
@@ -98,7 +99,7 @@ class RunConfig:
         return cls.from_dict(raw or {}, source=str(p))
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def copy(self) -> RunConfig:
         return RunConfig.from_dict(self.to_dict())
