@@ -114,16 +114,16 @@ class RunConfig:
         if len(parts) >= 3 and parts[0] == "model" and parts[1] == "extra":
             self.model.extra[".".join(parts[2:])] = _parse_scalar(value)
             return
-        if len(parts) != 2 or not hasattr(self, parts[0]):
-            raise ConfigError(f"unknown setting '{key}' (from {source})")
-        section = getattr(self, parts[0])
+        section = getattr(self, parts[0], None) if len(parts) == 2 else None
+        if not dataclasses.is_dataclass(section):
+            raise ConfigError(f"unknown setting {key!r} (from {source})")
         names = {f.name: f for f in dataclasses.fields(section)}
         if parts[1] not in names:
             if parts[0] == "model":  # model-specific hyper-parameter
                 self.model.extra[parts[1]] = _parse_scalar(value)
                 return
             known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown setting '{key}' (from {source}); {parts[0]} has: {known}")
+            raise ConfigError(f"unknown setting {key!r} (from {source}); {parts[0]} has: {known}")
         coerced = _coerce(value, names[parts[1]].type, key)
         check_value(key, coerced, source)
         setattr(section, parts[1], coerced)
@@ -259,7 +259,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if ann.startswith("float"):
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"setting '{key}' has an invalid value {value!r} (expected {ann})"
         ) from None
