@@ -45,6 +45,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print()
     print(outcome.table)
     print(f"results: {exp.out / 'results.csv'}\ntable: {exp.out / 'table.md'}")
+    if outcome.elsewhere:  # not failures: the process that finishes last writes complete tables
+        print(
+            f"autoloss compare: {len(outcome.elsewhere)} runs left to other processes training"
+            f" them ({', '.join(sorted(outcome.elsewhere))})"
+        )
     if outcome.failed:
         names = ", ".join(sorted(outcome.failed))
         print(

@@ -4,12 +4,20 @@ An experiment directory::
 
     EXP_DIR/experiment.yaml        the grid and the base configuration (every run = base + cell)
     EXP_DIR/runs/<model>-<method>-s<seed>/   one ordinary run directory per run
+    EXP_DIR/runs/<run>.lock        JSON {pid, host, started, ...} of the process training it
+    EXP_DIR/runs/.guard            flock'd for milliseconds around lock and table changes
     EXP_DIR/results.csv            one row per finished run
     EXP_DIR/table.md               mean ± std, Welch t-tests, efficiency
 
 Running the same command again resumes: runs with ``result.json`` are skipped, an interrupted run
 with a checkpoint continues from it, and any other leftover directory is restarted cleanly.
 ``jobs > 1`` trains runs in spawned worker processes, each with ``cores // jobs`` torch threads.
+
+Several ``compare`` processes may share one experiment directory: the process that trains a run
+(this one, or its worker) holds ``runs/<run>.lock`` while it does (:class:`RunLock`); another
+process skips that run and reports it as left to the holder. Every file is written atomically, and
+the tables are rebuilt from every finished run on disk, so the last process to finish writes
+complete tables.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,7 @@ import yaml
 
 from autoloss import __version__
 from autoloss.errors import AutolossError, CheckpointError, ConfigError
+from autoloss.experiments.locks import RunLock, describe_holder, guard
 from autoloss.experiments.tables import (
     ResultRow,
     Summary,
@@ -38,6 +47,7 @@ from autoloss.experiments.tables import (
     summarize,
     write_results_csv,
 )
+from autoloss.files import TMP_SUFFIX, atomic_output, write_text
 from autoloss.train.config import RunConfig
 from autoloss.train.rundir import RunDir
 
@@ -99,16 +109,21 @@ class PlannedRun:
 
     def state(self) -> str:
         """``done`` (result.json), ``interrupted`` (checkpoint.pt), ``leftover`` or ``new``."""
-        rd = RunDir(self.run_dir)
-        if rd.result.is_file():
-            try:
-                json.loads(rd.result.read_text(encoding="utf-8"))
-                return "done"
-            except (OSError, ValueError):
-                return "leftover"
-        if rd.checkpoint.is_file():
-            return "interrupted"
-        return "leftover" if self.run_dir.exists() else "new"
+        return run_state(self.run_dir)
+
+
+def run_state(run_dir: Path) -> str:
+    """``done`` (result.json), ``interrupted`` (checkpoint.pt), ``leftover`` or ``new``."""
+    rd = RunDir(run_dir)
+    if rd.result.is_file():
+        try:
+            json.loads(rd.result.read_text(encoding="utf-8"))
+            return "done"
+        except (OSError, ValueError):
+            return "leftover"
+    if rd.checkpoint.is_file():
+        return "interrupted"
+    return "leftover" if run_dir.exists() else "new"
 
 
 @dataclass
@@ -149,9 +164,8 @@ class Experiment:
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.out / "experiment.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        os.replace(tmp, self.out / "experiment.yaml")
+        with atomic_output(self.out / "experiment.yaml", "w", encoding="utf-8") as fh:
+            yaml.safe_dump(self.to_dict(), fh, sort_keys=False)
 
     @classmethod
     def load(cls, out: str | Path) -> Experiment:
@@ -289,12 +303,20 @@ def prepare_experiment(exp: Experiment, *, overwrite: bool = False) -> Experimen
             shutil.rmtree(exp.runs_dir, ignore_errors=True)
             for name in ("results.csv", "table.md"):
                 (exp.out / name).unlink(missing_ok=True)
-    elif exp.out.exists() and any(exp.out.iterdir()) and not (exp.out / "runs").is_dir():
+    elif exp.out.exists() and not (exp.out / "runs").is_dir() and any(_user_files(exp.out)):
         raise ConfigError(
             f"--out {exp.out}: exists, is not empty and is not an experiment directory"
         )
     exp.save()
     return exp
+
+
+def _user_files(out: Path) -> Iterator[Path]:
+    """Entries of ``out`` but the temporary files of atomic writes (another ``compare`` may be
+    writing experiment.yaml there right now)."""
+    return (
+        p for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
+    )
 
 
 # ---------------------------------------------------------------------------------- running
@@ -333,6 +355,24 @@ def train_planned(
     return train(cfg, overwrite=state != "new", log=log)[1]
 
 
+def train_locked(cfg_dict: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:
+    """Lock the run, read its state again and train it (in this process or a worker).
+
+    Returns ``("trained", result)``, ``("done", {})`` when another process finished it since it
+    was planned, or ``("busy", holder)`` when another live process holds its lock.
+    """
+    lock = RunLock(Path(str(cfg_dict["out"])))
+    if not lock.acquire():
+        return "busy", lock.holder or {}
+    with lock:
+        if lock.took_over and not quiet:
+            print(f"[{lock.path.stem}] took over a stale lock ({lock.took_over})", flush=True)
+        state = run_state(Path(str(cfg_dict["out"])))
+        if state == "done":
+            return "done", {}
+        return "trained", train_planned(cfg_dict, state, threads, quiet)
+
+
 @dataclass
 class CompareOutcome:
     rows: list[ResultRow]
@@ -341,6 +381,8 @@ class CompareOutcome:
     trained: list[str]
     skipped: list[str]
     failed: dict[str, str]
+    #: Runs another live process was training (its lock): left to it, not failed.
+    elsewhere: dict[str, str] = field(default_factory=dict)
 
 
 class _Tally:
@@ -350,13 +392,38 @@ class _Tally:
         self.total, self.log = total, log
         self.trained: list[str] = []
         self.failed: dict[str, str] = {}
+        self.finished_elsewhere: list[str] = []
+        self.elsewhere: dict[str, str] = {}
         self.t0 = time.perf_counter()
+
+    @property
+    def count(self) -> int:
+        return (
+            len(self.trained)
+            + len(self.failed)
+            + len(self.finished_elsewhere)
+            + len(self.elsewhere)
+        )
+
+    def outcome(self, run: PlannedRun, status: str, payload: dict[str, Any]) -> None:
+        """The answer of :func:`train_locked` for ``run``."""
+        if status == "trained":
+            self.done(run, payload)
+        elif status == "done":
+            self.finished_elsewhere.append(run.name)
+            self.log(f"[{self.count}/{self.total}] {run.name}: finished by another process")
+        else:
+            self.elsewhere[run.name] = describe_holder(payload)
+            self.log(
+                f"[{self.count}/{self.total}] {run.name}: being trained by"
+                f" {self.elsewhere[run.name]}; left to it"
+            )
 
     def done(self, run: PlannedRun, result: dict[str, Any]) -> None:
         self.trained.append(run.name)
         auc = (result.get("test") or result.get("valid") or {}).get("auc", float("nan"))
         self.log(
-            f"[{len(self.trained) + len(self.failed)}/{self.total}] {run.name}: test AUC {auc:.4f}, "
+            f"[{self.count}/{self.total}] {run.name}: test AUC {auc:.4f}, "
             f"{result.get('train_seconds', 0):.1f}s training "
             f"({time.perf_counter() - self.t0:.0f}s elapsed)"
         )
@@ -369,43 +436,34 @@ class _Tally:
         self.log(f"run {run.name} failed:\n{tb}")
 
 
-def _train_serial(
-    exp: Experiment, todo: list[PlannedRun], states: dict[str, str], tally: _Tally, quiet: bool
-) -> None:
+def _train_serial(exp: Experiment, todo: list[PlannedRun], tally: _Tally, quiet: bool) -> None:
     for run in todo:
         try:
             cfg = run.config(exp.base).to_dict()
-            result = train_planned(cfg, states[run.name], exp.base.train.num_threads, quiet)
+            status, payload = train_locked(cfg, exp.base.train.num_threads, quiet)
         except Exception as exc:
             tally.fail(run, exc)
         else:
-            tally.done(run, result)
+            tally.outcome(run, status, payload)
 
 
 def _train_parallel(
-    exp: Experiment,
-    todo: list[PlannedRun],
-    states: dict[str, str],
-    tally: _Tally,
-    quiet: bool,
-    jobs: int,
+    exp: Experiment, todo: list[PlannedRun], tally: _Tally, quiet: bool, jobs: int
 ) -> None:
     threads = exp.base.train.num_threads or max(1, available_cores() // jobs)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-        futures: dict[cf.Future[dict[str, Any]], PlannedRun] = {}
+        futures: dict[cf.Future[tuple[str, dict[str, Any]]], PlannedRun] = {}
         for run in todo:
             cfg = run.config(exp.base)
             if cfg.train.progress == "auto":
                 cfg.train.progress = "off"  # bars of parallel workers would interleave
-            futures[pool.submit(train_planned, cfg.to_dict(), states[run.name], threads, quiet)] = (
-                run
-            )
+            futures[pool.submit(train_locked, cfg.to_dict(), threads, quiet)] = run
         try:
             for fut in cf.as_completed(futures):
                 error = fut.exception()
                 if error is None:
-                    tally.done(futures[fut], fut.result())
+                    tally.outcome(futures[fut], *fut.result())
                 else:
                     tally.fail(futures[fut], error)
         except BaseException:
@@ -426,6 +484,10 @@ def run_experiment(
     A run failing on a bug is logged with its traceback and the others go on (the outcome lists
     it); a user error (:class:`AutolossError`) or an interrupt stops the experiment. Either way
     ``results.csv`` and ``table.md`` describe the runs that finished.
+
+    Each run is locked where it is trained (:func:`train_locked`: here, or in the worker process
+    with ``jobs > 1``): a run another live process is training is left to it (``elsewhere``), and
+    the tables are rebuilt from every finished run on disk, that process's included.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: need at least 1")
@@ -443,12 +505,21 @@ def run_experiment(
     tally = _Tally(len(todo), log)
     try:
         if parallel:
-            _train_parallel(exp, todo, states, tally, quiet_runs, jobs)
+            _train_parallel(exp, todo, tally, quiet_runs, jobs)
         else:
-            _train_serial(exp, todo, states, tally, quiet_runs)
+            _train_serial(exp, todo, tally, quiet_runs)
     finally:
         outcome = finish_experiment(
-            exp, trained=tally.trained, skipped=skipped, failed=tally.failed
+            exp,
+            trained=tally.trained,
+            skipped=[*skipped, *tally.finished_elsewhere],
+            failed=tally.failed,
+            elsewhere=tally.elsewhere,
+        )
+    if outcome.elsewhere:
+        log(
+            f"{len(outcome.elsewhere)} runs left to other processes that are training them"
+            f" ({', '.join(outcome.elsewhere)}); the last process to finish writes complete tables"
         )
     return outcome
 
@@ -478,19 +549,31 @@ def finish_experiment(
     trained: Sequence[str] = (),
     skipped: Sequence[str] = (),
     failed: dict[str, str] | None = None,
+    elsewhere: dict[str, str] | None = None,
 ) -> CompareOutcome:
-    """Write results.csv and table.md from the finished runs on disk."""
-    rows = collect_rows(exp)
-    write_results_csv(exp.out / "results.csv", rows)
-    summary = summarize(rows, models=exp.models, methods=exp.methods)
-    if not summary.task:
-        summary.task = exp.task
-    notes = exp.notes()
-    missing = len(exp.plan()) - len(rows)
-    if missing:
-        notes.append(f"**incomplete**: {missing} of {len(exp.plan())} runs have not finished")
-    table = render_markdown(summary, title=exp.title(), notes=notes)
-    tmp = exp.out / "table.md.tmp"
-    tmp.write_text(table, encoding="utf-8")
-    os.replace(tmp, exp.out / "table.md")
-    return CompareOutcome(rows, summary, table, list(trained), list(skipped), dict(failed or {}))
+    """Write results.csv and table.md from the finished runs on disk.
+
+    Under the experiment's guard, so that of two processes finishing together the later one
+    reads every run the earlier one finished (it writes its tables last).
+    """
+    with guard(exp.runs_dir):
+        rows = collect_rows(exp)
+        write_results_csv(exp.out / "results.csv", rows)
+        summary = summarize(rows, models=exp.models, methods=exp.methods)
+        if not summary.task:
+            summary.task = exp.task
+        notes = exp.notes()
+        missing = len(exp.plan()) - len(rows)
+        if missing:
+            notes.append(f"**incomplete**: {missing} of {len(exp.plan())} runs have not finished")
+        table = render_markdown(summary, title=exp.title(), notes=notes)
+        write_text(exp.out / "table.md", table)
+    return CompareOutcome(
+        rows,
+        summary,
+        table,
+        list(trained),
+        list(skipped),
+        dict(failed or {}),
+        dict(elsewhere or {}),
+    )

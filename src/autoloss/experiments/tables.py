@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from autoloss.errors import DataError
+from autoloss.files import atomic_output
 from autoloss.metrics import welch_ttest
 
 #: The columns SPEC §5 requires, in order.
@@ -93,14 +93,11 @@ def _float(v: Any) -> float:
 
 def write_results_csv(path: str | Path, rows: Iterable[ResultRow]) -> None:
     """Write ``results.csv`` atomically (a reader never sees half a file)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({k: _csv_value(row.get(k)) for k in RESULT_COLUMNS})
-    os.replace(tmp, p)
 
 
 def _csv_value(v: Any) -> Any:
