@@ -226,3 +226,28 @@ def welch_ttest(a: Any, b: Any) -> tuple[float, float]:
 
     res = stats.ttest_ind(x, z, equal_var=False)
     return float(res.statistic), float(res.pvalue)
+
+
+def fit_temperature(y_true: Any, logits: Any, task: str) -> float:
+    """The temperature T > 0 minimising the logloss of ``logits / T`` (temperature scaling,
+    Guo et al. 2017), fitted on validation predictions; 1-D and convex in log T."""
+    from scipy import optimize
+
+    s = _to_numpy(logits).astype(np.float64)
+    y = _to_numpy(y_true)
+
+    def loss(log_t: float) -> float:
+        return evaluate_logloss(y, s / math.exp(log_t), task)
+
+    res = optimize.minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded")
+    return float(math.exp(res.x))
+
+
+def evaluate_logloss(y_true: Any, logits: Any, task: str) -> float:
+    """Logloss of raw logits (the ``logloss`` of :func:`evaluate`, without the AUC)."""
+    from scipy import special
+
+    s = _to_numpy(logits).astype(np.float64)
+    if task == "binary":
+        return binary_logloss(y_true, special.expit(s.reshape(-1)))
+    return multiclass_logloss(y_true, special.softmax(s, axis=1))

@@ -164,3 +164,26 @@ def test_truncate_records_drops_later_steps_and_a_torn_line(tmp_path: Path) -> N
     )
     rd.truncate_records(5)
     assert rd.metrics.read_text() == '{"type": "eval", "step": 5}\n'
+
+
+def test_select_by_logloss_and_temperature_scaled_test_logloss(tiny_dataset: Path) -> None:
+    by_auc = Trainer(small_cfg(tiny_dataset, train__epochs=3), log=QUIET)
+    by_auc.fit()
+    by_loss = Trainer(
+        small_cfg(tiny_dataset, train__epochs=3, train__select_by="logloss"), log=QUIET
+    )
+    result = by_loss.fit()
+    evals = [r for r in by_loss.history if r["type"] == "eval"]
+    best = min(evals, key=lambda r: r["logloss"])
+    assert result["best_epoch"] == best["epoch"]
+    assert by_auc.best["auc"] == max(r["auc"] for r in by_auc.history if r["type"] == "eval")
+    test = result["test"]
+    assert test["temperature"] > 0 and test["logloss_ts"] > 0
+    # the fitted temperature minimises the validation logloss: no worse than T = 1 there
+    from autoloss.metrics import evaluate_logloss, fit_temperature
+
+    logits, y = by_loss.predict_split("valid")
+    t = fit_temperature(y, logits, "binary")
+    assert (
+        evaluate_logloss(y, logits / t, "binary") <= evaluate_logloss(y, logits, "binary") + 1e-12
+    )

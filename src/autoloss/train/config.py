@@ -28,6 +28,12 @@ class DataConfig:
     task: str = "binary"  # task of the embedded default when path is None
     eval_batch_size: int = 20000
     block_rows: int | None = None  # contiguous-block shuffling for data larger than RAM
+    # Data conditions, applied in memory to the prepared data (docs/data.md, "Data conditions")
+    label_noise: float = 0.0  # probability of flipping a train (and valid) label; 0 = off
+    noise_mode: str = "symmetric"  # symmetric | pos2neg | neg2pos (the last two: binary only)
+    noise_on_valid: bool = True  # also flip valid labels (test labels never are)
+    noise_seed: int | None = None  # None: noise from train.seed, positive subsample from 0
+    pos_rate: float | None = None  # subsample positives of every split to this rate; None = off
 
 
 @dataclass
@@ -52,7 +58,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    patience: int = 2  # early stopping on validation AUC
+    patience: int = 2  # early stopping on the validation metric select_by
+    select_by: str = "auc"  # auc | logloss: the validation metric of early stopping and best epoch
     eval_every_steps: int = 0  # 0 = once per epoch
     log_every: int = 50  # policy statistics every N steps
     seed: int = 2021
@@ -158,6 +165,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.task": (lambda v: v in ("binary", "multiclass"), "binary or multiclass"),
     "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "data.block_rows": (lambda v: v is None or v >= 1, ">= 1"),
+    "data.label_noise": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1) (0: off)"),
+    "data.noise_mode": (
+        lambda v: v in ("symmetric", "pos2neg", "neg2pos"),
+        "symmetric, pos2neg or neg2pos",
+    ),
+    "data.pos_rate": (lambda v: v is None or (_finite(v) and 0 < v < 1), "in (0, 1) or empty"),
     "model.embed_dim": (lambda v: v >= 1, ">= 1"),
     "model.mlp": (lambda v: all(h >= 1 for h in v), "a list of sizes >= 1"),
     "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -170,6 +183,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.patience": (lambda v: v >= 1, ">= 1"),
     "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "train.select_by": (lambda v: v in ("auc", "logloss"), "auc or logloss"),
     "train.num_threads": (lambda v: v >= 0, ">= 0 (0: torch's default)"),
     "train.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
     "train.progress": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),

@@ -22,10 +22,12 @@ from torch import nn
 
 from autoloss import __version__
 from autoloss.data.batches import BatchIterator
+from autoloss.data.conditions import ConditionedDataset, Conditions, apply_conditions
 from autoloss.data.spec import Batch, FeatureSpec
 from autoloss.data.store import EncodedDataset, open_dataset
 from autoloss.errors import CheckpointError, ConfigError, TrainingDiverged
 from autoloss.metrics import evaluate as evaluate_logits
+from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
 from autoloss.policies.registry import build_policy
@@ -56,8 +58,21 @@ def seed_everything(seed: int) -> None:
 
 
 def run_dataset(cfg: RunConfig) -> EncodedDataset:
-    """The run's encoded dataset (``data.path``, or the embedded MovieLens default)."""
-    return open_dataset(cfg.data.path, task=cfg.data.task)
+    """The run's encoded dataset (``data.path``, or the embedded MovieLens default), with the
+    data conditions of ``cfg.data`` applied (label noise, positive rate: docs/data.md); the
+    dataset itself when none is set."""
+    dataset = open_dataset(cfg.data.path, task=cfg.data.task)
+    # Data conditions: the DataConfig keys as an autoloss.data Conditions (data does not
+    # import train); the noise is drawn from train.seed unless data.noise_seed is set.
+    d = cfg.data
+    conditions = Conditions(
+        label_noise=d.label_noise,
+        noise_mode=d.noise_mode,
+        noise_on_valid=d.noise_on_valid,
+        noise_seed=d.noise_seed,
+        pos_rate=d.pos_rate,
+    )
+    return apply_conditions(dataset, conditions, cfg.train.seed)
 
 
 def build_recommender(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
@@ -216,7 +231,7 @@ class Trainer:
         self.step = 0
         self.rows_seen = 0
         self.epoch = 0
-        self.best: dict[str, Any] = {"auc": -math.inf, "epoch": 0, "step": 0}
+        self.best: dict[str, Any] = {"auc": -math.inf, "logloss": math.inf, "epoch": 0, "step": 0}
         self.bad_evals = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
@@ -244,6 +259,11 @@ class Trainer:
         )
 
     def evaluate_split(self, split: str) -> dict[str, float]:
+        logits, y = self.predict_split(split)
+        return evaluate_logits(y, logits, self.spec.task)
+
+    def predict_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and labels of a whole split (eval mode); non-finite logits stop the run."""
         it = BatchIterator(self.dataset.split(split), self.cfg.data.eval_batch_size, shuffle=False)
         logits, y = predict_logits(self.model, iter(it.epoch(0)), self.device)
         if not np.isfinite(logits).all():
@@ -253,7 +273,7 @@ class Trainer:
                 + _kept(self.run_dir)
                 + "; lower --lr"
             )
-        return evaluate_logits(y, logits, self.spec.task)
+        return logits, y
 
     def _check_divergence(self, logloss: float) -> None:
         """Warn (once) when the model predicts far worse than the label frequencies would."""
@@ -353,7 +373,7 @@ class Trainer:
         }
         self._record(rec)
         self._check_divergence(m["logloss"])
-        improved = m["auc"] > self.best["auc"]
+        improved = _better(m, self.best, self.cfg.train.select_by)
         if improved:
             self.best = {
                 "auc": m["auc"],
@@ -521,8 +541,16 @@ class Trainer:
         return stop or self.epoch >= cfg.epochs
 
     def finish(self) -> dict[str, Any]:
-        valid = self.evaluate_split("valid")
-        test = self.evaluate_split("test") if "test" in self.dataset.split_names else {}
+        valid_logits, valid_y = self.predict_split("valid")
+        valid = evaluate_logits(valid_y, valid_logits, self.spec.task)
+        test: dict[str, float] = {}
+        if "test" in self.dataset.split_names:
+            # Calibration compared like with like: a temperature fitted on validation.
+            t = fit_temperature(valid_y, valid_logits, self.spec.task)
+            test_logits, test_y = self.predict_split("test")
+            test = evaluate_logits(test_y, test_logits, self.spec.task)
+            test["logloss_ts"] = evaluate_logloss(test_y, test_logits / t, self.spec.task)
+            test["temperature"] = t
         result: dict[str, Any] = {
             "test": test,
             "valid": valid,
@@ -546,6 +574,8 @@ class Trainer:
             result["nonfinite_skipped"] = self.nonfinite_skipped
         if self.warnings:
             result["warnings"] = list(self.warnings)
+        if isinstance(self.dataset, ConditionedDataset):  # data conditions on (docs/data.md)
+            result["conditions"] = self.dataset.conditions_summary()
         if self.run_dir is not None:
             self.run_dir.save_weights(self.model.state_dict(), self.policy.controller_state())
             self.run_dir.finish(result)
@@ -597,3 +627,10 @@ def _diagnose(logits: torch.Tensor, y: torch.Tensor, policy: LossPolicy, loss: f
     if weights is not None and not bool(torch.isfinite(weights).all()):
         parts.append(f"the {policy.name} weights (controller output) are not finite")
     return "; ".join(parts)
+
+
+def _better(m: dict[str, float], best: dict[str, Any], select_by: str) -> bool:
+    """Whether validation metrics ``m`` improve on ``best`` (higher AUC or lower logloss)."""
+    if select_by == "logloss":
+        return m["logloss"] < best["logloss"]
+    return m["auc"] > best["auc"]

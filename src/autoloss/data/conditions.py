@@ -1,0 +1,323 @@
+"""Data conditions: label noise and a lowered positive rate, applied to an encoded dataset.
+
+One prepared dataset serves every condition: the conditions are applied after encoding, in
+memory, when a run opens its data (``docs/data.md``, "Data conditions").
+
+* ``label_noise`` (with ``noise_mode``): flips labels of the train split, and of the valid split
+  unless ``noise_on_valid`` is False, with one vectorised draw per split. The draw comes from the
+  run's seed (or ``noise_seed``) and the split's name, so every method of one seed sees the same
+  flipped labels and a split's flips do not depend on the other splits.
+* ``pos_rate``: keeps every negative and a uniform subset of the positives of every split
+  (test included), so that each split's positive rate is ``pos_rate``. The subset defines the
+  dataset of an experiment, so it does not depend on the run's seed: it is drawn from
+  ``noise_seed`` if set, else from the fixed seed 0. Applied before the label noise.
+
+The test split's labels are never noisy. Rows are never copied: a subsampled split's ``x``,
+``dense`` and ``bags`` are :class:`RowSubset` views of the memory maps (read lazily, a batch at
+a time); only the labels of a changed split are an in-memory ``int32`` copy.
+
+>>> ds = apply_conditions(EncodedDataset(path), Conditions(label_noise=0.2), seed=1)  # doctest: +SKIP
+>>> ds.conditions_summary()["flips"]                                                   # doctest: +SKIP
+{'train': 481, 'valid': 62}
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+
+from autoloss.data.store import EncodedDataset, EncodedSplit
+from autoloss.errors import ConfigError
+
+NOISE_MODES = ("symmetric", "pos2neg", "neg2pos")
+#: ``pos_rate`` is refused when the test split would keep fewer positives (an unstable AUC).
+MIN_TEST_POSITIVES = 200
+#: The seed of the positive subsample when ``noise_seed`` is not set (the same for every run).
+SUBSAMPLE_SEED = 0
+_NOISY_SPLITS = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The data conditions of a run (the ``data.*`` settings of the same names).
+
+    Attributes:
+        label_noise: probability of flipping a label, in [0, 1); 0 = off.
+        noise_mode: ``symmetric`` (binary: flip; multi-class: a uniformly drawn other class),
+            ``pos2neg`` (positives become 0: missed clicks) or ``neg2pos`` (negatives become 1:
+            accidental clicks); the last two are binary only.
+        noise_on_valid: also flip the valid split's labels (the test split's never are).
+        noise_seed: seed of the noise and of the positive subsample; None = the run's seed for
+            the noise and :data:`SUBSAMPLE_SEED` for the subsample.
+        pos_rate: the positive rate of every split after subsampling positives, in (0, 1);
+            None = off. Binary only.
+    """
+
+    label_noise: float = 0.0
+    noise_mode: str = "symmetric"
+    noise_on_valid: bool = True
+    noise_seed: int | None = None
+    pos_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.label_noise) and 0 <= self.label_noise < 1):
+            raise ConfigError(f"data.label_noise must be in [0, 1), got {self.label_noise!r}")
+        if self.noise_mode not in NOISE_MODES:
+            raise ConfigError(
+                f"data.noise_mode must be one of {', '.join(NOISE_MODES)}, got {self.noise_mode!r}"
+            )
+        if self.pos_rate is not None and not (
+            math.isfinite(self.pos_rate) and 0 < self.pos_rate < 1
+        ):
+            raise ConfigError(f"data.pos_rate must be in (0, 1), got {self.pos_rate!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any condition is on (otherwise the dataset is used as it is)."""
+        return self.label_noise > 0 or self.pos_rate is not None
+
+
+class RowSubset:
+    """Rows ``index`` (sorted) of a memory-mapped array, read lazily.
+
+    Supports what :class:`~autoloss.data.batches.BatchIterator` does with a split's arrays:
+    ``len``, ``shape``, ``dtype``, ``nbytes``, slicing (``a[lo:hi]``) and ``np.take(a, idx,
+    axis=0)`` (numpy calls :meth:`take`). Each of these reads only the rows asked for, with one
+    ``np.take`` on the underlying array; ``np.asarray(a)`` reads all of them.
+    """
+
+    def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
+        self.base = base
+        self.index = np.asarray(index, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.index.shape[0]), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.base.dtype
+
+    @property
+    def ndim(self) -> int:
+        return int(self.base.ndim)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.base.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, int | np.integer):
+            return np.asarray(self.base[int(self.index[key])])
+        if isinstance(key, tuple):  # rows first, then the other axes of what they give
+            rows, rest = (key[0], key[1:]) if key else (slice(None), ())
+            if isinstance(rows, int | np.integer):
+                return self[rows][rest]
+            return self[rows][(slice(None), *rest)]
+        return np.take(self.base, self.index[key], axis=0)
+
+    def take(
+        self,
+        indices: Any,
+        axis: int | None = None,
+        out: np.ndarray | None = None,
+        mode: str = "raise",
+    ) -> np.ndarray:
+        if axis != 0:  # not used by BatchIterator: read everything and let numpy do it
+            return np.take(np.asarray(self), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
+        return np.take(self.base, self.index[indices], axis=0, out=out)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        arr = np.take(self.base, self.index, axis=0)
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"RowSubset({self.shape}, {self.dtype}, of {self.base.shape[0]} rows)"
+
+
+class ConditionedDataset(EncodedDataset):
+    """An encoded dataset with data conditions applied: same interface as its base dataset.
+
+    ``path``, ``vocab()`` and ``spec`` are the base dataset's; ``meta`` is a copy whose
+    ``splits`` (rows) and ``positive_rate`` describe the conditioned splits and whose
+    ``conditions`` is :meth:`conditions_summary`. ``split(name)`` returns an
+    :class:`~autoloss.data.store.EncodedSplit` whose labels may be an in-memory copy and whose
+    other arrays may be :class:`RowSubset` views (typed as arrays: they support what batches use).
+    """
+
+    def __init__(
+        self,
+        base: EncodedDataset,
+        conditions: Conditions,
+        splits: dict[str, EncodedSplit],
+        summary: dict[str, Any],
+    ) -> None:
+        # Deliberately not EncodedDataset.__init__: nothing is read from disk again.
+        self.base = base
+        self.conditions = conditions
+        self.path = base.path
+        meta = copy.deepcopy(base.meta)
+        meta["splits"] = {name: len(s) for name, s in splits.items()}
+        if "positive_rate" in summary:
+            meta["positive_rate"] = dict(summary["positive_rate"])
+        meta["conditions"] = summary
+        self.meta = meta
+        self._splits = dict(splits)
+        self._summary = summary
+
+    def conditions_summary(self) -> dict[str, Any]:
+        """The realised conditions, for ``result.json`` (a copy)."""
+        return copy.deepcopy(self._summary)
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{k}={v}" for k, v in self.meta["splits"].items())
+        return f"ConditionedDataset({str(self.path)!r}, {rows}, {self.conditions})"
+
+
+def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int) -> EncodedDataset:
+    """``dataset`` with ``conditions`` applied; ``dataset`` itself when no condition is on.
+
+    ``seed`` is the run's seed (``train.seed``): the label noise is drawn from it unless
+    ``conditions.noise_seed`` is set. Raises :class:`ConfigError` for a condition the data cannot
+    meet (a mode or ``pos_rate`` on a multi-class task, a ``pos_rate`` above a split's natural
+    rate, or one that leaves fewer than :data:`MIN_TEST_POSITIVES` test positives).
+    """
+    if not conditions.active:
+        return dataset
+    spec = dataset.spec
+    multiclass = spec.task != "binary"
+    if multiclass and conditions.label_noise > 0 and conditions.noise_mode != "symmetric":
+        raise ConfigError(
+            f"data.noise_mode={conditions.noise_mode} is for binary tasks; this dataset is "
+            f"{spec.task} with {spec.num_classes} classes (use data.noise_mode=symmetric)"
+        )
+    if multiclass and conditions.pos_rate is not None:
+        raise ConfigError(
+            f"data.pos_rate is for binary tasks; this dataset is {spec.task} "
+            f"with {spec.num_classes} classes"
+        )
+    noise_seed = seed if conditions.noise_seed is None else conditions.noise_seed
+    subsample_seed = SUBSAMPLE_SEED if conditions.noise_seed is None else conditions.noise_seed
+
+    splits: dict[str, EncodedSplit] = {}
+    rows: dict[str, int] = {}
+    flips: dict[str, int] = {}
+    subsampled_rate: dict[str, float] = {}
+    for name in dataset.split_names:
+        split = dataset.split(name)
+        y = np.asarray(split.y)
+        index: np.ndarray | None = None
+        changed = False
+        if conditions.pos_rate is not None:
+            rng = _rng("pos_rate", subsample_seed, name)
+            index = _subsample_positives(y, conditions.pos_rate, rng, name)
+            y = y[index]
+            changed = True
+            subsampled_rate[name] = _rate(y)
+        if conditions.label_noise > 0 and (
+            name == "train" or (name == "valid" and conditions.noise_on_valid)
+        ):
+            rng = _rng("label_noise", noise_seed, name)
+            noisy = _flip(y, conditions.label_noise, conditions.noise_mode, spec.num_classes, rng)
+            flips[name] = int(np.count_nonzero(noisy != y))
+            y, changed = noisy, True
+        splits[name] = _split(split, y, index) if changed else split
+        rows[name] = len(splits[name])
+
+    summary: dict[str, Any] = {"rows": rows}
+    if not multiclass:
+        summary["positive_rate"] = {n: _rate(np.asarray(s.y)) for n, s in splits.items()}
+    if conditions.label_noise > 0:
+        summary.update(
+            label_noise=conditions.label_noise,
+            noise_mode=conditions.noise_mode,
+            noise_on_valid=conditions.noise_on_valid,
+            noise_seed=noise_seed,
+            flips=flips,
+        )
+    if conditions.pos_rate is not None:
+        summary.update(
+            pos_rate=conditions.pos_rate,
+            subsample_seed=subsample_seed,
+            original_rows={n: int(dataset.meta["splits"][n]) for n in splits},
+            subsampled_positive_rate=subsampled_rate,
+        )
+    return ConditionedDataset(dataset, conditions, splits, summary)
+
+
+def _rng(purpose: str, seed: int, split: str) -> np.random.Generator:
+    """An independent generator per (purpose, seed, split name): stable across versions of the
+    other splits, of the dataset's size and of the other conditions."""
+    entropy = [zlib.crc32(purpose.encode()), int(seed) % 2**64, zlib.crc32(split.encode())]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def _rate(y: np.ndarray) -> float:
+    return round(float(np.count_nonzero(y == 1)) / max(len(y), 1), 6)
+
+
+def _subsample_positives(
+    y: np.ndarray, pos_rate: float, rng: np.random.Generator, split: str
+) -> np.ndarray:
+    """Sorted row numbers: every negative and ``round(R / (1 - R) * negatives)`` positives."""
+    positives = np.flatnonzero(y == 1)
+    negatives = len(y) - len(positives)
+    keep = round(pos_rate / (1 - pos_rate) * negatives)
+    if keep > len(positives):
+        natural = len(positives) / max(len(y), 1)
+        raise ConfigError(
+            f"data.pos_rate={pos_rate:g} is above the {split} split's natural positive rate "
+            f"({natural:.4f}): positives can only be subsampled"
+        )
+    if split == "test" and keep < MIN_TEST_POSITIVES:
+        raise ConfigError(
+            f"data.pos_rate={pos_rate:g} would leave {keep} positives in the test split "
+            f"(at least {MIN_TEST_POSITIVES} are needed): use a higher rate"
+        )
+    if keep < 1:
+        raise ConfigError(
+            f"data.pos_rate={pos_rate:g} would leave no positives in the {split} split "
+            f"({negatives} negatives): use a higher rate"
+        )
+    chosen = rng.choice(positives, size=keep, replace=False)
+    keep_mask = y != 1
+    keep_mask[chosen] = True
+    return np.flatnonzero(keep_mask)
+
+
+def _flip(
+    y: np.ndarray, rate: float, mode: str, num_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Noisy int32 labels: each row is hit with probability ``rate`` (one vectorised draw)."""
+    hit = rng.random(len(y)) < rate
+    if num_classes > 2:  # symmetric: a uniformly drawn other class
+        shift = rng.integers(1, num_classes, size=len(y))
+        return np.where(hit, (y + shift) % num_classes, y).astype(np.int32)
+    if mode == "pos2neg":
+        hit &= y == 1
+    elif mode == "neg2pos":
+        hit &= y == 0
+    return np.where(hit, 1 - y, y).astype(np.int32)
+
+
+def _split(split: EncodedSplit, y: np.ndarray, index: np.ndarray | None) -> EncodedSplit:
+    """The conditioned split: labels ``y`` (read-only), rows ``index`` of the others (or all)."""
+    y = np.ascontiguousarray(y, dtype=np.int32)
+    y.setflags(write=False)
+
+    def rows(a: np.ndarray | None) -> np.ndarray | None:
+        if a is None or index is None:
+            return a
+        return cast(np.ndarray, RowSubset(a, index))
+
+    x = rows(split.x)
+    assert x is not None
+    return EncodedSplit(split.name, x, y, rows(split.dense), rows(split.bags))
