@@ -30,7 +30,7 @@ def logcosh() -> Iterator[str]:
 
 
 def test_builtin_names() -> None:
-    assert candidate_names()[:5] == ["ce", "focal", "kl", "hinge", "mse"]
+    assert candidate_names()[:8] == ["ce", "focal", "kl", "hinge", "mse", "gce", "mae", "tce"]
     assert get_candidate("kl").multiclass is not None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -208,3 +209,17 @@ def test_eval_mode_calls_leave_the_logged_statistics_alone() -> None:
     stats = policy.stats()
     assert stats["p_ce"] == pytest.approx(float(alpha[:, 3].mean()))
     assert stats["alpha_ce"] == pytest.approx(float(alpha[:, 3].mean()))
+
+
+def test_candidate_options_reach_every_policy_from_the_config() -> None:
+    cfg = LossConfig(method="autoloss", candidates=["ce", "gce", "tce"], gce_q=0.5, tce_drop=0.3)
+    for method in ("uniform", "darts", "slf", "autoloss"):
+        cs = build_policy(replace(cfg, method=method), "binary").candidate_set
+        assert cs.names == ("ce", "gce", "tce") and cs.gce_q == 0.5 and cs.tce_drop == 0.3, method
+    # a prebuilt set is used as it is by the public constructors
+    from autoloss.losses import candidate_losses
+
+    cs = candidate_losses("ce,gce", "binary", gce_q=0.3)
+    assert AutoLoss(task="binary", candidates=cs).candidate_set is cs
+    with pytest.raises(ConfigError, match="multiclass"):
+        AutoLoss(task="multiclass", num_classes=3, candidates=cs)

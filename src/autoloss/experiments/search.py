@@ -24,7 +24,7 @@ from typing import Any
 
 from autoloss.data.store import EncodedDataset
 from autoloss.errors import ConfigError
-from autoloss.losses import candidate_losses
+from autoloss.policies.base import config_candidates
 from autoloss.policies.registry import check_controller_option
 from autoloss.train.config import RunConfig
 from autoloss.train.run import (
@@ -60,7 +60,7 @@ def check_search_config(cfg: RunConfig) -> None:
     if lc.search_rows is not None and lc.search_rows < 1:
         raise ConfigError(f"loss.search_rows must be >= 1, got {lc.search_rows}")
     check_controller_option(METHOD, lc)
-    candidate_losses(lc.candidates, "binary", focal_gamma=lc.focal_gamma, kl_eps=lc.kl_eps)
+    config_candidates(lc, "binary")
 
 
 def train_searched(

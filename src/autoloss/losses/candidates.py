@@ -12,11 +12,16 @@ candidates in one call and returns the ``(B, K)`` matrix the loss policies weigh
 Every built-in is written in log space (``logsigmoid`` / ``log_softmax``), so values and gradients
 stay finite at ``|logit| = 1e4``. The set computes the shared log-probabilities once per call: this
 runs every training step. See ``docs/losses.md`` for the definitions.
+
+``tce`` (truncated cross-entropy) depends on the recommender step (its drop rate ramps up): the
+owner of the set passes it as ``cs(logits, y, step=t)`` or sets ``cs.step = t`` before calling.
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +40,9 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 DEFAULT_CANDIDATES: tuple[str, ...] = ("focal", "kl", "hinge", "ce")
 DEFAULT_FOCAL_GAMMA = 2.0
 DEFAULT_KL_EPS = 0.1
+DEFAULT_GCE_Q = 0.7
+DEFAULT_TCE_DROP = 0.2
+DEFAULT_TCE_RAMP_STEPS = 10000
 TASKS: tuple[str, ...] = ("binary", "multiclass")
 
 
@@ -183,6 +191,54 @@ def _m_mse(t: _MulticlassTerms) -> Tensor:
     return (torch.exp(t.logp) - t.onehot).square().sum(1)
 
 
+def _gce(t: _BinaryTerms | _MulticlassTerms, q: float) -> Tensor:
+    # (1 - p_t^q) / q = -expm1(q log p_t) / q: no 1 - p cancellation as p_t -> 1, and the gradient
+    # p_t^q * dlog p_t stays finite where q p_t^(q-1) (the direct form) is infinite at p_t = 0.
+    return -torch.expm1(q * t.log_pt) / q
+
+
+def _mae(t: _BinaryTerms | _MulticlassTerms) -> Tensor:
+    # 1 - p_t = exp(log(1 - p_t)): exact (not 0) when p_t rounds to 1, e.g. sigmoid(17) in float32.
+    return torch.exp(t.log_1m_pt)
+
+
+def _truncate(loss: Tensor, eligible: Tensor, rate: float) -> Tensor:
+    """``loss`` with the ``floor(rate * n)`` largest entries among the ``n`` eligible rows set to
+    exactly 0 (value and gradient); the selection uses the detached loss, ties go to the lower row
+    index. Stays on the device: no host synchronisation."""
+    if rate <= 0 or loss.numel() == 0:
+        return loss
+    key = torch.where(eligible, loss.detach(), float("-inf"))
+    order = torch.argsort(key, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        0, order, torch.arange(order.numel(), device=order.device)
+    )
+    # floor in float64 with a 1e-9 slack so that e.g. 0.29 * 100 drops 29 rows, not 28.
+    n_drop = torch.floor(eligible.sum().to(torch.float64) * rate + 1e-9)
+    drop = eligible & (rank < n_drop)
+    # torch.where, not a product: dropped rows get an exact 0 value and an exact 0 gradient.
+    return torch.where(drop, torch.zeros_like(loss), loss)
+
+
+def _b_tce(t: _BinaryTerms, rate: float) -> Tensor:
+    # Only positives (y = 1) can be dropped: in implicit feedback they carry the noise (ADT).
+    return _truncate(-t.log_pt, t.y == 1, rate)
+
+
+def _m_tce(t: _MulticlassTerms, rate: float) -> Tensor:
+    # No negative class in multi-class: every example is an observed label and may be dropped.
+    return _truncate(-t.log_pt, torch.ones_like(t.y, dtype=torch.bool), rate)
+
+
+def tce_drop_rate(
+    step: int, drop: float = DEFAULT_TCE_DROP, ramp_steps: int = DEFAULT_TCE_RAMP_STEPS
+) -> float:
+    """The ``tce`` drop rate at recommender ``step``: ``drop * min(1, step / ramp_steps)``."""
+    if step < 0:
+        raise ValueError(f"the recommender step must be >= 0, got {step}")
+    return drop * min(1.0, step / ramp_steps)
+
+
 # --------------------------------------------------------------------------------------------
 # Public per-candidate functions (logits, y) -> (B,).
 
@@ -237,11 +293,45 @@ def multiclass_mse(logits: Tensor, y: Tensor) -> Tensor:
     return _m_mse(_MulticlassTerms(logits, y))
 
 
+def binary_gce(logits: Tensor, y: Tensor, q: float = DEFAULT_GCE_Q) -> Tensor:
+    """Generalized cross-entropy ``(1 - p_t^q) / q`` (Zhang & Sabuncu 2018), ``p_t = sigmoid(t*s)``."""
+    return _gce(_BinaryTerms(logits, y), q)
+
+
+def binary_mae(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean absolute error of the probability: ``|y - sigmoid(s)| = 1 - p_t``."""
+    return _mae(_BinaryTerms(logits, y))
+
+
+def binary_tce(logits: Tensor, y: Tensor, drop_rate: float) -> Tensor:
+    """Truncated BCE (ADT, Wang et al. 2021): the ``floor(drop_rate * P)`` positives of the batch
+    with the largest BCE (P positives) get 0, every other example its BCE."""
+    return _b_tce(_BinaryTerms(logits, y), drop_rate)
+
+
+def multiclass_gce(logits: Tensor, y: Tensor, q: float = DEFAULT_GCE_Q) -> Tensor:
+    """Generalized cross-entropy ``(1 - p_y^q) / q`` with ``p = softmax(s)``."""
+    return _gce(_MulticlassTerms(logits, y), q)
+
+
+def multiclass_mae(logits: Tensor, y: Tensor) -> Tensor:
+    """``1 - p_y`` = half the L1 distance ``||onehot(y) - softmax(s)||_1``."""
+    return _mae(_MulticlassTerms(logits, y))
+
+
+def multiclass_tce(logits: Tensor, y: Tensor, drop_rate: float) -> Tensor:
+    """Truncated cross-entropy: the ``floor(drop_rate * B)`` examples of the batch with the largest
+    cross-entropy get 0 (every example is eligible: a multi-class task has no negatives)."""
+    return _m_tce(_MulticlassTerms(logits, y), drop_rate)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry.
 
-_BinaryFused = Callable[[_BinaryTerms, float, float], Tensor]
-_MultiFused = Callable[[_MulticlassTerms, float, float], Tensor]
+#: ``formula(terms, candidate_set, step)``: a built-in on the shared terms; it reads its
+#: hyper-parameters from the set (``focal_gamma``, ...) and ``step`` is the resolved recommender step.
+_BinaryFused = Callable[[_BinaryTerms, "CandidateSet", "int | None"], Tensor]
+_MultiFused = Callable[[_MulticlassTerms, "CandidateSet", "int | None"], Tensor]
 
 _BUILTINS: dict[str, tuple[CandidateLoss, _BinaryFused, _MultiFused]] = {}
 _REGISTRY: dict[str, CandidateLoss] = {}
@@ -259,41 +349,65 @@ _add_builtin(
     "ce",
     binary_ce,
     multiclass_ce,
-    lambda t, g, e: _b_ce(t),
-    lambda t, g, e: _m_ce(t),
+    lambda t, cs, step: _b_ce(t),
+    lambda t, cs, step: _m_ce(t),
     "cross-entropy (BCE with logits for binary)",
 )
 _add_builtin(
     "focal",
     binary_focal,
     multiclass_focal,
-    lambda t, g, e: _focal(t, g),
-    lambda t, g, e: _focal(t, g),
+    lambda t, cs, step: _focal(t, cs.focal_gamma),
+    lambda t, cs, step: _focal(t, cs.focal_gamma),
     "focal loss -(1-p_t)^gamma log p_t, gamma=2",
 )
 _add_builtin(
     "kl",
     binary_kl,
     multiclass_kl,
-    lambda t, g, e: _b_kl(t, e),
-    lambda t, g, e: _m_kl(t, e),
+    lambda t, cs, step: _b_kl(t, cs.kl_eps),
+    lambda t, cs, step: _m_kl(t, cs.kl_eps),
     "KL(label-smoothed target || prediction), eps=0.1",
 )
 _add_builtin(
     "hinge",
     binary_hinge,
     multiclass_hinge,
-    lambda t, g, e: _b_hinge(t),
-    lambda t, g, e: _m_hinge(t),
+    lambda t, cs, step: _b_hinge(t),
+    lambda t, cs, step: _m_hinge(t),
     "hinge on the logit margin (multi_margin_loss for multi-class)",
 )
 _add_builtin(
     "mse",
     binary_mse,
     multiclass_mse,
-    lambda t, g, e: _b_mse(t),
-    lambda t, g, e: _m_mse(t),
+    lambda t, cs, step: _b_mse(t),
+    lambda t, cs, step: _m_mse(t),
     "squared error of the predicted probabilities",
+)
+_add_builtin(
+    "gce",
+    binary_gce,
+    multiclass_gce,
+    lambda t, cs, step: _gce(t, cs.gce_q),
+    lambda t, cs, step: _gce(t, cs.gce_q),
+    "generalized cross-entropy (1-p_t^q)/q, q=0.7 (bounded, noise-robust)",
+)
+_add_builtin(
+    "mae",
+    binary_mae,
+    multiclass_mae,
+    lambda t, cs, step: _mae(t),
+    lambda t, cs, step: _mae(t),
+    "mean absolute error of the probability, 1-p_t (bounded, noise-robust)",
+)
+_add_builtin(
+    "tce",
+    lambda s, y: binary_tce(s, y, DEFAULT_TCE_DROP),
+    lambda s, y: multiclass_tce(s, y, DEFAULT_TCE_DROP),
+    lambda t, cs, step: _b_tce(t, cs.tce_rate(step)),
+    lambda t, cs, step: _m_tce(t, cs.tce_rate(step)),
+    "truncated cross-entropy: the top drop_rate(t) of positives by CE get 0 (ADT)",
 )
 
 
@@ -366,7 +480,20 @@ class CandidateSet:
 
     Built by :func:`candidate_losses`. Column k is the per-example loss of ``cs.names[k]``.
     Built-in candidates share ``logsigmoid`` / ``log_softmax`` computed once per call.
+
+    ``step`` is the recommender step that step-dependent candidates (``tce``'s drop-rate ramp)
+    use when a call passes none: a loss policy sets it once per training step
+    (``cs.step = num_steps``), so every call it makes for that step (forward, hypergradients,
+    inspection) sees the same value. ``None`` (the default): ``tce`` uses its full drop rate
+    ``tce_drop`` and warns once.
     """
+
+    focal_gamma: float
+    kl_eps: float
+    gce_q: float
+    tce_drop: float
+    tce_ramp_steps: int
+    step: int | None
 
     def __init__(
         self,
@@ -375,11 +502,20 @@ class CandidateSet:
         *,
         focal_gamma: float = DEFAULT_FOCAL_GAMMA,
         kl_eps: float = DEFAULT_KL_EPS,
+        gce_q: float = DEFAULT_GCE_Q,
+        tce_drop: float = DEFAULT_TCE_DROP,
+        tce_ramp_steps: int = DEFAULT_TCE_RAMP_STEPS,
     ) -> None:
+        _check_params(focal_gamma, kl_eps, gce_q, tce_drop, tce_ramp_steps)
         self.candidates = tuple(candidates)
         self.task: Task = task
         self.focal_gamma = float(focal_gamma)
         self.kl_eps = float(kl_eps)
+        self.gce_q = float(gce_q)
+        self.tce_drop = float(tce_drop)
+        self.tce_ramp_steps = operator.index(tce_ramp_steps)
+        self.step = None
+        self._warned_no_step = False
         self.names: tuple[str, ...] = tuple(c.name for c in self.candidates)
         # Per column: ("fused", formula on the shared terms) or ("plain", user function).
         self._columns: list[tuple[bool, Callable[..., Tensor]]] = []
@@ -413,13 +549,33 @@ class CandidateSet:
             return _BinaryTerms(logits, y)
         return _MulticlassTerms(logits, y)
 
-    def __call__(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Per-example losses ``(B, K)`` of logits ``(B,)``/``(B, C)`` and labels ``(B,)``."""
+    def tce_rate(self, step: int | None) -> float:
+        """``tce``'s drop rate at recommender ``step``: ``tce_drop * min(1, step / tce_ramp_steps)``;
+        ``tce_drop`` (and a one-time warning) when the step is unknown."""
+        if step is None:
+            if not self._warned_no_step:
+                self._warned_no_step = True
+                warnings.warn(
+                    "candidate loss 'tce' got no recommender step (cs(logits, y, step=t) or "
+                    "cs.step = t): using the full drop rate loss.tce_drop without the ramp",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return self.tce_drop
+        return tce_drop_rate(step, self.tce_drop, self.tce_ramp_steps)
+
+    def __call__(self, logits: Tensor, y: Tensor, step: int | None = None) -> Tensor:
+        """Per-example losses ``(B, K)`` of logits ``(B,)``/``(B, C)`` and labels ``(B,)``.
+
+        ``step``: the recommender step (only ``tce`` uses it); ``None`` falls back to ``self.step``.
+        """
+        if step is None:
+            step = self.step
         terms = self.terms(logits, y)
         cols = []
         for (fused, fn), name in zip(self._columns, self.names):
             if fused:
-                col = fn(terms, self.focal_gamma, self.kl_eps)
+                col = fn(terms, self, step)
             else:
                 col = fn(logits, y)
                 if col.shape != (logits.shape[0],):
@@ -429,6 +585,28 @@ class CandidateSet:
                     )
             cols.append(col)
         return torch.stack(cols, dim=1)
+
+
+def _check_params(
+    focal_gamma: float, kl_eps: float, gce_q: float, tce_drop: float, tce_ramp_steps: int
+) -> None:
+    """ConfigError naming the ``loss.*`` key of the first bad hyper-parameter."""
+    if not (math.isfinite(focal_gamma) and focal_gamma >= 0):
+        raise ConfigError(f"focal_gamma must be >= 0, got {focal_gamma}")
+    if not (0 <= kl_eps < 1):
+        raise ConfigError(f"kl_eps must be in [0, 1), got {kl_eps}")
+    if not (0 < gce_q <= 1):
+        raise ConfigError(f"loss.gce_q must be in (0, 1], got {gce_q}")
+    if not (0 <= tce_drop < 1):
+        raise ConfigError(f"loss.tce_drop must be in [0, 1), got {tce_drop}")
+    try:
+        ramp: int | None = (
+            None if isinstance(tce_ramp_steps, bool) else operator.index(tce_ramp_steps)
+        )
+    except TypeError:
+        ramp = None
+    if ramp is None or ramp < 1:
+        raise ConfigError(f"loss.tce_ramp_steps must be an integer >= 1, got {tce_ramp_steps!r}")
 
 
 def _parse_names(names: Sequence[str] | str) -> list[str]:
@@ -455,19 +633,20 @@ def candidate_losses(
     *,
     focal_gamma: float = DEFAULT_FOCAL_GAMMA,
     kl_eps: float = DEFAULT_KL_EPS,
+    gce_q: float = DEFAULT_GCE_Q,
+    tce_drop: float = DEFAULT_TCE_DROP,
+    tce_ramp_steps: int = DEFAULT_TCE_RAMP_STEPS,
 ) -> CandidateSet:
     """Build the :class:`CandidateSet` for ``names`` (a list or ``"focal,kl,hinge,ce"``).
 
     Raises :class:`RegistryError` for an unknown name (listing the known ones) and
     :class:`ConfigError` for an empty or duplicated list, a bad task, a bad ``focal_gamma`` /
-    ``kl_eps``, or a custom candidate without a multi-class function on a multi-class task.
+    ``kl_eps`` / ``gce_q`` (in (0, 1]) / ``tce_drop`` (in [0, 1)) / ``tce_ramp_steps`` (an
+    integer >= 1), or a custom candidate without a multi-class function on a multi-class task.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected 'binary' or 'multiclass'")
-    if not (math.isfinite(focal_gamma) and focal_gamma >= 0):
-        raise ConfigError(f"focal_gamma must be >= 0, got {focal_gamma}")
-    if not (0 <= kl_eps < 1):
-        raise ConfigError(f"kl_eps must be in [0, 1), got {kl_eps}")
+    _check_params(focal_gamma, kl_eps, gce_q, tce_drop, tce_ramp_steps)
     cands = [get_candidate(n) for n in _parse_names(names)]
     for cand in cands:
         cand.fn(task)  # ConfigError when a custom candidate lacks the multi-class function
@@ -476,6 +655,9 @@ def candidate_losses(
         "binary" if task == "binary" else "multiclass",
         focal_gamma=focal_gamma,
         kl_eps=kl_eps,
+        gce_q=gce_q,
+        tce_drop=tce_drop,
+        tce_ramp_steps=tce_ramp_steps,
     )
 
 

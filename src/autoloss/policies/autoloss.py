@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from autoloss.errors import ConfigError
-from autoloss.losses import DEFAULT_CANDIDATES, candidate_losses
+from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
+from autoloss.policies.base import as_candidate_set, config_candidates
 from autoloss.policies.bilevel import BilevelPolicy, BilevelSchedule
 from autoloss.policies.config import LossConfig
 from autoloss.policies.gumbel import (
@@ -65,7 +66,7 @@ class AutoLoss(BilevelPolicy):
         task: str = "binary",
         num_classes: int | None = None,
         *,
-        candidates: Sequence[str] | str = DEFAULT_CANDIDATES,
+        candidates: Sequence[str] | str | CandidateSet = DEFAULT_CANDIDATES,
         focal_gamma: float = 2.0,
         kl_eps: float = 0.1,
         mode: str = "first-order",
@@ -82,7 +83,7 @@ class AutoLoss(BilevelPolicy):
         dropout: float = 0.2,
         controller: str | Path | None = None,
     ) -> None:
-        cs = candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+        cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs, BilevelSchedule(mode, update_every, controller_lr, xi, unrolled_impl))
         self.name = "autoloss" if gumbel else "autoloss-soft"
         self.num_classes = task_classes(task, num_classes)
@@ -107,9 +108,7 @@ class AutoLoss(BilevelPolicy):
         return cls(
             task,
             num_classes,
-            candidates=cfg.candidates,
-            focal_gamma=cfg.focal_gamma,
-            kl_eps=cfg.kl_eps,
+            candidates=config_candidates(cfg, task),
             mode=cfg.mode,
             update_every=cfg.update_every,
             controller_lr=cfg.controller_lr,

@@ -13,17 +13,51 @@ positional arguments, ``model(*x)``) or a dict (keyword arguments).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoloss.losses import CandidateSet, weighted_loss
+from autoloss.errors import ConfigError
+from autoloss.losses import CandidateSet, candidate_losses, weighted_loss
+from autoloss.policies.config import LossConfig
 
 #: ``regularization(model) -> scalar``: a penalty added to the training objective (e.g. the
 #: embedding L2 of the model's last forward); the unrolled hypergradient needs the same objective.
 Regularization = Callable[[nn.Module], torch.Tensor]
+
+
+def as_candidate_set(
+    candidates: Sequence[str] | str | CandidateSet,
+    task: str,
+    *,
+    focal_gamma: float = 2.0,
+    kl_eps: float = 0.1,
+) -> CandidateSet:
+    """``candidates`` as a :class:`CandidateSet` for ``task``: names (``"focal,kl,hinge,ce"``)
+    are built with these options; a set built by :func:`~autoloss.losses.candidate_losses` (any
+    option of any candidate, e.g. ``gce_q``) is used as it is."""
+    if isinstance(candidates, CandidateSet):
+        if candidates.task != task:
+            raise ConfigError(f"the candidate set is for a {candidates.task} task, not {task}")
+        return candidates
+    return candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+
+
+def config_candidates(
+    cfg: LossConfig, task: str, names: Sequence[str] | None = None
+) -> CandidateSet:
+    """The candidate set a ``loss.*`` configuration describes (every candidate option)."""
+    return candidate_losses(
+        list(names) if names is not None else cfg.candidates,
+        task,
+        focal_gamma=cfg.focal_gamma,
+        kl_eps=cfg.kl_eps,
+        gce_q=cfg.gce_q,
+        tce_drop=cfg.tce_drop,
+        tce_ramp_steps=cfg.tce_ramp_steps,
+    )
 
 
 def model_args(x: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -86,6 +120,7 @@ class LossPolicy(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training objective ``mean_b Σ_k w_bk ℓ_bk`` of a batch (a scalar)."""
+        self.candidate_set.step = self.num_steps  # step-dependent candidates (tce's ramp)
         losses = self.candidate_set(logits, y)
         w = self.weights(logits, y, losses, self.num_steps)
         if self.training:  # eval-mode calls (e.g. a validation loss) change no statistics

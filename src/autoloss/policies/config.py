@@ -15,6 +15,9 @@ class LossConfig:
     candidates: list[str] = field(default_factory=lambda: ["focal", "kl", "hinge", "ce"])
     focal_gamma: float = 2.0
     kl_eps: float = 0.1
+    gce_q: float = 0.7  # candidate gce: (1 - p_y^q) / q, q in (0, 1]
+    tce_drop: float = 0.2  # candidate tce: final drop rate of the top-CE positives, in [0, 1)
+    tce_ramp_steps: int = 10000  # tce: steps of the linear ramp of the drop rate from 0
     weights: list[float] | None = None  # for method "weights" (also "weights:a,b,c,d")
     # bi-level search (darts, autoloss, autoloss-soft)
     update_every: int = 7

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoloss.losses import DEFAULT_CANDIDATES, candidate_losses
+from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
+from autoloss.policies.base import as_candidate_set, config_candidates
 from autoloss.policies.bilevel import BilevelPolicy, BilevelSchedule
 from autoloss.policies.config import LossConfig
 
@@ -36,7 +37,7 @@ class DARTSLoss(BilevelPolicy):
         self,
         task: str = "binary",
         *,
-        candidates: Sequence[str] | str = DEFAULT_CANDIDATES,
+        candidates: Sequence[str] | str | CandidateSet = DEFAULT_CANDIDATES,
         focal_gamma: float = 2.0,
         kl_eps: float = 0.1,
         mode: str = "first-order",
@@ -45,7 +46,7 @@ class DARTSLoss(BilevelPolicy):
         xi: float = 1e-3,
         unrolled_impl: str = "finite-difference",
     ) -> None:
-        cs = candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+        cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs, BilevelSchedule(mode, update_every, controller_lr, xi, unrolled_impl))
         self.beta = nn.Parameter(torch.zeros(len(cs)))
 
@@ -53,9 +54,7 @@ class DARTSLoss(BilevelPolicy):
     def from_config(cls, cfg: LossConfig, task: str, num_classes: int) -> DARTSLoss:
         return cls(
             task,
-            candidates=cfg.candidates,
-            focal_gamma=cfg.focal_gamma,
-            kl_eps=cfg.kl_eps,
+            candidates=config_candidates(cfg, task),
             mode=cfg.mode,
             update_every=cfg.update_every,
             controller_lr=cfg.controller_lr,

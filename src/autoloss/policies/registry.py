@@ -13,9 +13,9 @@ from dataclasses import replace
 from functools import partial
 
 from autoloss.errors import ConfigError, RegistryError
-from autoloss.losses import CandidateSet, candidate_losses, candidate_names
+from autoloss.losses import CandidateSet, candidate_names
 from autoloss.policies.autoloss import AutoLoss
-from autoloss.policies.base import LossPolicy
+from autoloss.policies.base import LossPolicy, config_candidates
 from autoloss.policies.config import LossConfig
 from autoloss.policies.darts import DARTSLoss
 from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
@@ -29,9 +29,7 @@ TRANSFERABLE = ("autoloss", "autoloss-soft")
 
 
 def _candidates(cfg: LossConfig, task: str, names: list[str] | None = None) -> CandidateSet:
-    return candidate_losses(
-        names or cfg.candidates, task, focal_gamma=cfg.focal_gamma, kl_eps=cfg.kl_eps
-    )
+    return config_candidates(cfg, task, names)
 
 
 _FACTORIES: dict[str, PolicyFactory] = {

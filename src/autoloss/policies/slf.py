@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from autoloss.errors import ConfigError
-from autoloss.losses import DEFAULT_CANDIDATES, candidate_losses
+from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
 from autoloss.policies.autoloss import task_classes
-from autoloss.policies.base import LossPolicy, Regularization
+from autoloss.policies.base import LossPolicy, Regularization, as_candidate_set, config_candidates
 from autoloss.policies.bilevel import PolicyOptimizer
 from autoloss.policies.config import LossConfig
 from autoloss.policies.gumbel import (
@@ -68,7 +68,7 @@ class SLFLoss(LossPolicy):
         task: str = "binary",
         num_classes: int | None = None,
         *,
-        candidates: Sequence[str] | str = DEFAULT_CANDIDATES,
+        candidates: Sequence[str] | str | CandidateSet = DEFAULT_CANDIDATES,
         focal_gamma: float = 2.0,
         kl_eps: float = 0.1,
         controller_lr: float = 1e-3,
@@ -79,7 +79,7 @@ class SLFLoss(LossPolicy):
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.2,
     ) -> None:
-        cs = candidate_losses(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
+        cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs)
         tau = Temperature(tau_start, tau_decay, tau_min)
         if not controller_lr > 0:
@@ -98,9 +98,7 @@ class SLFLoss(LossPolicy):
         return cls(
             task,
             num_classes,
-            candidates=cfg.candidates,
-            focal_gamma=cfg.focal_gamma,
-            kl_eps=cfg.kl_eps,
+            candidates=config_candidates(cfg, task),
             controller_lr=cfg.controller_lr,
             tau_start=cfg.tau_start,
             tau_decay=cfg.tau_decay,
