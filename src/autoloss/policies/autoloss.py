@@ -25,11 +25,12 @@ from autoloss.policies.base import as_candidate_set, config_candidates
 from autoloss.policies.bilevel import BilevelPolicy, BilevelSchedule
 from autoloss.policies.config import LossConfig
 from autoloss.policies.gumbel import (
+    DEFAULT_INPUTS,
+    ControllerInputs,
     GumbelSelector,
     LossController,
     Temperature,
     controller_state,
-    input_dim,
     load_controller,
 )
 
@@ -41,6 +42,21 @@ def task_classes(task: str, num_classes: int | None) -> int:
     if num_classes is None or num_classes < 2:
         raise ConfigError(f"a multiclass task needs num_classes >= 2, got {num_classes}")
     return int(num_classes)
+
+
+def temperature_schedule(
+    start: float, decay: float, minimum: float, anneal: float | None, total_steps: int | None
+) -> Temperature:
+    """τ per step: ``max(minimum, start - decay·t)``, or with ``anneal`` (a fraction of the
+    planned ``total_steps``) the decay that reaches ``minimum`` at that point of the run."""
+    if anneal is None:
+        return Temperature(start, decay, minimum)
+    if not (anneal > 0 and total_steps):
+        raise ConfigError(
+            f"loss.tau_anneal={anneal} needs a fraction > 0 and the run's planned steps"
+        )
+    Temperature(start, 0.0, minimum)  # checks start and minimum
+    return Temperature.annealed_over(anneal * total_steps, start, minimum)
 
 
 class AutoLoss(BilevelPolicy):
@@ -82,28 +98,40 @@ class AutoLoss(BilevelPolicy):
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.2,
         controller: str | Path | None = None,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
+        total_steps: int | None = None,
+        tau_anneal: float | None = None,
     ) -> None:
         cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs, BilevelSchedule(mode, update_every, controller_lr, xi, unrolled_impl))
         self.name = "autoloss" if gumbel else "autoloss-soft"
         self.num_classes = task_classes(task, num_classes)
-        tau = Temperature(tau_start, tau_decay, tau_min)
+        tau = temperature_schedule(tau_start, tau_decay, tau_min, tau_anneal, total_steps)
+        features = ControllerInputs(tuple(inputs), self.num_classes, cs, total_steps)
         self.frozen_from: str | None = None
         if controller is not None:
             loaded = load_controller(controller)
-            loaded.check_compatible(task=task, candidates=cs.names, num_classes=self.num_classes)
+            loaded.check_compatible(
+                task=task, candidates=cs.names, num_classes=self.num_classes, inputs=features.names
+            )
             network = loaded.network
             self.frozen_from = str(controller)
             self.update_every = 0
         else:
-            network = LossController(len(cs), input_dim(self.num_classes), hidden, dropout)
-        self.selector = GumbelSelector(network, tau, hard=hard, gumbel=gumbel)
+            network = LossController(len(cs), features.width, hidden, dropout)
+        self.selector = GumbelSelector(network, tau, hard=hard, gumbel=gumbel, inputs=features)
         self._alpha_sum: torch.Tensor | None = None
         self._alpha_n = 0
 
     @classmethod
     def from_config(
-        cls, cfg: LossConfig, task: str, num_classes: int, *, gumbel: bool = True
+        cls,
+        cfg: LossConfig,
+        task: str,
+        num_classes: int,
+        *,
+        total_steps: int | None = None,
+        gumbel: bool = True,
     ) -> AutoLoss:
         return cls(
             task,
@@ -122,6 +150,9 @@ class AutoLoss(BilevelPolicy):
             hidden=cfg.controller_hidden,
             dropout=cfg.controller_dropout,
             controller=cfg.controller,
+            inputs=cfg.controller_inputs,
+            total_steps=total_steps,
+            tau_anneal=cfg.tau_anneal,
         )
 
     @property
@@ -142,7 +173,7 @@ class AutoLoss(BilevelPolicy):
     def policy_weights(
         self, logits: torch.Tensor, y: torch.Tensor, step: int, *, own_step: bool = False
     ) -> torch.Tensor:
-        log_alpha = self.selector.log_alpha(logits, y, learn=own_step)
+        log_alpha = self.selector.log_alpha(logits, y, step, learn=own_step)
         if not own_step and self.training:
             a = log_alpha.detach().exp().sum(0)
             self._alpha_sum = a if self._alpha_sum is None else self._alpha_sum + a
@@ -152,7 +183,9 @@ class AutoLoss(BilevelPolicy):
     @torch.no_grad()
     def probabilities(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """α (B, K): the controller's distribution over the candidates, before Gumbel noise."""
-        return self.selector.log_alpha(logits, y, learn=False).exp().to(logits.dtype)
+        return (
+            self.selector.log_alpha(logits, y, self.num_steps, learn=False).exp().to(logits.dtype)
+        )
 
     def stats(self) -> dict[str, float]:
         out = super().stats()
@@ -183,6 +216,7 @@ class AutoLoss(BilevelPolicy):
             method=self.name,
             num_classes=self.num_classes,
             candidate_set=self.candidate_set,
+            inputs=self.selector.inputs.names,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -198,4 +232,6 @@ class AutoLoss(BilevelPolicy):
             out.update(super().describe())
         if self.selector.gumbel:
             out["tau_final"] = self.selector.tau(max(self.num_steps - 1, 0))
+        if self.selector.inputs.names != DEFAULT_INPUTS:
+            out["controller_inputs"] = list(self.selector.inputs.names)
         return out

@@ -27,10 +27,15 @@ class LossConfig:
     tau_start: float = 1.0
     tau_decay: float = 5e-5
     tau_min: float = 0.01
+    # anneal τ from tau_start to tau_min over this fraction of the run's planned steps
+    # (replaces tau_decay; None: the fixed tau_decay per step, the paper's schedule)
+    tau_anneal: float | None = None
     hard: bool = False  # straight-through hard Gumbel samples
     controller_hidden: list[int] = field(default_factory=lambda: [128, 128])
     controller_dropout: float = 0.2
     controller_lr: float = 1e-3
+    # what the controller sees: label,prediction (the paper) [+ losses, margin, progress]
+    controller_inputs: list[str] = field(default_factory=lambda: ["label", "prediction"])
     controller: str | None = None  # path of a saved controller.pt: transfer, frozen
     # searched fixed weights (method "search", an outer loop in autoloss.experiments.search)
     search_trials: int = 20

@@ -51,7 +51,9 @@ class DARTSLoss(BilevelPolicy):
         self.beta = nn.Parameter(torch.zeros(len(cs)))
 
     @classmethod
-    def from_config(cls, cfg: LossConfig, task: str, num_classes: int) -> DARTSLoss:
+    def from_config(
+        cls, cfg: LossConfig, task: str, num_classes: int, *, total_steps: int | None = None
+    ) -> DARTSLoss:
         return cls(
             task,
             candidates=config_candidates(cfg, task),

@@ -65,6 +65,75 @@ def input_dim(num_classes: int) -> int:
     return 2 if num_classes == 2 else 2 * num_classes
 
 
+#: Features the controller may see; ``label`` and ``prediction`` always (the paper's input).
+INPUTS = ("label", "prediction", "losses", "margin", "progress")
+DEFAULT_INPUTS = ("label", "prediction")
+
+
+@dataclass(frozen=True)
+class ControllerInputs:
+    """What the controller sees of an example: the paper's ``[y, ŷ]`` and optionally
+
+    * ``losses``: the K candidate losses of the example, ``log1p(ℓ_k)`` (detached; their scale
+      differs by candidate, the log keeps large values in range);
+    * ``margin``: ``tanh(m / 4)`` with m = ``(2y-1)·s`` (binary) or ``s_y - max_{c≠y} s_c``;
+    * ``progress``: the fraction of the planned training steps taken, ``min(1, t / total_steps)``.
+
+    Shapes: logits (B,) or (B, C), y (B,) -> (B, width).
+    """
+
+    names: tuple[str, ...] = DEFAULT_INPUTS
+    num_classes: int = 2
+    candidate_set: CandidateSet | None = None
+    total_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in INPUTS]
+        if unknown or len(set(self.names)) != len(self.names):
+            raise ConfigError(
+                f"loss.controller_inputs {list(self.names)}: names from {', '.join(INPUTS)}, "
+                "each once"
+            )
+        if tuple(self.names[:2]) != DEFAULT_INPUTS:
+            raise ConfigError("loss.controller_inputs must start with label,prediction")
+        if "losses" in self.names and self.candidate_set is None:
+            raise ConfigError("controller input 'losses' needs the candidate set")
+        if "progress" in self.names and not (self.total_steps and self.total_steps > 0):
+            raise ConfigError(
+                "controller input 'progress' needs the run's planned steps (total_steps)"
+            )
+
+    @property
+    def width(self) -> int:
+        extra = {"losses": len(self.candidate_set or ()), "margin": 1, "progress": 1}
+        return input_dim(self.num_classes) + sum(extra[n] for n in self.names[2:])
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        x = controller_input(logits, y)
+        if len(self.names) == 2:
+            return x
+        s = logits.detach()
+        cols = [x]
+        for name in self.names[2:]:
+            if name == "losses":
+                assert self.candidate_set is not None
+                cols.append(torch.log1p(self.candidate_set(s, y).clamp_min(0)).to(x.dtype))
+            elif name == "margin":
+                cols.append(torch.tanh(_margin(s, y) / 4).unsqueeze(1).to(x.dtype))
+            else:  # progress
+                frac = min(1.0, step / float(self.total_steps or 1))
+                cols.append(x.new_full((x.shape[0], 1), frac))
+        return torch.cat(cols, dim=1)
+
+
+def _margin(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if s.dim() == 1:
+        return (2 * y.to(s.dtype) - 1) * s
+    true = s.gather(1, y.long()[:, None]).squeeze(1)
+    others = s.scatter(1, y.long()[:, None], float("-inf")).amax(1)
+    return true - others
+
+
 def temperature(step: int, start: float = 1.0, decay: float = 5e-5, minimum: float = 0.01) -> float:
     """Gumbel-softmax temperature ``max(minimum, start - decay·step)``."""
     return max(minimum, start - decay * step)
@@ -193,6 +262,13 @@ class Temperature:
     def __call__(self, step: int) -> float:
         return temperature(step, self.start, self.decay, self.minimum)
 
+    @classmethod
+    def annealed_over(cls, steps: float, start: float = 1.0, minimum: float = 0.01) -> Temperature:
+        """The schedule that reaches ``minimum`` after ``steps`` steps (linear from ``start``)."""
+        if not steps > 0:
+            raise ConfigError(f"the τ annealing needs a positive number of steps, got {steps}")
+        return cls(start, (start - minimum) / steps, minimum)
+
 
 class GumbelSelector(nn.Module):
     """A :class:`LossController` and how its α becomes weights: Gumbel-softmax samples at the
@@ -208,16 +284,25 @@ class GumbelSelector(nn.Module):
         *,
         hard: bool = False,
         gumbel: bool = True,
+        inputs: ControllerInputs | None = None,
     ) -> None:
         super().__init__()
         self.network = network
         self.tau = tau
         self.hard = bool(hard)
         self.gumbel = bool(gumbel)
+        self.inputs = inputs or ControllerInputs()
+        if self.inputs.width != network.in_dim:
+            raise ConfigError(
+                f"the controller takes {network.in_dim} input features; "
+                f"loss.controller_inputs {list(self.inputs.names)} give {self.inputs.width}"
+            )
 
-    def log_alpha(self, logits: torch.Tensor, y: torch.Tensor, *, learn: bool) -> torch.Tensor:
+    def log_alpha(
+        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, learn: bool
+    ) -> torch.Tensor:
         dtype = self.network.head.weight.dtype
-        return self.network.log_alpha(controller_input(logits, y).to(dtype), learn=learn)
+        return self.network.log_alpha(self.inputs(logits, y, step).to(dtype), learn=learn)
 
     def noise(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """The Gumbel noise of one sample (a method so that tests can fix it)."""
@@ -242,6 +327,7 @@ def controller_state(
     method: str,
     num_classes: int,
     candidate_set: CandidateSet,
+    inputs: Sequence[str] = DEFAULT_INPUTS,
 ) -> dict[str, Any]:
     """The ``controller.pt`` dict (weights_only-loadable)."""
     return {
@@ -254,6 +340,7 @@ def controller_state(
         "kl_eps": float(candidate_set.kl_eps),
         "input_dim": int(network.in_dim),
         "input_encoding": INPUT_ENCODING,
+        "inputs": list(inputs),
         "hidden": list(network.hidden),
         "dropout": float(network.dropout),
         "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
@@ -273,16 +360,37 @@ class LoadedController:
     dropout: float
     network: LossController
     meta: dict[str, Any]
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
 
     def alpha(self, y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """α (B, K) for labels (B,) and predicted probabilities (B,) or (B, C)."""
+        """α (B, K) for labels (B,) and predicted probabilities (B,) or (B, C) (a controller that
+        sees only ``[y, ŷ]``; others need their extra inputs: :class:`CheckpointError`)."""
+        if self.inputs != DEFAULT_INPUTS:
+            raise CheckpointError(
+                f"the controller also sees {', '.join(self.inputs[2:])}: α is not a function of "
+                "the label and prediction alone",
+                path=self.path,
+            )
         p = self.network.head.weight
         x = controller_input_from_probs(y.to(p.device), probs.to(device=p.device, dtype=p.dtype))
         with torch.no_grad():
             return self.network(x)
 
-    def check_compatible(self, *, task: str, candidates: Sequence[str], num_classes: int) -> None:
-        """Refuse use on another task type, class count or candidate set."""
+    def check_compatible(
+        self,
+        *,
+        task: str,
+        candidates: Sequence[str],
+        num_classes: int,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
+    ) -> None:
+        """Refuse use on another task type, class count, candidate set or input set."""
+        if tuple(inputs) != self.inputs:
+            raise CheckpointError(
+                f"the controller was trained with inputs {','.join(self.inputs)}; this run uses "
+                f"{','.join(inputs)} (set loss.controller_inputs={','.join(self.inputs)})",
+                path=self.path,
+            )
         if self.task != task:
             raise CheckpointError(
                 f"the controller was trained on a {self.task} task; this run is {task}",
@@ -349,4 +457,5 @@ def load_controller(path: str | Path) -> LoadedController:
         dropout=float(state["dropout"]),
         network=network,
         meta={k: v for k, v in state.items() if k != "state_dict"},
+        inputs=tuple(str(n) for n in state.get("inputs", DEFAULT_INPUTS)),
     )

@@ -21,8 +21,9 @@ from autoloss.policies.darts import DARTSLoss
 from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
 from autoloss.policies.slf import SLFLoss
 
-#: ``factory(cfg, task, num_classes) -> LossPolicy``
-PolicyFactory = Callable[[LossConfig, str, int], LossPolicy]
+#: ``factory(cfg, task, num_classes, total_steps=N) -> LossPolicy`` (``total_steps``: the run's
+#: planned recommender steps, for schedules relative to the run's length; may be None)
+PolicyFactory = Callable[..., LossPolicy]
 
 #: Methods that can start from a saved controller (``loss.controller``).
 TRANSFERABLE = ("autoloss", "autoloss-soft")
@@ -33,7 +34,7 @@ def _candidates(cfg: LossConfig, task: str, names: list[str] | None = None) -> C
 
 
 _FACTORIES: dict[str, PolicyFactory] = {
-    "uniform": lambda cfg, task, n: UniformWeights(_candidates(cfg, task)),
+    "uniform": lambda cfg, task, n, total_steps=None: UniformWeights(_candidates(cfg, task)),
     "darts": DARTSLoss.from_config,
     "slf": SLFLoss.from_config,
     "autoloss": partial(AutoLoss.from_config, gumbel=True),
@@ -42,7 +43,7 @@ _FACTORIES: dict[str, PolicyFactory] = {
 
 
 def register_policy(name: str, factory: PolicyFactory) -> None:
-    """Make ``--loss NAME`` build ``factory(cfg, task, num_classes)``."""
+    """Make ``--loss NAME`` build ``factory(cfg, task, num_classes, total_steps=N)``."""
     _FACTORIES[name] = factory
 
 
@@ -73,8 +74,12 @@ def check_controller_option(method: str, cfg: LossConfig) -> None:
         )
 
 
-def build_policy(cfg: LossConfig, task: str, num_classes: int = 2) -> LossPolicy:
-    """The policy for ``cfg.method`` on a ``task`` ("binary" or "multiclass") of ``num_classes``."""
+def build_policy(
+    cfg: LossConfig, task: str, num_classes: int = 2, *, total_steps: int | None = None
+) -> LossPolicy:
+    """The policy for ``cfg.method`` on a ``task`` ("binary" or "multiclass") of ``num_classes``
+    (``total_steps``: the run's planned recommender steps, for ``loss.tau_anneal`` and the
+    ``progress`` controller input)."""
     method, cfg = parse_method(cfg.method, cfg)
     check_controller_option(method, cfg)
     if method in candidate_names():
@@ -85,5 +90,5 @@ def build_policy(cfg: LossConfig, task: str, num_classes: int = 2) -> LossPolicy
             raise RegistryError("--loss weights needs values: weights:a,b,... (one per candidate)")
         return FixedWeights(_candidates(cfg, task), cfg.weights)
     if method in _FACTORIES:
-        return _FACTORIES[method](cfg, task, num_classes)
+        return _FACTORIES[method](cfg, task, num_classes, total_steps=total_steps)
     raise RegistryError(f"unknown loss method '{cfg.method}'; known: {', '.join(method_names())}")

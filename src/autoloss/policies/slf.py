@@ -31,16 +31,16 @@ from torch import nn
 
 from autoloss.errors import ConfigError
 from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
-from autoloss.policies.autoloss import task_classes
+from autoloss.policies.autoloss import task_classes, temperature_schedule
 from autoloss.policies.base import LossPolicy, Regularization, as_candidate_set, config_candidates
 from autoloss.policies.bilevel import PolicyOptimizer
 from autoloss.policies.config import LossConfig
 from autoloss.policies.gumbel import (
+    DEFAULT_INPUTS,
+    ControllerInputs,
     GumbelSelector,
     LossController,
-    Temperature,
     controller_state,
-    input_dim,
 )
 
 #: Momentum of the running per-candidate loss scale m_k.
@@ -78,15 +78,19 @@ class SLFLoss(LossPolicy):
         hard: bool = False,
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.2,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
+        total_steps: int | None = None,
+        tau_anneal: float | None = None,
     ) -> None:
         cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs)
-        tau = Temperature(tau_start, tau_decay, tau_min)
+        tau = temperature_schedule(tau_start, tau_decay, tau_min, tau_anneal, total_steps)
         if not controller_lr > 0:
             raise ConfigError(f"loss.controller_lr must be > 0, got {controller_lr}")
         self.num_classes = task_classes(task, num_classes)
-        network = LossController(len(cs), input_dim(self.num_classes), hidden, dropout)
-        self.selector = GumbelSelector(network, tau, hard=hard)
+        features = ControllerInputs(tuple(inputs), self.num_classes, cs, total_steps)
+        network = LossController(len(cs), features.width, hidden, dropout)
+        self.selector = GumbelSelector(network, tau, hard=hard, inputs=features)
         self.register_buffer("loss_scale", torch.ones(len(cs)))
         self.register_buffer("scale_steps", torch.zeros((), dtype=torch.long))
         self.policy_optimizer = PolicyOptimizer(
@@ -94,7 +98,9 @@ class SLFLoss(LossPolicy):
         )
 
     @classmethod
-    def from_config(cls, cfg: LossConfig, task: str, num_classes: int) -> SLFLoss:
+    def from_config(
+        cls, cfg: LossConfig, task: str, num_classes: int, *, total_steps: int | None = None
+    ) -> SLFLoss:
         return cls(
             task,
             num_classes,
@@ -106,6 +112,9 @@ class SLFLoss(LossPolicy):
             hard=cfg.hard,
             hidden=cfg.controller_hidden,
             dropout=cfg.controller_dropout,
+            inputs=cfg.controller_inputs,
+            total_steps=total_steps,
+            tau_anneal=cfg.tau_anneal,
         )
 
     @property
@@ -126,7 +135,7 @@ class SLFLoss(LossPolicy):
         self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
     ) -> torch.Tensor:
         """Sample p (B, K); its value weights the recommender, its gradient trains v."""
-        log_alpha = self.selector.log_alpha(logits, y, learn=True)
+        log_alpha = self.selector.log_alpha(logits, y, step, learn=True)
         p = self.selector.sample(log_alpha, step).to(losses.dtype)
         if self.training:
             self._update_scale(losses)
@@ -136,7 +145,9 @@ class SLFLoss(LossPolicy):
     @torch.no_grad()
     def probabilities(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """α (B, K) of the decision network, before Gumbel noise."""
-        return self.selector.log_alpha(logits, y, learn=False).exp().to(logits.dtype)
+        return (
+            self.selector.log_alpha(logits, y, self.num_steps, learn=False).exp().to(logits.dtype)
+        )
 
     def update(
         self,
@@ -165,6 +176,7 @@ class SLFLoss(LossPolicy):
             method=self.name,
             num_classes=self.num_classes,
             candidate_set=self.candidate_set,
+            inputs=self.selector.inputs.names,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -51,12 +51,17 @@ def compute_policy_map(path: Path, points: int = GRID_POINTS) -> PolicyMap:
     import torch
 
     from autoloss.errors import AutolossError
-    from autoloss.policies.gumbel import load_controller
+    from autoloss.policies.gumbel import DEFAULT_INPUTS, load_controller
 
     try:
         ctrl = load_controller(path)
     except AutolossError as exc:
         raise PolicyMapUnavailable(f"cannot load {path.name}: {exc}") from None
+    if ctrl.inputs != DEFAULT_INPUTS:
+        raise PolicyMapUnavailable(
+            f"{path.name}: the controller also sees {', '.join(ctrl.inputs[2:])}, so α is not a "
+            "function of the prediction alone"
+        )
     task = str(ctrl.task)
     num_classes = int(ctrl.num_classes)
     grid = prediction_grid(points)

@@ -219,9 +219,9 @@ class Trainer:
         self.spec = self.dataset.spec
         seed_everything(cfg.train.seed)
         self.model = build_recommender(cfg, self.spec).to(self.device)
-        self.policy: LossPolicy = build_policy(cfg.loss, self.spec.task, self.spec.num_classes).to(
-            self.device
-        )
+        self.policy: LossPolicy = build_policy(
+            cfg.loss, self.spec.task, self.spec.num_classes, total_steps=self.planned_steps()
+        ).to(self.device)
         self.optimizer = RecommenderOptimizer(
             self.model, cfg.optim.lr, cfg.optim.embedding_lr, cfg.optim.weight_decay
         )
@@ -246,6 +246,12 @@ class Trainer:
         self._base_logloss: float | None = None
         self._epoch_loss = _EpochLoss(self.device)
         self._last_checkpoint = time.monotonic()
+
+    def planned_steps(self) -> int:
+        """The recommender steps the run is planned for (epochs, or ``max_steps`` when smaller)."""
+        t = self.cfg.train
+        total = len(self._iterator("train", train=True)) * t.epochs
+        return min(total, t.max_steps) if t.max_steps > 0 else total
 
     # ------------------------------------------------------------------ batches
     def _iterator(self, split: str, *, train: bool) -> BatchIterator:
