@@ -96,10 +96,10 @@ def test_an_interrupted_search_run_resumes_without_searching_again(
     _, whole = train_searched(cfg.copy(), overwrite=True, log=QUIET)
     real_eval = Trainer._evaluate_and_track
 
-    def killed_in_epoch_two(self: Trainer, train_loss: float) -> bool:
+    def killed_in_epoch_two(self: Trainer, *losses: float) -> bool:
         if self.epoch == 2 and self.run_dir is not None:
             raise KeyboardInterrupt  # after epoch 1's checkpoint
-        return real_eval(self, train_loss)
+        return real_eval(self, *losses)
 
     monkeypatch.setattr(Trainer, "_evaluate_and_track", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):

@@ -208,11 +208,11 @@ def test_resumed_run_matches_uninterrupted(
     original = Trainer._evaluate_and_track
     calls = [0]
 
-    def interrupt_second(self: Trainer, loss: float) -> bool:
+    def interrupt_second(self: Trainer, *losses: float) -> bool:
         calls[0] += 1
         if calls[0] == 2:
             raise KeyboardInterrupt
-        return original(self, loss)
+        return original(self, *losses)
 
     with monkeypatch.context() as m:
         m.setattr(Trainer, "_evaluate_and_track", interrupt_second)

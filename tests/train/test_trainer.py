@@ -98,11 +98,11 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_dataset: Path, tmp_pa
     calls = {"n": 0}
     original = Trainer._evaluate_and_track
 
-    def interrupt_second(self: Trainer, loss: float) -> bool:
+    def interrupt_second(self: Trainer, *losses: float) -> bool:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, loss)
+        return original(self, *losses)
 
     Trainer._evaluate_and_track = interrupt_second  # type: ignore[method-assign]
     try:

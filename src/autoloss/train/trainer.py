@@ -30,6 +30,7 @@ from autoloss.metrics import evaluate as evaluate_logits
 from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
+from autoloss.policies.bilevel import evaluation_loss
 from autoloss.policies.registry import build_policy
 from autoloss.train.config import RunConfig
 from autoloss.train.optim import RecommenderOptimizer
@@ -146,24 +147,28 @@ class _ValidStream:
 
 
 class _EpochLoss:
-    """Running mean of the epoch's training loss (kept on the device: no sync per step)."""
+    """Running means of the epoch's training objective (the policy's mixture) and of the plain
+    logloss of the same batches (comparable with the validation logloss), kept on the device."""
 
     def __init__(self, device: torch.device) -> None:
         self.total = torch.zeros((), device=device)
+        self.plain = torch.zeros((), device=device)
         self.n = 0
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, plain: torch.Tensor) -> None:
         self.total += loss.detach()
+        self.plain += plain.detach()
         self.n += 1
 
-    def mean(self) -> float:
-        return float(self.total) / max(self.n, 1)
+    def mean(self) -> tuple[float, float]:
+        return float(self.total) / max(self.n, 1), float(self.plain) / max(self.n, 1)
 
     def state(self) -> dict[str, Any]:
-        return {"total": self.total.detach().cpu(), "n": self.n}
+        return {"total": self.total.detach().cpu(), "plain": self.plain.detach().cpu(), "n": self.n}
 
     def load(self, state: dict[str, Any]) -> None:
         self.total = state["total"].to(self.total.device)
+        self.plain = state["plain"].to(self.plain.device)
         self.n = int(state["n"])
 
 
@@ -308,6 +313,7 @@ class Trainer:
         loss = policy(logits, batch.y) + model_regularization(model)
         finite = bool(torch.isfinite(loss))
         if finite:
+            self._epoch_loss.add(loss, evaluation_loss(logits.detach(), batch.y))
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -363,7 +369,7 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.append_record(rec)
 
-    def _evaluate_and_track(self, train_loss: float) -> bool:
+    def _evaluate_and_track(self, train_loss: float, train_logloss: float = math.nan) -> bool:
         """Validation evaluation; returns True when training should stop (patience)."""
         t0 = time.perf_counter()
         m = self.evaluate_split("valid")
@@ -374,6 +380,7 @@ class Trainer:
             "step": self.step,
             "rows": self.rows_seen,
             "train_loss": train_loss,
+            "train_logloss": train_logloss,
             "train_seconds": round(self.train_seconds, 3),
             **m,
         }
@@ -392,7 +399,8 @@ class Trainer:
         else:
             self.bad_evals += 1
         self.log(
-            f"epoch {self.epoch} step {self.step}: train loss {train_loss:.4f} | valid AUC "
+            f"epoch {self.epoch} step {self.step}: train loss {train_loss:.4f} "
+            f"(logloss {train_logloss:.4f}) | valid AUC "
             f"{m['auc']:.4f} logloss {m['logloss']:.4f}{' *' if improved else ''} | "
             f"{self.rows_seen / max(self.train_seconds, 1e-9):,.0f} rows/s "
             f"(eval {time.perf_counter() - t0:.1f}s)"
@@ -527,12 +535,11 @@ class Trainer:
             loss = self.train_step(batch.to(self.device, non_blocking=True))
             self.epoch_batches += 1
             if loss is not None:
-                self._epoch_loss.add(loss)
                 _show_progress(progress, self, loss, t0)
             limit = cfg.max_steps > 0 and self.step >= cfg.max_steps
             if limit or (cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0):
                 self.train_seconds += time.perf_counter() - t0
-                stop = self._evaluate_and_track(self._epoch_loss.mean())
+                stop = self._evaluate_and_track(*self._epoch_loss.mean())
                 t0 = time.perf_counter()
                 if stop or limit:
                     return True
@@ -543,7 +550,7 @@ class Trainer:
         self.train_seconds += time.perf_counter() - t0
         stop = False
         if cfg.eval_every_steps <= 0 or self.step % cfg.eval_every_steps != 0:
-            stop = self._evaluate_and_track(self._epoch_loss.mean())
+            stop = self._evaluate_and_track(*self._epoch_loss.mean())
         return stop or self.epoch >= cfg.epochs
 
     def finish(self) -> dict[str, Any]:
