@@ -17,8 +17,10 @@ from autoloss.metrics import (
     binary_auc,
     binary_logloss,
     evaluate,
+    holm,
     multiclass_auc,
     multiclass_logloss,
+    paired_ttest,
     welch_ttest,
 )
 
@@ -140,3 +142,38 @@ def test_welch_ttest_matches_scipy() -> None:
     assert abs(p2 - 0.2208808) < 1e-6
     assert all(math.isnan(v) for v in welch_ttest([1.0], [1.0, 2.0]))
     assert all(math.isnan(v) for v in welch_ttest([0.8, 0.8], [0.81, 0.81]))
+
+
+def test_paired_ttest_matches_scipy_ttest_rel() -> None:
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 10):
+        a = 0.80 + rng.normal(0, 0.002, n)
+        b = a - 0.001 + rng.normal(0, 0.001, n)
+        t, p = paired_ttest(a, b)
+        ref = stats.ttest_rel(a, b)
+        assert t == pytest.approx(ref.statistic, rel=1e-12)
+        assert p == pytest.approx(ref.pvalue, rel=1e-12)
+    # by hand: differences 1, 2, 2, 3 -> mean 2, sd sqrt(2/3), t = 2 / (sd / 2), 3 df
+    t2, p2 = paired_ttest([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0])
+    assert t2 == pytest.approx(4 / math.sqrt(2 / 3), rel=1e-12)
+    assert p2 == pytest.approx(2 * stats.t.sf(4 / math.sqrt(2 / 3), df=3), rel=1e-12)
+    # pairing matters: the same values unpaired (Welch) are far less significant
+    assert welch_ttest([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0])[1] > 2 * p2
+    assert all(math.isnan(v) for v in paired_ttest([0.8], [0.7]))  # one pair: no test
+    assert all(math.isnan(v) for v in paired_ttest([0.8, 0.9], [0.7, 0.8]))  # constant difference
+    with pytest.raises(ValueError, match="pair"):
+        paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_holm_against_a_hand_computation() -> None:
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> 0.06,
+    # the running maximum keeps the adjusted values in the order of the raw ones)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    # capped at 1; a nan (no test) stays nan and does not count in m (m = 3 here)
+    out = holm([0.5, math.nan, 0.2, 0.01])
+    assert math.isnan(out[1])
+    assert [out[0], out[2], out[3]] == pytest.approx([min(1.0, max(0.5, 0.4)), 0.4, 0.03])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    assert holm([]) == []
+    assert holm([0.04]) == [0.04]  # a family of one: unadjusted

@@ -1,4 +1,5 @@
-"""Evaluation metrics: ROC-AUC and logloss (binary and multi-class), and Welch's t-test.
+"""Evaluation metrics: ROC-AUC and logloss (binary and multi-class), and the tests of tables:
+Welch's and the paired t-test, and Holm's correction for multiple tests.
 
 All functions take numpy arrays (or anything ``np.asarray`` accepts; torch tensors through
 :func:`evaluate`) and return Python floats equal to scikit-learn's to 1e-9:
@@ -31,8 +32,10 @@ __all__ = [
     "binary_auc",
     "binary_logloss",
     "evaluate",
+    "holm",
     "multiclass_auc",
     "multiclass_logloss",
+    "paired_ttest",
     "welch_ttest",
 ]
 
@@ -226,6 +229,49 @@ def welch_ttest(a: Any, b: Any) -> tuple[float, float]:
 
     res = stats.ttest_ind(x, z, equal_var=False)
     return float(res.statistic), float(res.pvalue)
+
+
+def paired_ttest(a: Any, b: Any) -> tuple[float, float]:
+    """Two-sided paired t-test of mean(a - b) != 0 over pairs ``(a[i], b[i])``: ``(t, p)``.
+
+    ``scipy.stats.ttest_rel(a, b)``. Returns ``(nan, nan)`` for fewer than 2 pairs or when every
+    difference is the same, to 1e-12 of the values (no variance estimate, as :func:`welch_ttest`).
+    ``a`` and ``b`` must have the same length (a ``ValueError`` otherwise): pair them first
+    (e.g. by seed).
+    """
+    x = _to_numpy(a).astype(np.float64).reshape(-1)
+    z = _to_numpy(b).astype(np.float64).reshape(-1)
+    if x.size != z.size:
+        raise ValueError(f"paired_ttest: {x.size} and {z.size} values do not pair")
+    if x.size < 2:
+        return math.nan, math.nan
+    d = x - z
+    # constant differences (to rounding: 0.9 - 0.8 != 0.8 - 0.7 in floats) have no variance
+    if np.ptp(d) <= 1e-12 * max(float(np.abs(x).max()), float(np.abs(z).max()), 1e-300):
+        return math.nan, math.nan
+    from scipy import stats
+
+    res = stats.ttest_rel(x, z)
+    return float(res.statistic), float(res.pvalue)
+
+
+def holm(pvalues: Any) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (in their order).
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of
+    p_(i) is ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting adjusted p < alpha controls
+    the family-wise error rate at alpha. A nan (a test that could not be made) stays nan and does
+    not count in m.
+    """
+    p = _to_numpy(pvalues).astype(np.float64).reshape(-1)
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        out[i] = running
+    return [float(v) for v in out]
 
 
 def fit_temperature(y_true: Any, logits: Any, task: str) -> float:

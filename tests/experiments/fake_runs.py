@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ def write_fake_run(
     epochs: int | None = None,
     num_classes: int = 2,
     rows_per_epoch: int = 800,
+    auc_shift: float = 0.0,
 ) -> dict:
     rng = np.random.default_rng(seed * 7 + len(method) * 13 + len(model))
     epochs = epochs or 3 + seed % 2  # early stopping: seeds run different lengths
@@ -40,7 +42,7 @@ def write_fake_run(
     cfg = RunConfig()
     cfg.model.name, cfg.loss.method, cfg.train.seed, cfg.out = model, method, seed, str(run_dir)
     cfg.save_yaml(run_dir / "config.yaml")
-    base = METHOD_AUC.get(method, 0.79) + (0.004 if model == "ipnn" else 0.0)
+    base = METHOD_AUC.get(method, 0.79) + (0.004 if model == "ipnn" else 0.0) + auc_shift
     test_auc = float(base + rng.normal(0, 0.002))
     lines = []
     for e in range(1, epochs + 1):
@@ -103,13 +105,22 @@ def write_fake_experiment(
     methods: Sequence[str] = ("ce", "focal", "darts", "slf", "autoloss"),
     seeds: Sequence[int] = (2021, 2022, 2023, 2024, 2025),
     data: Path | None = None,
+    grid: Sequence[tuple[str, list[Any]]] = (),
+    shift: Callable[[PlannedRun], float] | None = None,
 ) -> Experiment:
+    """A finished experiment; ``grid`` adds conditions, ``shift(run)`` moves a run's AUC."""
     base = RunConfig()
     base.data.path = str(data or out / "data")
-    exp = Experiment(out, list(models), list(methods), list(seeds), base, "binary")
+    exp = Experiment(out, list(models), list(methods), list(seeds), base, "binary", grid=list(grid))
     exp.save()
     for run in exp.plan():
-        write_fake_run(run.run_dir, model=run.model, method=run.method, seed=run.seed)
+        write_fake_run(
+            run.run_dir,
+            model=run.model,
+            method=run.method,
+            seed=run.seed,
+            auc_shift=shift(run) if shift else 0.0,
+        )
     return exp
 
 

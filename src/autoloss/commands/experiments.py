@@ -21,6 +21,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         prepare_experiment,
         run_experiment,
     )
+    from autoloss.experiments.grid import parse_grid
 
     models, methods = args.models, args.methods
     if args.model__name is not None:  # --model X is a one-model grid
@@ -32,6 +33,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError("--loss and --methods: give one of them")
         methods = args.loss__method
     args.model__name = args.loss__method = None
+    grid = parse_grid(args.grid or [])
     cfg = config_from_args(args)
     exp = experiment_from_config(
         cfg,
@@ -39,6 +41,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         models=_names(models or ",".join(PAPER_MODELS)),
         methods=_names(methods or ",".join(PAPER_METHODS)),
         num_seeds=args.seeds,
+        grid=grid,
     )
     prepare_experiment(exp, overwrite=args.overwrite)
     outcome = run_experiment(exp, jobs=args.jobs)
@@ -79,9 +82,10 @@ def register(sub: Any) -> None:
         "compare",
         help="compare models × loss methods × seeds, with a significance table",
         description=(
-            "Train a grid of models × loss methods × seeds on one dataset (resumable) and write "
-            "results.csv and table.md (mean ± std, Welch t-tests). Every training option of "
-            "'autoloss train' applies to each run; --seed is the first seed."
+            "Train a grid of models × loss methods × seeds (× conditions, --grid) on one dataset "
+            "(resumable) and write results.csv and table.md (mean ± std, Welch and paired "
+            "t-tests). Every training option of 'autoloss train' applies to each run; --seed is "
+            "the first seed."
         ),
     )
     p.add_argument("--models", help=f"comma-separated models (default {','.join(PAPER_MODELS)})")
@@ -93,6 +97,18 @@ def register(sub: Any) -> None:
         type=int,
         default=PAPER_SEEDS,
         help=f"number of seeds: --seed, --seed+1, ... (default {PAPER_SEEDS})",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help=(
+            "a setting (as --set takes it) as a further grid dimension, e.g. "
+            "--grid data.label_noise=0,0.2,0.4 (repeatable; every combination is a condition). "
+            "Values holding commas (list settings such as loss.candidates or model.mlp) are "
+            "separated by ';': --grid 'loss.candidates=focal,kl;focal,kl,hinge,ce'"
+        ),
     )
     p.add_argument(
         "--out", required=True, help="experiment directory (rerun the command to resume)"

@@ -1,13 +1,18 @@
-"""``compare``: a grid of models × loss methods × seeds on one prepared dataset.
+"""``compare``: a grid of models × loss methods × seeds (× conditions) on one prepared dataset.
 
 An experiment directory::
 
     EXP_DIR/experiment.yaml        the grid and the base configuration (every run = base + cell)
-    EXP_DIR/runs/<model>-<method>-s<seed>/   one ordinary run directory per run
+    EXP_DIR/runs/<model>-<method>-s<seed>[-<condition>]/   one ordinary run directory per run
     EXP_DIR/runs/<run>.lock        JSON {pid, host, started, ...} of the process training it
     EXP_DIR/runs/.guard            flock'd for milliseconds around lock and table changes
     EXP_DIR/results.csv            one row per finished run
-    EXP_DIR/table.md               mean ± std, Welch t-tests, efficiency
+    EXP_DIR/table.md               mean ± std, Welch and paired t-tests, efficiency
+
+Conditions (``--grid KEY=V1,V2,...``, :func:`parse_grid`): any setting a run's ``--set`` takes
+becomes a further dimension of the grid; each combination of their values is a *condition*,
+applied with :meth:`RunConfig.set` on every run's configuration and named in its directory
+(``deepfm-ce-s2021-label_noise=0.2``). Without conditions the names are those of before.
 
 Running the same command again resumes: runs with ``result.json`` are skipped, an interrupted run
 with a checkpoint continues from it, and any other leftover directory is restarted cleanly.
@@ -38,10 +43,26 @@ import yaml
 
 from autoloss import __version__
 from autoloss.errors import AutolossError, CheckpointError, ConfigError
+from autoloss.experiments.grid import (
+    NEUTRAL_KEYS,
+    Condition,
+    GridAxis,
+    check_grid,
+    condition_label,
+    condition_name,
+    condition_values,
+    grid_conditions,
+    grid_signature,
+    grid_text,
+    value_text,
+)
 from autoloss.experiments.locks import RunLock, describe_holder, guard
 from autoloss.experiments.tables import (
+    ConditionSummary,
     ResultRow,
     Summary,
+    baseline_method,
+    render_grid_markdown,
     render_markdown,
     result_row,
     summarize,
@@ -67,15 +88,6 @@ PAPER_MODELS: tuple[str, ...] = ("deepfm", "ipnn")
 PAPER_SEEDS = 5
 EXPERIMENT_FORMAT = "autoloss-experiment-1"
 
-# Settings that do not change what a run computes: an experiment may be resumed with other values.
-_NEUTRAL_KEYS = (
-    "out",
-    "train.progress",
-    "train.num_threads",
-    "train.device",
-    "data.eval_batch_size",
-)
-
 Log = Callable[[str], None]
 
 
@@ -83,9 +95,10 @@ class ExperimentError(AutolossError):
     """Some runs of an experiment failed (the others finished and are tabulated)."""
 
 
-def run_name(model: str, method: str, seed: int) -> str:
+def run_name(model: str, method: str, seed: int, condition: str = "") -> str:
+    """``<model>-<method>-s<seed>``, then ``-<condition>`` (:func:`condition_label`) if any."""
     safe = method.replace(":", "_").replace(",", "_").replace("/", "_")
-    return f"{model}-{safe}-s{seed}"
+    return f"{model}-{safe}-s{seed}" + (f"-{condition}" if condition else "")
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ class PlannedRun:
     method: str
     seed: int
     run_dir: Path
+    condition: Condition = ()
 
     @property
     def name(self) -> str:
@@ -104,6 +118,8 @@ class PlannedRun:
         cfg.model.name = self.model
         cfg.loss.method = self.method
         cfg.train.seed = self.seed
+        for key, value in self.condition:
+            cfg.set(key, value, source="--grid")
         cfg.out = str(self.run_dir)
         return cfg
 
@@ -136,16 +152,39 @@ class Experiment:
     seeds: list[int]
     base: RunConfig
     task: str = ""
+    #: The conditions' dimensions (``--grid``), in order; empty: one condition, the base.
+    grid: list[GridAxis] = field(default_factory=list)
 
     @property
     def runs_dir(self) -> Path:
         return self.out / "runs"
 
+    @property
+    def grid_keys(self) -> list[str]:
+        return [k for k, _ in self.grid]
+
+    def conditions(self) -> list[Condition]:
+        """Every combination of the grid's values (the last key varies fastest); ``[()]``
+        without a grid."""
+        return grid_conditions(self.grid)
+
+    def label(self, condition: Condition) -> str:
+        """The condition as tables show it (``label_noise=0.2, noise_mode=pos2neg``)."""
+        return condition_label(condition, self.grid_keys)
+
     def plan(self) -> list[PlannedRun]:
         """Every run, seed-major so that a partial experiment has whole seeds for every cell."""
+        keys = self.grid_keys
         return [
-            PlannedRun(model, method, seed, self.runs_dir / run_name(model, method, seed))
+            PlannedRun(
+                model,
+                method,
+                seed,
+                self.runs_dir / run_name(model, method, seed, condition_name(cond, keys)),
+                cond,
+            )
             for seed in self.seeds
+            for cond in self.conditions()
             for model in self.models
             for method in self.methods
         ]
@@ -156,6 +195,7 @@ class Experiment:
             "models": list(self.models),
             "methods": list(self.methods),
             "seeds": list(self.seeds),
+            "grid": [{"key": k, "values": list(vs)} for k, vs in self.grid],
             "task": self.task,
             "data": self.base.data.path,
             "config": self.base.to_dict(),
@@ -182,6 +222,7 @@ class Experiment:
                 [int(s) for s in raw["seeds"]],
                 base,
                 str(raw.get("task") or ""),
+                [(str(g["key"]), list(g["values"])) for g in raw.get("grid") or []],
             )
         except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -200,7 +241,16 @@ class Experiment:
             f"max epochs {c.train.epochs} (early stopping patience {c.train.patience} on validation AUC),"
             f" batch {c.optim.batch_size}, lr {c.optim.lr}, candidates {','.join(c.loss.candidates)}"
             + (f", max steps {c.train.max_steps}" if c.train.max_steps else ""),
-        ]
+        ] + (
+            [
+                "conditions (`--grid`): "
+                + "; ".join(
+                    f"`{k}` = {', '.join(value_text(v) for v in vs)}" for k, vs in self.grid
+                )
+            ]
+            if self.grid
+            else []
+        )
 
 
 def experiment_from_config(
@@ -210,8 +260,13 @@ def experiment_from_config(
     models: Sequence[str] = PAPER_MODELS,
     methods: Sequence[str] = PAPER_METHODS,
     num_seeds: int = PAPER_SEEDS,
+    grid: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Experiment:
-    """The grid for ``base`` (its seed is the base seed: seeds are base + 0 .. base + n-1)."""
+    """The grid for ``base`` (its seed is the base seed: seeds are base + 0 .. base + n-1).
+
+    ``grid``: the conditions' dimensions, ``[(key, values), ...]`` (:func:`parse_grid` reads
+    them from ``--grid``); every key and value is checked here (:func:`check_grid`).
+    """
     if num_seeds < 1:
         raise ConfigError(f"--seeds {num_seeds}: need at least one seed")
     models = [m.strip() for m in models if m.strip()]
@@ -225,17 +280,46 @@ def experiment_from_config(
         if dup:
             raise ConfigError(f"{label}: listed twice: {', '.join(dup)}")
     seeds = [base.train.seed + i for i in range(num_seeds)]
-    return Experiment(Path(out), models, methods, seeds, base.copy())
+    checked = check_grid(base, grid)
+    return Experiment(Path(out), models, methods, seeds, base.copy(), grid=checked)
 
 
-def _comparable(cfg: RunConfig) -> dict[str, Any]:
+def _check_conditions(exp: Experiment) -> None:
+    """Apply every condition's data settings to the dataset once (the first seed), so that a
+    condition the data cannot meet (``pos2neg`` on multi-class data, too few positives for a
+    ``pos_rate``) fails before any run."""
+    if not any(k.startswith("data.") for k in exp.grid_keys):
+        return
+    from autoloss.train.trainer import run_dataset
+
+    seen: set[str] = set()
+    for cond in exp.conditions():
+        data_part = tuple((k, v) for k, v in cond if k.startswith("data."))
+        if repr(data_part) in seen:
+            continue
+        seen.add(repr(data_part))
+        cfg = PlannedRun(exp.models[0], exp.methods[0], exp.seeds[0], exp.out, cond).config(
+            exp.base
+        )
+        try:
+            run_dataset(cfg)
+        except AutolossError as exc:
+            raise ConfigError(f"--grid {exp.label(cond)}: {exc}") from None
+
+
+def _comparable(cfg: RunConfig, grid_keys: Sequence[str] = ()) -> dict[str, Any]:
     d = cfg.to_dict()
     d["model"].pop("name", None)
     d["loss"].pop("method", None)
     d["train"].pop("seed", None)
-    for key in _NEUTRAL_KEYS:
-        parts = key.split(".")
-        (d[parts[0]] if len(parts) == 2 else d).pop(parts[-1], None)
+    # the base's values of grid keys are replaced in every run
+    for key in (*NEUTRAL_KEYS, *grid_keys):
+        *path, last = key.split(".")
+        node = d
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
     return d
 
 
@@ -284,15 +368,20 @@ def resolve_data(base: RunConfig) -> tuple[str, str]:
 def prepare_experiment(exp: Experiment, *, overwrite: bool = False) -> Experiment:
     """Resolve the data, check names, and create or re-open ``exp.out``.
 
-    Re-opening an experiment with a different base configuration is an error (its finished runs
-    would not be comparable) unless ``overwrite``, which deletes the previous runs and tables.
+    Re-opening an experiment with a different base configuration or other conditions (``grid``)
+    is an error (its finished runs would not be comparable) unless ``overwrite``, which deletes
+    the previous runs and tables.
     """
     exp.base.data.path, exp.task = resolve_data(exp.base)
     validate_names(exp)
+    _check_conditions(exp)
     saved_path = exp.out / "experiment.yaml"
     if saved_path.is_file():
         old = Experiment.load(exp.out)
-        diff = _differences(_comparable(old.base), _comparable(exp.base))
+        keys = [*old.grid_keys, *exp.grid_keys]
+        diff = _differences(_comparable(old.base, keys), _comparable(exp.base, keys))
+        if grid_signature(old.grid) != grid_signature(exp.grid):
+            diff.insert(0, f"grid: {grid_text(old.grid)} -> {grid_text(exp.grid)}")
         if diff and not overwrite:
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise ConfigError(
@@ -496,9 +585,10 @@ def run_experiment(
     todo = [r for r in plan if states[r.name] != "done"]
     skipped = [r.name for r in plan if states[r.name] == "done"]
     parallel = jobs > 1 and len(todo) > 1
+    conds = f" × {len(exp.conditions())} conditions" if exp.grid else ""
     log(
         f"experiment {exp.out}: {len(plan)} runs ({len(exp.models)} models × {len(exp.methods)}"
-        f" methods × {len(exp.seeds)} seeds), {len(skipped)} finished, {len(todo)} to train"
+        f" methods × {len(exp.seeds)} seeds{conds}), {len(skipped)} finished, {len(todo)} to train"
         + (f" in {jobs} worker processes" if parallel else "")
     )
     exp.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -525,7 +615,8 @@ def run_experiment(
 
 
 def collect_rows(exp: Experiment) -> list[ResultRow]:
-    """A row for every finished run of the grid, in plan order."""
+    """A row for every finished run of the grid, in plan order (with a grid: its condition's
+    label in ``condition`` and each grid key's value in a column of that name)."""
     rows = []
     for run in exp.plan():
         p = RunDir(run.run_dir).result
@@ -535,12 +626,26 @@ def collect_rows(exp: Experiment) -> list[ResultRow]:
             result = json.loads(p.read_text(encoding="utf-8"))
         except ValueError:
             continue
-        rows.append(
-            result_row(
-                result, model=run.model, method=run.method, seed=run.seed, run_dir=run.run_dir
-            )
+        row = result_row(
+            result, model=run.model, method=run.method, seed=run.seed, run_dir=run.run_dir
         )
+        if exp.grid:
+            row["condition"] = exp.label(run.condition)
+            row.update(dict(run.condition))
+        rows.append(row)
     return rows
+
+
+def condition_summaries(exp: Experiment, rows: Sequence[ResultRow]) -> list[ConditionSummary]:
+    """The summary (:func:`summarize`) of each condition's rows, in grid order."""
+    out = []
+    for cond in exp.conditions():
+        label = exp.label(cond)
+        sel = [r for r in rows if str(r.get("condition") or "") == label]
+        summary = summarize(sel, models=exp.models, methods=exp.methods)
+        summary.task = summary.task or exp.task
+        out.append(ConditionSummary(condition_values(cond, exp.grid_keys), summary))
+    return out
 
 
 def finish_experiment(
@@ -558,7 +663,8 @@ def finish_experiment(
     """
     with guard(exp.runs_dir):
         rows = collect_rows(exp)
-        write_results_csv(exp.out / "results.csv", rows)
+        grid_columns = ["condition", *exp.grid_keys] if exp.grid else []
+        write_results_csv(exp.out / "results.csv", rows, extra_columns=grid_columns)
         summary = summarize(rows, models=exp.models, methods=exp.methods)
         if not summary.task:
             summary.task = exp.task
@@ -566,7 +672,16 @@ def finish_experiment(
         missing = len(exp.plan()) - len(rows)
         if missing:
             notes.append(f"**incomplete**: {missing} of {len(exp.plan())} runs have not finished")
-        table = render_markdown(summary, title=exp.title(), notes=notes)
+        baseline = baseline_method(exp.methods)
+        if exp.grid:
+            table = render_grid_markdown(
+                condition_summaries(exp, rows),
+                title=exp.title(),
+                notes=notes,
+                baseline=baseline,
+            )
+        else:
+            table = render_markdown(summary, title=exp.title(), notes=notes, baseline=baseline)
         write_text(exp.out / "table.md", table)
     return CompareOutcome(
         rows,

@@ -1,10 +1,18 @@
-"""Results of an experiment as rows, summary statistics, Welch t-tests and markdown tables.
+"""Results of an experiment as rows, summary statistics, t-tests and markdown tables.
 
 ``results.csv`` holds one row per finished run (:data:`RESULT_COLUMNS`: the SPEC's columns first,
-then extras). :func:`summarize` groups the rows by model × method and computes mean, sample
-standard deviation (ddof = 1) and two-sided Welch t-tests of each method against ``ce`` and against
-the *best baseline* (the non-AutoLoss method with the highest mean test AUC for that model).
-:func:`render_markdown` turns the summary into ``table.md``.
+then extras; with conditions, ``condition`` and a column per grid key last). :func:`summarize`
+groups the rows by model × method and computes mean, sample standard deviation (ddof = 1) and
+two-sided Welch t-tests of each method against ``ce`` and against the *best baseline* (the
+non-AutoLoss method with the highest mean test AUC for that model).
+
+:func:`paired_differences` pairs each method's runs with the baseline's (``ce``, else the first
+method) by seed: runs of one seed share initialisation, data order and label noise, so the
+per-seed difference of test AUC removes what the seed does to both. It reports the mean
+difference with its 95% confidence interval, the paired t-test and Welch's, each also Holm-adjusted
+over every comparison of the table. :func:`render_markdown` turns a summary into ``table.md``;
+:func:`render_grid_markdown` does so for an experiment with conditions (a summary table across
+conditions, then the tables of each condition).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import numpy as np
 
 from autoloss.errors import DataError
 from autoloss.files import atomic_output
-from autoloss.metrics import welch_ttest
+from autoloss.metrics import holm, paired_ttest, welch_ttest
 
 #: The columns SPEC §5 requires, in order.
 SPEC_COLUMNS: tuple[str, ...] = (
@@ -51,7 +59,7 @@ AUTOLOSS_METHODS: frozenset[str] = frozenset({"autoloss", "autoloss-soft"})
 REFERENCE_METHOD = "ce"
 
 _INT_COLUMNS = {"seed", "best_epoch", "epochs", "steps", "train_rows"}
-_STR_COLUMNS = {"model", "method", "task", "run_dir"}
+_STR_COLUMNS = {"model", "method", "task", "run_dir", "condition"}
 
 ResultRow = dict[str, Any]
 
@@ -91,23 +99,39 @@ def _float(v: Any) -> float:
     return math.nan if v is None or v == "" else float(v)
 
 
-def write_results_csv(path: str | Path, rows: Iterable[ResultRow]) -> None:
-    """Write ``results.csv`` atomically (a reader never sees half a file)."""
+def _number_or_text(v: str | None) -> Any:
+    try:
+        return _float(v)
+    except ValueError:
+        return v
+
+
+def write_results_csv(
+    path: str | Path, rows: Iterable[ResultRow], *, extra_columns: Sequence[str] = ()
+) -> None:
+    """Write ``results.csv`` atomically (a reader never sees half a file); ``extra_columns``
+    (the condition and its grid keys) after :data:`RESULT_COLUMNS`."""
+    columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
     with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for row in rows:
-            w.writerow({k: _csv_value(row.get(k)) for k in RESULT_COLUMNS})
+            w.writerow({k: _csv_value(row.get(k)) for k in columns})
 
 
 def _csv_value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
+    if isinstance(v, list | tuple):  # a list-valued grid key (loss.candidates)
+        return ",".join(str(x) for x in v)
     return "" if v is None else v
 
 
 def read_results_csv(path: str | Path) -> list[ResultRow]:
-    """Rows of a ``results.csv`` with numbers parsed (empty cells -> nan)."""
+    """Rows of a ``results.csv`` with numbers parsed (empty cells -> nan); a column of grid
+    values keeps the text of a value that is not a number."""
     p = Path(path)
     if not p.is_file():
         raise DataError("results file not found", path=p)
@@ -127,6 +151,8 @@ def read_results_csv(path: str | Path) -> list[ResultRow]:
                         continue
                     if k in _STR_COLUMNS:
                         row[k] = v
+                    elif k not in RESULT_COLUMNS:  # a grid key: a number, or its text
+                        row[k] = _number_or_text(v)
                     elif k in _INT_COLUMNS:
                         row[k] = int(float(v)) if v not in ("", None) else 0
                     else:
@@ -250,6 +276,189 @@ def summarize(
     return Summary(out, task=tasks.pop() if len(tasks) == 1 else "")
 
 
+# ---------------------------------------------------------------------------------- paired
+@dataclass
+class ConditionSummary:
+    """The summary of one condition of a grid: ``values`` maps each (short) grid key to the
+    text of its value."""
+
+    values: dict[str, str]
+    summary: Summary
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+@dataclass
+class PairedDiff:
+    """A method against the baseline for one condition × model, paired by seed.
+
+    ``mean``: mean over the paired seeds of (method - baseline); ``half_width``: half the width
+    of its 95% confidence interval (Student t, pairs - 1 degrees of freedom; nan under 2 pairs).
+    ``left_out``: seeds of one of the two without the other (not paired). ``p_welch``: Welch's
+    test on every seed of each. ``*_holm``: Holm-adjusted over the comparisons of one table.
+    """
+
+    condition: dict[str, str]
+    model: str
+    method: str
+    baseline: str
+    pairs: int
+    left_out: int
+    mean: float
+    half_width: float
+    p_paired: float
+    p_welch: float
+    p_paired_holm: float = math.nan
+    p_welch_holm: float = math.nan
+
+    @property
+    def low(self) -> float:
+        return self.mean - (0.0 if math.isnan(self.half_width) else self.half_width)
+
+    @property
+    def high(self) -> float:
+        return self.mean + (0.0 if math.isnan(self.half_width) else self.half_width)
+
+
+def baseline_method(methods: Sequence[str]) -> str | None:
+    """The method others are paired with: ``ce`` if it is in the grid, else the first one."""
+    if REFERENCE_METHOD in methods:
+        return REFERENCE_METHOD
+    return methods[0] if methods else None
+
+
+def mean_ci(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of its ``level`` confidence interval (Student t); nan half-width for
+    fewer than 2 values."""
+    n = diffs.size
+    if n == 0:
+        return math.nan, math.nan
+    mean = float(np.mean(diffs))
+    if n < 2:
+        return mean, math.nan
+    from scipy import stats
+
+    sem = float(np.std(diffs, ddof=1)) / math.sqrt(n)
+    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
+
+
+def _by_seed(cell: MethodStats, metric: str) -> dict[int, float]:
+    return {s: float(v) for s, v in zip(cell.seeds, cell.values[metric]) if math.isfinite(float(v))}
+
+
+def pair_cells(cell: MethodStats, ref: MethodStats | None, metric: str) -> PairedDiff:
+    """``cell`` against ``ref`` paired by seed (no ``ref``: nothing paired, every value nan)."""
+    a = _by_seed(cell, metric)
+    b = _by_seed(ref, metric) if ref is not None else {}
+    common = sorted(set(a) & set(b))
+    x = np.array([a[s] for s in common], dtype=np.float64)
+    z = np.array([b[s] for s in common], dtype=np.float64)
+    mean, half = mean_ci(x - z)
+    return PairedDiff(
+        condition={},
+        model=cell.model,
+        method=cell.method,
+        baseline=ref.method if ref is not None else "",
+        pairs=len(common),
+        left_out=len(set(a) ^ set(b)) if ref is not None else 0,
+        mean=mean,
+        half_width=half,
+        p_paired=paired_ttest(x, z)[1],
+        p_welch=welch_ttest(cell.values[metric], ref.values[metric])[1]
+        if ref is not None
+        else math.nan,
+    )
+
+
+def paired_differences(
+    conditions: Sequence[ConditionSummary],
+    baseline: str | None,
+    *,
+    metric: str = "test_auc",
+) -> list[PairedDiff]:
+    """Every method but ``baseline`` against it, per condition × model, paired by seed; the
+    p-values Holm-adjusted over all of them (the family is the table)."""
+    out: list[PairedDiff] = []
+    if baseline is None:
+        return out
+    for cond in conditions:
+        for ms in cond.summary.models:
+            ref = ms.cell(baseline)
+            for c in ms.cells:
+                if c.method == baseline:
+                    continue
+                d = pair_cells(c, ref, metric)
+                d.condition = dict(cond.values)
+                d.baseline = baseline
+                out.append(d)
+    for d, p in zip(out, holm([d.p_paired for d in out])):
+        d.p_paired_holm = p
+    for d, p in zip(out, holm([d.p_welch for d in out])):
+        d.p_welch_holm = p
+    return out
+
+
+def fmt_diff(d: PairedDiff, digits: int = 4) -> str:
+    """``+0.0012 ± 0.0008`` (mean ± 95% CI half-width); the mean alone for one pair."""
+    if d.pairs == 0 or math.isnan(d.mean):
+        return "n/a"
+    if math.isnan(d.half_width):
+        return f"{d.mean:+.{digits}f}"
+    return f"{d.mean:+.{digits}f} ± {d.half_width:.{digits}f}"
+
+
+def paired_rows(
+    diffs: Sequence[PairedDiff], *, task: str = "", metric: str = "test_auc"
+) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the paired table: the condition's grid values (if any), model,
+    method, seeds paired, mean difference ± 95% CI, paired p and Welch p, raw and Holm."""
+    keys = list(dict.fromkeys(k for d in diffs for k in d.condition))
+    baseline = diffs[0].baseline if diffs else REFERENCE_METHOD
+    what = f"{metric.replace('_auc', ' ' + auc_label(task))}" if metric.endswith("auc") else metric
+    header = [
+        *keys,
+        "model",
+        "method",
+        "seeds paired",
+        f"Δ {what} vs {baseline} (mean ± 95% CI)",
+        "paired p",
+        "paired p (Holm)",
+        "Welch p",
+        "Welch p (Holm)",
+    ]
+    rows = []
+    for d in diffs:
+        seeds = str(d.pairs) + (f" ({d.left_out} left out)" if d.left_out else "")
+        rows.append(
+            [
+                *(d.condition.get(k, "") for k in keys),
+                d.model,
+                d.method,
+                seeds,
+                fmt_diff(d),
+                fmt_p(d.p_paired),
+                fmt_p(d.p_paired_holm),
+                fmt_p(d.p_welch),
+                fmt_p(d.p_welch_holm),
+            ]
+        )
+    return header, rows
+
+
+PAIRED_NOTE = (
+    "Δ: the method's test AUC minus the baseline's, per seed (runs of one seed share the"
+    " initialisation, the data order and the label noise), then mean ± half-width of its 95%"
+    " confidence interval (Student t). paired p: two-sided paired t-test on those per-seed"
+    " differences (scipy.stats.ttest_rel); Welch p: two-sided Welch t-test on the two methods'"
+    " values (every seed of each). (Holm): Holm's step-down adjustment over every comparison of"
+    " this table (all its conditions, models and methods); an adjusted p < 0.05 holds for the"
+    " table as a family. Seeds present for one method but not the other are left out of the"
+    " pairing (counted in `seeds paired`). n/a: fewer than 2 pairs, or no spread."
+)
+
+
 # ---------------------------------------------------------------------------------- formatting
 def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
     if math.isnan(mean):
@@ -369,11 +578,7 @@ def efficiency_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def render_markdown(
-    summary: Summary, *, title: str = "Comparison", notes: Sequence[str] = ()
-) -> str:
-    """``table.md``: paper-style table, the significance table and the efficiency table."""
-    seeds = summary.seeds
+def _head(seeds: Sequence[int], title: str, notes: Sequence[str]) -> list[str]:
     seed_text = (
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if seeds else "no finished runs"
     )
@@ -386,22 +591,83 @@ def render_markdown(
         " test AUC for that model).",
         "",
     ]
+    return parts
+
+
+def _summary_sections(summary: Summary, level: int = 2, paired: Sequence[str] = ()) -> list[str]:
+    """The paper-style, significance and efficiency tables of one summary (``paired``: lines
+    placed after the significance table)."""
+    h = "#" * level
+    header, rows = paper_rows(summary)
+    parts = [
+        f"{h} Test {auc_label(summary.task)} / {logloss_label(summary.task)} (mean over seeds)",
+        "",
+    ]
+    parts += [_md_table(header, rows), ""]
+    header, rows = significance_rows(summary)
+    parts += [f"{h} Mean ± std and significance", "", _md_table(header, rows), ""]
+    best = ", ".join(f"{ms.model}: {ms.best_baseline or '–'}" for ms in summary.models)
+    parts += [f"Best baseline by mean test AUC: {best}.", ""]
+    parts += paired
+    header, rows = efficiency_rows(summary)
+    parts += [f"{h} Efficiency", "", _md_table(header, rows), ""]
+    parts += [
+        "Train seconds: the recommender's training loop (evaluation excluded). Search seconds:"
+        " the total time of the weight search (all trials) of `search`.",
+        "",
+    ]
+    return parts
+
+
+def _paired_section(diffs: Sequence[PairedDiff], heading: str, task: str) -> list[str]:
+    if not diffs:
+        return []
+    return [heading, "", _md_table(*paired_rows(diffs, task=task)), "", PAIRED_NOTE, ""]
+
+
+def render_markdown(
+    summary: Summary,
+    *,
+    title: str = "Comparison",
+    notes: Sequence[str] = (),
+    baseline: str | None = None,
+) -> str:
+    """``table.md``: paper-style table, the significance table, the paired differences to the
+    baseline (``ce``, else the first method; none with a single method) and the efficiency
+    table."""
+    parts = _head(summary.seeds, title, notes)
     if summary.models:
-        header, rows = paper_rows(summary)
-        parts += [
-            f"## Test {auc_label(summary.task)} / {logloss_label(summary.task)} (mean over seeds)",
-            "",
-        ]
-        parts += [_md_table(header, rows), ""]
-        header, rows = significance_rows(summary)
-        parts += ["## Mean ± std and significance", "", _md_table(header, rows), ""]
-        best = ", ".join(f"{ms.model}: {ms.best_baseline or '–'}" for ms in summary.models)
-        parts += [f"Best baseline by mean test AUC: {best}.", ""]
-        header, rows = efficiency_rows(summary)
-        parts += ["## Efficiency", "", _md_table(header, rows), ""]
-        parts += [
-            "Train seconds: the recommender's training loop (evaluation excluded). Search seconds:"
-            " the total time of the weight search (all trials) of `search`.",
-            "",
-        ]
+        methods = list(dict.fromkeys(c.method for ms in summary.models for c in ms.cells))
+        baseline = baseline or baseline_method(methods)
+        diffs = paired_differences([ConditionSummary({}, summary)], baseline)
+        heading = f"## Paired differences to `{baseline}` (test AUC)"
+        parts += _summary_sections(summary, paired=_paired_section(diffs, heading, summary.task))
+    return "\n".join(parts)
+
+
+def render_grid_markdown(
+    conditions: Sequence[ConditionSummary],
+    *,
+    title: str = "Comparison",
+    notes: Sequence[str] = (),
+    baseline: str | None = None,
+) -> str:
+    """``table.md`` of an experiment with conditions: the summary across conditions (each
+    method's test AUC difference to ``baseline``, paired by seed, Holm over the whole table),
+    then a section per condition with the tables of :func:`render_markdown`."""
+    seeds = sorted({s for c in conditions for s in c.summary.seeds})
+    task = next((c.summary.task for c in conditions if c.summary.task), "")
+    parts = _head(seeds, title, notes)
+    diffs = paired_differences(conditions, baseline)
+    parts += _paired_section(
+        diffs,
+        f"## Summary across conditions: test AUC difference to `{baseline}`",
+        task,
+    ) or [f"No method to compare with `{baseline}` yet.", ""]
+    for cond in conditions:
+        parts += [f"## Condition {cond.label}", ""]
+        if cond.summary.models:
+            parts += _summary_sections(cond.summary, level=3)
+        else:
+            parts += ["No finished runs.", ""]
     return "\n".join(parts)

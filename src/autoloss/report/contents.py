@@ -3,22 +3,33 @@
 A run report: its metrics, learning curves, candidate-probability evolution (learnt policies),
 the controller's policy map (runs with ``controller.pt``) and its configuration. An experiment
 report: the comparison tables, test metrics per method with error bars over seeds, and the same
-figures averaged over seeds per model × method. A figure whose data is absent is skipped with a
-note saying why.
+figures averaged over seeds per model × method. An experiment with conditions (``--grid``) adds
+the summary across conditions and figures of each method's test-AUC difference to ``ce``
+against the grid value; its tables and figures are then per condition. A figure whose data is
+absent is skipped with a note saying why.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
 from autoloss.errors import DataError
 from autoloss.experiments.tables import (
+    PAIRED_NOTE,
+    ConditionSummary,
+    PairedDiff,
+    Summary,
+    baseline_method,
     efficiency_rows,
+    paired_differences,
+    paired_rows,
     paper_rows,
     read_results_csv,
     significance_rows,
@@ -36,6 +47,9 @@ from autoloss.report.records import (
     read_run,
     varies,
 )
+
+if TYPE_CHECKING:
+    from autoloss.experiments.compare import Experiment
 
 REPORT_DIR = "report"
 HTML_NAME = "report.html"
@@ -194,8 +208,68 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------- experiments
+GRID_READING = (
+    "Each point is the mean over seeds of a method's test AUC minus that of `{base}` with the same"
+    " seed (one seed: the same initialisation, data order and label noise), under the condition"
+    " on the x axis; the bar is the 95% confidence interval of that mean. A bar that does not"
+    " cross the dashed zero line is a difference the seeds support at the 5% level for that"
+    " point alone; the table gives the Holm-adjusted p-values that hold for all points together."
+)
+
+
+def _numeric(values: Sequence[object]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _grid_figures(
+    page: HtmlPage, out: Path, exp: Experiment, diffs: Sequence[PairedDiff], task: str
+) -> None:
+    """One figure per combination of the grid keys but the x one (the first numeric key)."""
+    from autoloss.experiments.grid import short_keys, value_text
+
+    short = short_keys(exp.grid_keys)
+    x_at = next((i for i, (_, vs) in enumerate(exp.grid) if _numeric(vs)), 0)
+    x_full, x_vals = exp.grid[x_at]
+    others = [
+        (short[k], [value_text(v) for v in vs]) for i, (k, vs) in enumerate(exp.grid) if i != x_at
+    ]
+    base = diffs[0].baseline if diffs else "ce"
+    for combo in itertools.product(*(vs for _, vs in others)):
+        fixed = dict(zip((k for k, _ in others), combo))
+        sel = [d for d in diffs if all(d.condition.get(k) == v for k, v in fixed.items())]
+        if not any(d.pairs for d in sel):
+            continue
+        where = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        fig = plots.grid_differences(
+            sel,
+            models=exp.models,
+            x_key=short[x_full],
+            x_values=[value_text(v) for v in x_vals],
+            x_label=plots.GRID_AXIS_LABELS.get(x_full, x_full),
+            positions=[float(v) for v in x_vals] if _numeric(x_vals) else None,
+            title=f"Test AUC difference to {base} against {short[x_full]}"
+            + (f" ({where})" if where else "")
+            + ": mean and 95% CI over seeds",
+            task=task,
+        )
+        name = "grid_auc_difference" + (f"_{_slug(where.replace(', ', '-'))}" if where else "")
+        page.image(plots.save_png(fig, out / f"{name}.png"), f"test AUC difference to {base}")
+
+
+def _condition_tables(page: HtmlPage, summary: Summary, level: int) -> None:
+    page.heading("Test metrics (mean over seeds, best in bold)", level)
+    page.table(*paper_rows(summary))
+    page.heading("Mean ± std and Welch t-tests", level)
+    page.paragraph(
+        "Mean ± sample standard deviation over seeds. p: two-sided Welch t-test against `ce` and against "
+        "the best baseline (the non-AutoLoss method with the highest mean test AUC for the model)."
+    )
+    page.table(*significance_rows(summary))
+
+
 def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
-    from autoloss.experiments.compare import Experiment, collect_rows
+    from autoloss.experiments.compare import Experiment, collect_rows, condition_summaries
+    from autoloss.experiments.grid import condition_name
 
     exp = Experiment.load(exp_dir)
     out = out or exp_dir / REPORT_DIR
@@ -216,87 +290,129 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
         page.note("No finished runs yet: nothing to tabulate or plot.")
         return page.write(out / HTML_NAME)
 
-    page.heading("Test metrics (mean over seeds, best in bold)")
-    page.table(*paper_rows(summary))
-    page.heading("Mean ± std and Welch t-tests")
-    page.paragraph(
-        "Mean ± sample standard deviation over seeds. p: two-sided Welch t-test against `ce` and against "
-        "the best baseline (the non-AutoLoss method with the highest mean test AUC for the model)."
-    )
-    page.table(*significance_rows(summary))
-    page.image(
-        plots.save_png(plots.metric_errorbars(summary), out / "metrics_by_method.png"),
-        "metrics by method",
-    )
-    page.heading("Efficiency")
-    page.table(*efficiency_rows(summary))
+    baseline = baseline_method(exp.methods)
+    conditions = exp.conditions()
+    if exp.grid:
+        conds = condition_summaries(exp, rows)
+        for c in conds:
+            c.summary.task = task
+        diffs = paired_differences(conds, baseline)
+        page.heading(f"Conditions: test AUC difference to {baseline}")
+        if diffs:
+            page.paragraph(GRID_READING.format(base=baseline))
+            _grid_figures(page, out, exp, diffs, task)
+            page.table(*paired_rows(diffs, task=task))
+            page.paragraph(PAIRED_NOTE)
+        else:
+            page.note(f"No method besides {baseline} has finished runs: nothing to compare.")
+        for cond in conds:
+            page.heading(f"Condition {cond.label}")
+            if cond.summary.models:
+                _condition_tables(page, cond.summary, 3)
+                page.heading("Efficiency", 3)
+                page.table(*efficiency_rows(cond.summary))
+            else:
+                page.note("No finished runs under this condition yet.")
+    else:
+        cond = ConditionSummary({}, summary)
+        _condition_tables(page, summary, 2)
+        page.image(
+            plots.save_png(plots.metric_errorbars(summary), out / "metrics_by_method.png"),
+            "metrics by method",
+        )
+        diffs = paired_differences([cond], baseline)
+        if diffs:
+            page.heading(f"Paired differences to {baseline} (test AUC)")
+            page.table(*paired_rows(diffs, task=task))
+            page.paragraph(PAIRED_NOTE)
+        page.heading("Efficiency")
+        page.table(*efficiency_rows(summary))
 
-    runs: dict[tuple[str, str], list[RunRecords]] = {}
+    # figures per condition × model (× method): a condition's runs only
+    runs: dict[tuple[str, str, str], list[RunRecords]] = {}
     for r in exp.plan():
         if (r.run_dir / "result.json").is_file():
-            runs.setdefault((r.model, r.method), []).append(read_run(r.run_dir))
+            key = (condition_name(r.condition, exp.grid_keys), r.model, r.method)
+            runs.setdefault(key, []).append(read_run(r.run_dir))
+
+    def named(cond_name: str, text: str) -> tuple[str, str]:
+        """File-name suffix and title prefix of a figure of a condition."""
+        if not cond_name:
+            return "", text
+        return f"_{cond_name}", f"{text} [{cond_name}]"
 
     page.heading("Learning curves (mean over seeds)")
-    for model in exp.models:
-        curves = {
-            method: mean_curve(
-                [
-                    curve_from_records(x.evals, ["auc", "logloss"])
-                    for x in runs.get((model, method), [])
-                ]
+    for cond_t in conditions:
+        cname = condition_name(cond_t, exp.grid_keys)
+        for model in exp.models:
+            curves = {
+                method: mean_curve(
+                    [
+                        curve_from_records(x.evals, ["auc", "logloss"])
+                        for x in runs.get((cname, model, method), [])
+                    ]
+                )
+                for method in exp.methods
+            }
+            curves = {k: v for k, v in curves.items() if len(v)}
+            suffix, title = named(cname, model)
+            if not curves:
+                page.note(f"{title}: no validation records.")
+                continue
+            fig = plots.learning_curves(
+                curves,
+                title=f"{title}: validation metrics (mean ± std over seeds, where at least half still train)",
+                task=task,
             )
-            for method in exp.methods
-        }
-        curves = {k: v for k, v in curves.items() if len(v)}
-        if not curves:
-            page.note(f"{model}: no validation records.")
-            continue
-        fig = plots.learning_curves(
-            curves,
-            title=f"{model}: validation metrics (mean ± std over seeds, where at least half still train)",
-            task=task,
-        )
-        page.image(
-            plots.save_png(fig, out / f"learning_curves_{_slug(model)}.png"),
-            f"learning curves {model}",
-        )
+            page.image(
+                plots.save_png(fig, out / f"learning_curves_{_slug(model)}{suffix}.png"),
+                f"learning curves {title}",
+            )
 
     page.heading("Candidate losses")
-    for model in exp.models:
-        for method in exp.methods:
-            recs = runs.get((model, method), [])
-            if not recs:
-                continue
-            _candidate_section(
-                page,
-                out,
-                [curve_from_records(x.policy) for x in recs],
-                recs[0].candidates,
-                name=f"candidate_probabilities_{_slug(model)}-{_slug(method)}.png",
-                title=f"{model} with {method}: candidate probabilities (mean over {len(recs)} seeds)",
-                method=method,
-            )
-    page.heading("Policy maps")
-    shown = 0
-    for model in exp.models:
-        for method in exp.methods:
-            ctrls = [x.run_dir / "controller.pt" for x in runs.get((model, method), [])]
-            ctrls = [p for p in ctrls if p.is_file()]
-            if ctrls:
-                shown += _policy_map_section(
+    for cond_t in conditions:
+        cname = condition_name(cond_t, exp.grid_keys)
+        for model in exp.models:
+            for method in exp.methods:
+                recs = runs.get((cname, model, method), [])
+                if not recs:
+                    continue
+                suffix, title = named(cname, f"{model} with {method}")
+                _candidate_section(
                     page,
                     out,
-                    ctrls,
-                    name=f"policy_map_{_slug(model)}-{_slug(method)}.png",
-                    title=f"{model} with {method}: the controller's policy map",
+                    [curve_from_records(x.policy) for x in recs],
+                    recs[0].candidates,
+                    name=f"candidate_probabilities_{_slug(model)}-{_slug(method)}{suffix}.png",
+                    title=f"{title}: candidate probabilities (mean over {len(recs)} seeds)",
                     method=method,
                 )
+    page.heading("Policy maps")
+    shown = 0
+    for cond_t in conditions:
+        cname = condition_name(cond_t, exp.grid_keys)
+        for model in exp.models:
+            for method in exp.methods:
+                ctrls = [x.run_dir / "controller.pt" for x in runs.get((cname, model, method), [])]
+                ctrls = [p for p in ctrls if p.is_file()]
+                if ctrls:
+                    suffix, title = named(cname, f"{model} with {method}")
+                    shown += _policy_map_section(
+                        page,
+                        out,
+                        ctrls,
+                        name=f"policy_map_{_slug(model)}-{_slug(method)}{suffix}.png",
+                        title=f"{title}: the controller's policy map",
+                        method=method,
+                    )
     if not shown:
         page.note("Policy maps: skipped: no run of this experiment saved a per-example controller.")
 
     page.heading("All runs")
+    grid_cols = ["condition"] if exp.grid else []
     page.table(
         [
+            *grid_cols,
             "model",
             "method",
             "seed",
@@ -308,6 +424,7 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
         ],
         [
             [
+                *(str(r.get(c, "")) for c in grid_cols),
                 r["model"],
                 r["method"],
                 str(r["seed"]),

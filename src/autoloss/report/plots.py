@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from autoloss.experiments.tables import Summary, auc_label, logloss_label
+from autoloss.experiments.tables import PairedDiff, Summary, auc_label, logloss_label
 from autoloss.files import atomic_output
 from autoloss.report.records import Curve
 
@@ -265,3 +265,94 @@ def metric_errorbars(summary: Summary) -> Figure:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     return fig
+
+
+#: Axis labels (with units) of grid keys the data conditions use; others show the key itself.
+GRID_AXIS_LABELS = {
+    "data.label_noise": "label noise rate (probability that a training label is hit)",
+    "data.pos_rate": "positive rate after subsampling (fraction of rows)",
+    "data.noise_seed": "seed of the noise",
+    "data.noise_mode": "label noise mode",
+    "data.noise_on_valid": "noise also on the valid split",
+}
+
+
+def grid_differences(
+    diffs: Sequence[PairedDiff],
+    *,
+    models: Sequence[str],
+    x_key: str,
+    x_values: Sequence[str],
+    x_label: str,
+    positions: Sequence[float] | None = None,
+    title: str,
+    task: str = "binary",
+) -> Figure:
+    """Test-AUC difference to the baseline against one grid key: one panel per model, one line
+    per method, mean and 95% interval of the per-seed differences (:class:`PairedDiff`).
+
+    ``diffs`` are those of one combination of the other grid keys; ``x_values`` the texts of
+    ``x_key``'s values (``PairedDiff.condition[x_key]``), drawn at ``positions`` (a numeric
+    key) or as evenly spaced categories.
+    """
+    models = [m for m in models if any(d.model == m for d in diffs)] or list(models[:1])
+    cols = min(len(models), 3)
+    nrows = math.ceil(len(models) / cols)
+    fig = Figure(figsize=(5.4 * cols, 4.3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    xs = np.asarray(positions if positions is not None else range(len(x_values)), dtype=float)
+    span = float(xs.max() - xs.min()) if len(xs) > 1 else 1.0
+    methods = list(dict.fromkeys(d.method for d in diffs))
+    baseline = diffs[0].baseline if diffs else "ce"
+    for ax, model in zip(axes, models):
+        ax.axhline(0.0, color="black", lw=1.0, ls="--", label=f"{baseline} (zero difference)")
+        for i, method in enumerate(methods):
+            dodge = (i - (len(methods) - 1) / 2) * 0.012 * span
+            px, py, pe, pairs = [], [], [], []
+            for x, text in zip(xs, x_values):
+                d = next(
+                    (
+                        d
+                        for d in diffs
+                        if d.model == model
+                        and d.method == method
+                        and d.condition.get(x_key) == text
+                        and d.pairs > 0
+                    ),
+                    None,
+                )
+                if d is None:
+                    continue
+                px.append(x + dodge)
+                py.append(d.mean)
+                pe.append(0.0 if math.isnan(d.half_width) else d.half_width)
+                pairs.append(d.pairs)
+            if not px:
+                continue
+            ax.errorbar(
+                px,
+                py,
+                yerr=pe,
+                fmt="-o",
+                ms=4,
+                lw=1.5,
+                capsize=3,
+                color=method_color(method),
+                label=f"{method} ({_seed_range(pairs)} seeds)",
+            )
+        if positions is None:
+            ax.set_xticks(xs, list(x_values))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"Δ test {auc_label(task)} vs {baseline} (absolute AUC)")
+        ax.set_title(model)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def _seed_range(pairs: Sequence[int]) -> str:
+    lo, hi = min(pairs), max(pairs)
+    return str(hi) if lo == hi else f"{lo}–{hi}"
