@@ -101,3 +101,75 @@ def test_a_run_with_the_variants_end_to_end(tiny_dataset: Path, tmp_path: Path) 
     assert frozen.frozen and frozen.probabilities(
         torch.zeros(3), torch.tensor([0, 1, 1])
     ).shape == (3, 4)
+
+
+def test_loss_history_reads_the_previous_visit() -> None:
+    from autoloss.policies.gumbel import LossHistory
+
+    h = LossHistory(5, 3)
+    rows = torch.tensor([1, 3])
+    assert torch.equal(h.features("train", rows), torch.zeros(2, 2))  # never seen
+    logits, y = torch.tensor([0.0, 2.0]), torch.tensor([1, 0])
+    h.stage("train", rows, logits, y)
+    assert torch.equal(h.features("train", rows), torch.zeros(2, 2))  # staged, not yet visible
+    h.commit()
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
+    torch.testing.assert_close(
+        h.features("train", rows), torch.stack([torch.log1p(ce), torch.ones(2)], 1)
+    )
+    assert torch.isnan(h.prev_valid).all()  # the valid memory is separate
+
+
+def test_history_input_in_a_hand_written_loop() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    crit = AutoLoss(
+        task="binary",
+        inputs=("label", "prediction", "history"),
+        split_rows=(40, 40),
+        mode="unrolled",
+        update_every=1,
+    )
+    with pytest.raises(ValueError, match="rows"):
+        crit(model(x).squeeze(1), y)
+    net = torch.nn.Sequential(model, torch.nn.Flatten(0))
+    rows = torch.arange(20)
+    for _ in range(2):
+        crit(net(x[:20]), y[:20], rows=rows)
+        crit.update(net, x[20:], y[20:], train_batch=(x[:20], y[:20], rows), valid_rows=rows)
+    mem = crit.selector.history
+    assert mem is not None and not torch.isnan(mem.prev_train[:20]).any()
+    assert torch.isnan(mem.prev_train[20:]).all()
+
+
+def test_history_runs_resume_exactly(tiny_dataset: Path, tmp_path: Path) -> None:
+    from autoloss.train.trainer import Trainer
+
+    def cfg(name: str, mode: str) -> Any:
+        return run_cfg(
+            tiny_dataset,
+            loss__method="autoloss",
+            loss__mode=mode,
+            loss__controller_inputs="label,prediction,history",
+            train__epochs=2,
+            out=str(tmp_path / name),
+        )
+
+    real = Trainer._evaluate_and_track
+
+    def cut(self: Trainer, *losses: float) -> bool:
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, *losses)
+
+    for mode in ("first-order", "unrolled"):
+        _, full = train_run(cfg(f"full-{mode}", mode), log=QUIET)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(Trainer, "_evaluate_and_track", cut)
+            with pytest.raises(KeyboardInterrupt):
+                train_run(cfg(f"cut-{mode}", mode), log=QUIET)
+        _, resumed = train_run(cfg(f"cut-{mode}", mode), resume=True, log=QUIET)
+        assert resumed["test"] == full["test"] and resumed["policy"] == full["policy"], mode
+        state = torch.load(tmp_path / f"full-{mode}" / "controller.pt", weights_only=True)
+        assert state["inputs"] == ["label", "prediction", "history"]

@@ -41,8 +41,9 @@ def test_update_called_every_f_steps(tiny_dataset: Path) -> None:
         steps.append(policy.num_steps)  # recommender steps taken so far
         assert model is trainer.model and isinstance(x_valid, tuple)
         assert 0 < len(y_valid) <= 128  # a validation mini-batch (training batch size)
-        x, y = kw["train_batch"]
-        assert isinstance(x, tuple) and len(x[0]) == len(y) == 128
+        x, y, rows = kw["train_batch"]
+        assert isinstance(x, tuple) and len(x[0]) == len(y) == len(rows) == 128
+        assert len(kw["valid_rows"]) == len(y_valid)
         assert callable(kw["regularization"])
         return real(model, x_valid, y_valid, **kw)
 

@@ -145,21 +145,25 @@ class BatchIterator:
 
     def _slice(self, lo: int, hi: int) -> Batch:
         s = self.split
-        return _batch(
+        batch = _batch(
             s.x[lo:hi],
             s.y[lo:hi],
             None if s.dense is None else s.dense[lo:hi],
             None if s.bags is None else s.bags[lo:hi],
         )
+        batch.rows = torch.arange(lo, hi, dtype=torch.int64)
+        return batch
 
     def _take(self, idx: np.ndarray) -> Batch:
         s = self.split
-        return _batch(
+        batch = _batch(
             np.take(s.x, idx, axis=0),
             np.take(s.y, idx, axis=0),
             None if s.dense is None else np.take(s.dense, idx, axis=0),
             None if s.bags is None else np.take(s.bags, idx, axis=0),
         )
+        batch.rows = torch.from_numpy(idx.astype(np.int64))
+        return batch
 
 
 def _batch(

@@ -75,6 +75,7 @@ class Batch:
         y: (B,) int64 labels (0/1 for binary, 0..C-1 for multi-class).
         dense: (B, Fd) float32 standardised numeric values, or None.
         bags: (B, M, L) int64 field-local ids of multi-valued fields padded with -1, or None.
+        rows: (B,) int64 positions of the rows in their split (for per-example memories), or None.
     """
 
     x: torch.Tensor
@@ -82,6 +83,7 @@ class Batch:
     dense: torch.Tensor | None = None
     bags: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -96,6 +98,7 @@ class Batch:
             dense=mv(self.dense),
             bags=mv(self.bags),
             extra=self.extra,
+            rows=mv(self.rows),
         )
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

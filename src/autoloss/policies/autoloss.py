@@ -101,6 +101,7 @@ class AutoLoss(BilevelPolicy):
         inputs: Sequence[str] = DEFAULT_INPUTS,
         total_steps: int | None = None,
         tau_anneal: float | None = None,
+        split_rows: tuple[int, int] | None = None,
     ) -> None:
         cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs, BilevelSchedule(mode, update_every, controller_lr, xi, unrolled_impl))
@@ -119,7 +120,9 @@ class AutoLoss(BilevelPolicy):
             self.update_every = 0
         else:
             network = LossController(len(cs), features.width, hidden, dropout)
-        self.selector = GumbelSelector(network, tau, hard=hard, gumbel=gumbel, inputs=features)
+        self.selector = GumbelSelector(
+            network, tau, hard=hard, gumbel=gumbel, inputs=features, history_rows=split_rows
+        )
         self._alpha_sum: torch.Tensor | None = None
         self._alpha_n = 0
 
@@ -131,6 +134,7 @@ class AutoLoss(BilevelPolicy):
         num_classes: int,
         *,
         total_steps: int | None = None,
+        split_rows: tuple[int, int] | None = None,
         gumbel: bool = True,
     ) -> AutoLoss:
         return cls(
@@ -153,6 +157,7 @@ class AutoLoss(BilevelPolicy):
             inputs=cfg.controller_inputs,
             total_steps=total_steps,
             tau_anneal=cfg.tau_anneal,
+            split_rows=split_rows,
         )
 
     @property
@@ -171,14 +176,39 @@ class AutoLoss(BilevelPolicy):
         return self
 
     def policy_weights(
-        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, own_step: bool = False
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        step: int,
+        *,
+        own_step: bool = False,
+        rows: torch.Tensor | None = None,
+        split: str = "train",
     ) -> torch.Tensor:
-        log_alpha = self.selector.log_alpha(logits, y, step, learn=own_step)
-        if not own_step and self.training:
+        recommender_step = not own_step and self.training
+        if recommender_step:
+            self._commit_history()
+        log_alpha = self.selector.log_alpha(logits, y, step, learn=own_step, rows=rows, split=split)
+        if recommender_step:
+            self.selector.remember("train", rows, logits, y)
             a = log_alpha.detach().exp().sum(0)
             self._alpha_sum = a if self._alpha_sum is None else self._alpha_sum + a
             self._alpha_n += logits.shape[0]
         return self.selector.sample(log_alpha, step).to(logits.dtype)
+
+    def remember(
+        self, split: str, rows: torch.Tensor | None, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        self.selector.remember(split, rows, logits, y)
+
+    def _commit_history(self) -> None:
+        if self.selector.history is not None:
+            self.selector.history.commit()
+
+    def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        out = super().update(*args, **kwargs)
+        self._commit_history()  # this step's visits: read from the next step on
+        return out
 
     @torch.no_grad()
     def probabilities(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -199,6 +229,7 @@ class AutoLoss(BilevelPolicy):
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
+        self._commit_history()  # a checkpoint holds every visit so far
         alpha = None if self._alpha_sum is None else self._alpha_sum.detach().cpu()
         return {**super().get_extra_state(), "alpha_sum": alpha, "alpha_n": self._alpha_n}
 

@@ -97,6 +97,7 @@ class LossPolicy(nn.Module):
         super().__init__()
         self.candidate_set = candidate_set
         self.num_steps = 0
+        self._step_rows: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, torch.Tensor, int, torch.Tensor] | None = None
 
     @property
@@ -118,9 +119,16 @@ class LossPolicy(nn.Module):
         """The (B, K) candidate losses of the last training call (detached), or None."""
         return None if self._last is None else self._last[3]
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training objective ``mean_b Σ_k w_bk ℓ_bk`` of a batch (a scalar)."""
+    def forward(
+        self, logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The training objective ``mean_b Σ_k w_bk ℓ_bk`` of a batch (a scalar).
+
+        ``rows``: the batch's positions in the training split, for policies with a per-example
+        memory (the ``history`` controller input); others ignore it.
+        """
         self.candidate_set.step = self.num_steps  # step-dependent candidates (tce's ramp)
+        self._step_rows = rows
         losses = self.candidate_set(logits, y)
         w = self.weights(logits, y, losses, self.num_steps)
         if self.training:  # eval-mode calls (e.g. a validation loss) change no statistics
@@ -151,10 +159,14 @@ class LossPolicy(nn.Module):
         x_valid: Any = None,
         y_valid: torch.Tensor | None = None,
         *,
-        train_batch: tuple[Any, torch.Tensor] | None = None,
+        train_batch: tuple[Any, ...] | None = None,
         regularization: Regularization | None = None,
+        valid_rows: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """Learn (one step of the policy's own optimiser); returns scalars to log."""
+        """Learn (one step of the policy's own optimiser); returns scalars to log.
+
+        ``train_batch``: the step's ``(x, y)`` or ``(x, y, rows)``; ``valid_rows``: the positions
+        of the validation batch in its split (both only for per-example memories)."""
         return {}
 
     def stats(self) -> dict[str, float]:

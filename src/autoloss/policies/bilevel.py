@@ -84,6 +84,8 @@ class BilevelProblem:
     valid: tuple[Any, torch.Tensor]
     train: tuple[Any, torch.Tensor] | None = None
     regularization: Regularization | None = None
+    train_rows: torch.Tensor | None = None
+    valid_rows: torch.Tensor | None = None
 
     def train_loss(
         self, weigh: Weigh, params: dict[str, torch.Tensor] | None = None
@@ -405,14 +407,27 @@ class BilevelPolicy(LossPolicy):
 
     # -- to implement
     def policy_weights(
-        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, own_step: bool = False
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        step: int,
+        *,
+        own_step: bool = False,
+        rows: torch.Tensor | None = None,
+        split: str = "train",
     ) -> torch.Tensor:
         """(B, K) weights from detached logits, differentiable w.r.t. the policy's parameters.
 
         ``own_step`` is True inside the policy's validation step (a controller may update its
-        BatchNorm statistics there) and False during the recommender's step.
+        BatchNorm statistics there) and False during the recommender's step. ``rows`` and
+        ``split`` locate the batch for per-example memories.
         """
         raise NotImplementedError
+
+    def remember(
+        self, split: str, rows: torch.Tensor | None, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Note a validation visit for a per-example memory (no-op by default)."""
 
     def hyper_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -422,7 +437,7 @@ class BilevelPolicy(LossPolicy):
         self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
     ) -> torch.Tensor:
         with torch.no_grad():
-            return self.policy_weights(logits.detach(), y, step)
+            return self.policy_weights(logits.detach(), y, step, rows=self._step_rows)
 
     # -- the policy's step
     def hypergradient(self, problem: BilevelProblem) -> tuple[float, list[torch.Tensor | None]]:
@@ -430,13 +445,22 @@ class BilevelPolicy(LossPolicy):
         params = self.hyper_parameters()
         step = self.num_steps
 
-        def weigh(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.policy_weights(logits.detach(), y, step, own_step=True)
+        def weigh_train(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            rows = problem.train_rows
+            return self.policy_weights(logits.detach(), y, step, own_step=True, rows=rows)
+
+        def weigh_valid(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            rows = problem.valid_rows
+            w = self.policy_weights(
+                logits.detach(), y, step, own_step=True, rows=rows, split="valid"
+            )
+            self.remember("valid", rows, logits, y)
+            return w
 
         sch = self.schedule
         if sch.mode == "first-order":
-            return first_order(problem, weigh, params)
-        return unrolled(problem, weigh, params, sch.xi, sch.unrolled_impl)
+            return first_order(problem, weigh_valid, params)
+        return unrolled(problem, weigh_train, params, sch.xi, sch.unrolled_impl)
 
     def update(
         self,
@@ -444,8 +468,9 @@ class BilevelPolicy(LossPolicy):
         x_valid: Any = None,
         y_valid: torch.Tensor | None = None,
         *,
-        train_batch: tuple[Any, torch.Tensor] | None = None,
+        train_batch: tuple[Any, ...] | None = None,
         regularization: Regularization | None = None,
+        valid_rows: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One Adam step of the policy on the validation batch ``(x_valid, y_valid)``.
 
@@ -457,9 +482,14 @@ class BilevelPolicy(LossPolicy):
             return {}
         if model is None or y_valid is None:
             raise ValueError(f"{self.name}.update needs the model and a validation batch")
+        train, train_rows = None, None
+        if train_batch is not None:
+            train = (train_batch[0], train_batch[1])
+            train_rows = train_batch[2] if len(train_batch) > 2 else None
         problem = BilevelProblem(
-            model, self.candidate_set, (x_valid, y_valid), train_batch, regularization
-        )
+            model, self.candidate_set, (x_valid, y_valid), train, regularization, train_rows,
+            valid_rows,
+        )  # fmt: skip
         obj, grads = self.hypergradient(problem)
         self.policy_optimizer.step(grads)
         self.updates += 1

@@ -51,9 +51,7 @@ class DARTSLoss(BilevelPolicy):
         self.beta = nn.Parameter(torch.zeros(len(cs)))
 
     @classmethod
-    def from_config(
-        cls, cfg: LossConfig, task: str, num_classes: int, *, total_steps: int | None = None
-    ) -> DARTSLoss:
+    def from_config(cls, cfg: LossConfig, task: str, num_classes: int, **_: object) -> DARTSLoss:
         return cls(
             task,
             candidates=config_candidates(cfg, task),
@@ -69,7 +67,14 @@ class DARTSLoss(BilevelPolicy):
         return torch.softmax(self.beta, dim=0)
 
     def policy_weights(
-        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, own_step: bool = False
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        step: int,
+        *,
+        own_step: bool = False,
+        rows: torch.Tensor | None = None,
+        split: str = "train",
     ) -> torch.Tensor:
         return self.global_weights().to(logits.dtype).expand(logits.shape[0], -1)
 

@@ -66,7 +66,7 @@ def input_dim(num_classes: int) -> int:
 
 
 #: Features the controller may see; ``label`` and ``prediction`` always (the paper's input).
-INPUTS = ("label", "prediction", "losses", "margin", "progress")
+INPUTS = ("label", "prediction", "losses", "margin", "progress", "history")
 DEFAULT_INPUTS = ("label", "prediction")
 
 
@@ -77,7 +77,10 @@ class ControllerInputs:
     * ``losses``: the K candidate losses of the example, ``log1p(ℓ_k)`` (detached; their scale
       differs by candidate, the log keeps large values in range);
     * ``margin``: ``tanh(m / 4)`` with m = ``(2y-1)·s`` (binary) or ``s_y - max_{c≠y} s_c``;
-    * ``progress``: the fraction of the planned training steps taken, ``min(1, t / total_steps)``.
+    * ``progress``: the fraction of the planned training steps taken, ``min(1, t / total_steps)``;
+    * ``history``: the example's cross-entropy at its previous visit, ``[log1p(ce_prev), seen]``
+      (0, 0 at the first visit), from a :class:`LossHistory` (noisy labels are learned late: their
+      loss stays high from visit to visit).
 
     Shapes: logits (B,) or (B, C), y (B,) -> (B, width).
     """
@@ -105,17 +108,28 @@ class ControllerInputs:
 
     @property
     def width(self) -> int:
-        extra = {"losses": len(self.candidate_set or ()), "margin": 1, "progress": 1}
+        extra = {"losses": len(self.candidate_set or ()), "margin": 1, "progress": 1, "history": 2}
         return input_dim(self.num_classes) + sum(extra[n] for n in self.names[2:])
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        step: int,
+        history: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The (B, width) input; ``history`` is :meth:`LossHistory.features` of the batch."""
         x = controller_input(logits, y)
         if len(self.names) == 2:
             return x
         s = logits.detach()
         cols = [x]
         for name in self.names[2:]:
-            if name == "losses":
+            if name == "history":
+                if history is None:
+                    raise ValueError("the 'history' controller input needs the batch's rows")
+                cols.append(history.to(x.dtype))
+            elif name == "losses":
                 assert self.candidate_set is not None
                 cols.append(torch.log1p(self.candidate_set(s, y).clamp_min(0)).to(x.dtype))
             elif name == "margin":
@@ -124,6 +138,54 @@ class ControllerInputs:
                 frac = min(1.0, step / float(self.total_steps or 1))
                 cols.append(x.new_full((x.shape[0], 1), frac))
         return torch.cat(cols, dim=1)
+
+
+class LossHistory(nn.Module):
+    """Each example's cross-entropy at its previous visit, per split (``train``, ``valid``).
+
+    One float per row of each split (NaN: not seen yet), saved with the policy (checkpoints). A
+    step's losses are *staged* and written at the next step (:meth:`commit`), so the policy's
+    validation update, which sees the same training rows, reads their previous visit too.
+    """
+
+    prev_train: torch.Tensor
+    prev_valid: torch.Tensor
+
+    def __init__(self, train_rows: int, valid_rows: int) -> None:
+        super().__init__()
+        self.register_buffer("prev_train", torch.full((int(train_rows),), float("nan")))
+        self.register_buffer("prev_valid", torch.full((int(valid_rows),), float("nan")))
+        self._staged: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    def memory(self, split: str) -> torch.Tensor:
+        if split not in ("train", "valid"):
+            raise ValueError(f"no loss history for split {split!r}")
+        return self.prev_train if split == "train" else self.prev_valid
+
+    def features(self, split: str, rows: torch.Tensor) -> torch.Tensor:
+        """``[log1p(ce_prev), seen]`` (B, 2) of the rows ``rows`` of ``split``."""
+        mem = self.memory(split)
+        prev = mem[rows.to(mem.device)]
+        seen = ~torch.isnan(prev)
+        return torch.stack([torch.where(seen, torch.log1p(prev), 0.0), seen.to(prev.dtype)], 1)
+
+    @torch.no_grad()
+    def stage(self, split: str, rows: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        mem = self.memory(split)
+        ce = _cross_entropy(logits.detach(), y).to(mem.dtype)
+        self._staged.append((split, rows.to(mem.device), ce))
+
+    @torch.no_grad()
+    def commit(self) -> None:
+        for split, rows, ce in self._staged:
+            self.memory(split)[rows] = ce
+        self._staged = []
+
+
+def _cross_entropy(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if s.dim() == 1:
+        return F.binary_cross_entropy_with_logits(s, y.to(s.dtype), reduction="none")
+    return F.cross_entropy(s, y.long(), reduction="none")
 
 
 def _margin(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -285,6 +347,7 @@ class GumbelSelector(nn.Module):
         hard: bool = False,
         gumbel: bool = True,
         inputs: ControllerInputs | None = None,
+        history_rows: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -292,6 +355,13 @@ class GumbelSelector(nn.Module):
         self.hard = bool(hard)
         self.gumbel = bool(gumbel)
         self.inputs = inputs or ControllerInputs()
+        self.history: LossHistory | None = None
+        if "history" in self.inputs.names:
+            if history_rows is None:
+                raise ConfigError(
+                    "controller input 'history' needs the sizes of the train and valid splits"
+                )
+            self.history = LossHistory(*history_rows)
         if self.inputs.width != network.in_dim:
             raise ConfigError(
                 f"the controller takes {network.in_dim} input features; "
@@ -299,10 +369,31 @@ class GumbelSelector(nn.Module):
             )
 
     def log_alpha(
-        self, logits: torch.Tensor, y: torch.Tensor, step: int, *, learn: bool
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        step: int,
+        *,
+        learn: bool,
+        rows: torch.Tensor | None = None,
+        split: str = "train",
     ) -> torch.Tensor:
+        """log α (B, K); ``rows`` (the batch's positions in ``split``) feed the history input."""
+        hist = None
+        if self.history is not None:
+            if rows is None:
+                raise ValueError("the 'history' controller input needs the batch's rows (rows=)")
+            hist = self.history.features(split, rows)
         dtype = self.network.head.weight.dtype
-        return self.network.log_alpha(self.inputs(logits, y, step).to(dtype), learn=learn)
+        x = self.inputs(logits, y, step, hist).to(dtype)
+        return self.network.log_alpha(x, learn=learn)
+
+    def remember(
+        self, split: str, rows: torch.Tensor | None, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Stage this visit's losses for the history input (no-op without one)."""
+        if self.history is not None and rows is not None:
+            self.history.stage(split, rows, logits, y)
 
     def noise(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """The Gumbel noise of one sample (a method so that tests can fix it)."""

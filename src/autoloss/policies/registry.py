@@ -21,8 +21,8 @@ from autoloss.policies.darts import DARTSLoss
 from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
 from autoloss.policies.slf import SLFLoss
 
-#: ``factory(cfg, task, num_classes, total_steps=N) -> LossPolicy`` (``total_steps``: the run's
-#: planned recommender steps, for schedules relative to the run's length; may be None)
+#: ``factory(cfg, task, num_classes, total_steps=N, split_rows=(n_train, n_valid))`` (the run's
+#: planned recommender steps and split sizes, for schedules and per-example memories; may be None)
 PolicyFactory = Callable[..., LossPolicy]
 
 #: Methods that can start from a saved controller (``loss.controller``).
@@ -34,7 +34,7 @@ def _candidates(cfg: LossConfig, task: str, names: list[str] | None = None) -> C
 
 
 _FACTORIES: dict[str, PolicyFactory] = {
-    "uniform": lambda cfg, task, n, total_steps=None: UniformWeights(_candidates(cfg, task)),
+    "uniform": lambda cfg, task, n, **_: UniformWeights(_candidates(cfg, task)),
     "darts": DARTSLoss.from_config,
     "slf": SLFLoss.from_config,
     "autoloss": partial(AutoLoss.from_config, gumbel=True),
@@ -75,11 +75,16 @@ def check_controller_option(method: str, cfg: LossConfig) -> None:
 
 
 def build_policy(
-    cfg: LossConfig, task: str, num_classes: int = 2, *, total_steps: int | None = None
+    cfg: LossConfig,
+    task: str,
+    num_classes: int = 2,
+    *,
+    total_steps: int | None = None,
+    split_rows: tuple[int, int] | None = None,
 ) -> LossPolicy:
     """The policy for ``cfg.method`` on a ``task`` ("binary" or "multiclass") of ``num_classes``
     (``total_steps``: the run's planned recommender steps, for ``loss.tau_anneal`` and the
-    ``progress`` controller input)."""
+    ``progress`` controller input; ``split_rows``: the train and valid sizes, for ``history``)."""
     method, cfg = parse_method(cfg.method, cfg)
     check_controller_option(method, cfg)
     if method in candidate_names():
@@ -90,5 +95,7 @@ def build_policy(
             raise RegistryError("--loss weights needs values: weights:a,b,... (one per candidate)")
         return FixedWeights(_candidates(cfg, task), cfg.weights)
     if method in _FACTORIES:
-        return _FACTORIES[method](cfg, task, num_classes, total_steps=total_steps)
+        return _FACTORIES[method](
+            cfg, task, num_classes, total_steps=total_steps, split_rows=split_rows
+        )
     raise RegistryError(f"unknown loss method '{cfg.method}'; known: {', '.join(method_names())}")

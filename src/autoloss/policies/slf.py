@@ -81,6 +81,7 @@ class SLFLoss(LossPolicy):
         inputs: Sequence[str] = DEFAULT_INPUTS,
         total_steps: int | None = None,
         tau_anneal: float | None = None,
+        split_rows: tuple[int, int] | None = None,
     ) -> None:
         cs = as_candidate_set(candidates, task, focal_gamma=focal_gamma, kl_eps=kl_eps)
         super().__init__(cs)
@@ -90,7 +91,9 @@ class SLFLoss(LossPolicy):
         self.num_classes = task_classes(task, num_classes)
         features = ControllerInputs(tuple(inputs), self.num_classes, cs, total_steps)
         network = LossController(len(cs), features.width, hidden, dropout)
-        self.selector = GumbelSelector(network, tau, hard=hard, inputs=features)
+        self.selector = GumbelSelector(
+            network, tau, hard=hard, inputs=features, history_rows=split_rows
+        )
         self.register_buffer("loss_scale", torch.ones(len(cs)))
         self.register_buffer("scale_steps", torch.zeros((), dtype=torch.long))
         self.policy_optimizer = PolicyOptimizer(
@@ -99,7 +102,13 @@ class SLFLoss(LossPolicy):
 
     @classmethod
     def from_config(
-        cls, cfg: LossConfig, task: str, num_classes: int, *, total_steps: int | None = None
+        cls,
+        cfg: LossConfig,
+        task: str,
+        num_classes: int,
+        *,
+        total_steps: int | None = None,
+        split_rows: tuple[int, int] | None = None,
     ) -> SLFLoss:
         return cls(
             task,
@@ -115,6 +124,7 @@ class SLFLoss(LossPolicy):
             inputs=cfg.controller_inputs,
             total_steps=total_steps,
             tau_anneal=cfg.tau_anneal,
+            split_rows=split_rows,
         )
 
     @property
@@ -135,7 +145,12 @@ class SLFLoss(LossPolicy):
         self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int
     ) -> torch.Tensor:
         """Sample p (B, K); its value weights the recommender, its gradient trains v."""
-        log_alpha = self.selector.log_alpha(logits, y, step, learn=True)
+        history = self.selector.history
+        if history is not None and self.training:
+            history.commit()
+        log_alpha = self.selector.log_alpha(logits, y, step, learn=True, rows=self._step_rows)
+        if self.training:
+            self.selector.remember("train", self._step_rows, logits, y)
         p = self.selector.sample(log_alpha, step).to(losses.dtype)
         if self.training:
             self._update_scale(losses)
@@ -155,8 +170,9 @@ class SLFLoss(LossPolicy):
         x_valid: Any = None,
         y_valid: torch.Tensor | None = None,
         *,
-        train_batch: tuple[Any, torch.Tensor] | None = None,
+        train_batch: tuple[Any, ...] | None = None,
         regularization: Regularization | None = None,
+        valid_rows: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One Adam step of the decision network on the gradients of the last backward pass."""
         if any(p.grad is not None for p in self.decision.parameters()):
@@ -187,6 +203,8 @@ class SLFLoss(LossPolicy):
         }
 
     def get_extra_state(self) -> dict[str, Any]:
+        if self.selector.history is not None:
+            self.selector.history.commit()  # a checkpoint holds every visit so far
         return {**super().get_extra_state(), "optimizer": self.policy_optimizer.state_dict()}
 
     def set_extra_state(self, state: Any) -> None:

@@ -225,7 +225,11 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.model = build_recommender(cfg, self.spec).to(self.device)
         self.policy: LossPolicy = build_policy(
-            cfg.loss, self.spec.task, self.spec.num_classes, total_steps=self.planned_steps()
+            cfg.loss,
+            self.spec.task,
+            self.spec.num_classes,
+            total_steps=self.planned_steps(),
+            split_rows=(len(self.dataset.split("train")), len(self.dataset.split("valid"))),
         ).to(self.device)
         self.optimizer = RecommenderOptimizer(
             self.model, cfg.optim.lr, cfg.optim.embedding_lr, cfg.optim.weight_decay
@@ -310,7 +314,7 @@ class Trainer:
         """
         model, policy = self.model, self.policy
         logits = model(*batch.inputs())
-        loss = policy(logits, batch.y) + model_regularization(model)
+        loss = policy(logits, batch.y, rows=batch.rows) + model_regularization(model)
         finite = bool(torch.isfinite(loss))
         if finite:
             self._epoch_loss.add(loss, evaluation_loss(logits.detach(), batch.y))
@@ -359,8 +363,9 @@ class Trainer:
             self.model,
             vb.inputs(),
             vb.y,
-            train_batch=(batch.inputs(), batch.y),
+            train_batch=(batch.inputs(), batch.y, batch.rows),
             regularization=model_regularization,
+            valid_rows=vb.rows,
         )
 
     # ------------------------------------------------------------------ records
