@@ -23,7 +23,7 @@ from autoloss.errors import ConfigError
 from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
 from autoloss.policies.base import as_candidate_set, config_candidates
 from autoloss.policies.bilevel import BilevelPolicy, BilevelSchedule
-from autoloss.policies.config import LossConfig
+from autoloss.policies.config import LossConfig, controller_options
 from autoloss.policies.gumbel import (
     DEFAULT_INPUTS,
     ControllerInputs,
@@ -143,21 +143,13 @@ class AutoLoss(BilevelPolicy):
             candidates=config_candidates(cfg, task),
             mode=cfg.mode,
             update_every=cfg.update_every,
-            controller_lr=cfg.controller_lr,
             xi=cfg.xi,
             unrolled_impl=cfg.unrolled_impl,
-            tau_start=cfg.tau_start,
-            tau_decay=cfg.tau_decay,
-            tau_min=cfg.tau_min,
-            hard=cfg.hard,
             gumbel=gumbel,
-            hidden=cfg.controller_hidden,
-            dropout=cfg.controller_dropout,
             controller=cfg.controller,
-            inputs=cfg.controller_inputs,
             total_steps=total_steps,
-            tau_anneal=cfg.tau_anneal,
             split_rows=split_rows,
+            **controller_options(cfg),
         )
 
     @property

@@ -7,6 +7,7 @@ Owned by the policies: a policy is built from this and what it needs to know abo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -41,3 +42,19 @@ class LossConfig:
     search_trials: int = 20
     search_epochs: int = 1
     search_rows: int | None = None  # rows of train per trial (None = all)
+
+
+def controller_options(cfg: LossConfig) -> dict[str, Any]:
+    """The ``loss.*`` settings of a Gumbel-softmax controller (AutoLoss and SLF), as the keyword
+    arguments of their constructors."""
+    return {
+        "controller_lr": cfg.controller_lr,
+        "tau_start": cfg.tau_start,
+        "tau_decay": cfg.tau_decay,
+        "tau_min": cfg.tau_min,
+        "tau_anneal": cfg.tau_anneal,
+        "hard": cfg.hard,
+        "hidden": cfg.controller_hidden,
+        "dropout": cfg.controller_dropout,
+        "inputs": cfg.controller_inputs,
+    }

@@ -34,7 +34,7 @@ from autoloss.losses import DEFAULT_CANDIDATES, CandidateSet
 from autoloss.policies.autoloss import task_classes, temperature_schedule
 from autoloss.policies.base import LossPolicy, Regularization, as_candidate_set, config_candidates
 from autoloss.policies.bilevel import PolicyOptimizer
-from autoloss.policies.config import LossConfig
+from autoloss.policies.config import LossConfig, controller_options
 from autoloss.policies.gumbel import (
     DEFAULT_INPUTS,
     ControllerInputs,
@@ -114,17 +114,9 @@ class SLFLoss(LossPolicy):
             task,
             num_classes,
             candidates=config_candidates(cfg, task),
-            controller_lr=cfg.controller_lr,
-            tau_start=cfg.tau_start,
-            tau_decay=cfg.tau_decay,
-            tau_min=cfg.tau_min,
-            hard=cfg.hard,
-            hidden=cfg.controller_hidden,
-            dropout=cfg.controller_dropout,
-            inputs=cfg.controller_inputs,
             total_steps=total_steps,
-            tau_anneal=cfg.tau_anneal,
             split_rows=split_rows,
+            **controller_options(cfg),
         )
 
     @property
