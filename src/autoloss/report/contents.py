@@ -15,7 +15,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -268,8 +268,8 @@ def _condition_tables(page: HtmlPage, summary: Summary, level: int) -> None:
 
 
 def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
-    from autoloss.experiments.compare import Experiment, collect_rows, condition_summaries
-    from autoloss.experiments.grid import condition_name
+    """report.html of an experiment: tables (per condition with a grid), figures, all runs."""
+    from autoloss.experiments.compare import Experiment, collect_rows
 
     exp = Experiment.load(exp_dir)
     out = out or exp_dir / REPORT_DIR
@@ -278,8 +278,7 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
     if not rows and (exp_dir / "results.csv").is_file():
         rows = read_results_csv(exp_dir / "results.csv")
     summary = summarize(rows, models=exp.models, methods=exp.methods)
-    task = summary.task or exp.task or "binary"
-    summary.task = task
+    task = summary.task = summary.task or exp.task or "binary"
     page = HtmlPage(exp.title())
     for n in exp.notes():
         page.paragraph(n)
@@ -289,73 +288,105 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
     if not rows:
         page.note("No finished runs yet: nothing to tabulate or plot.")
         return page.write(out / HTML_NAME)
+    if exp.grid:
+        _grid_tables(page, out, exp, rows, task)
+    else:
+        _single_tables(page, out, exp, summary, task)
+    cells = _runs_by_cell(exp)
+    _learning_curve_figures(page, out, exp, cells, task)
+    _candidate_figures(page, out, exp, cells)
+    _policy_map_figures(page, out, exp, cells)
+    _all_runs_table(page, exp, rows)
+    page.heading("Base configuration")
+    page.pre(yaml.safe_dump(exp.base.to_dict(), sort_keys=False))
+    return page.write(out / HTML_NAME)
+
+
+Cells = dict[tuple[str, str, str], list[RunRecords]]
+
+
+def _grid_tables(page: HtmlPage, out: Path, exp: Any, rows: Sequence[Any], task: str) -> None:
+    from autoloss.experiments.compare import condition_summaries
 
     baseline = baseline_method(exp.methods)
-    conditions = exp.conditions()
-    if exp.grid:
-        conds = condition_summaries(exp, rows)
-        for c in conds:
-            c.summary.task = task
-        diffs = paired_differences(conds, baseline)
-        page.heading(f"Conditions: test AUC difference to {baseline}")
-        if diffs:
-            page.paragraph(GRID_READING.format(base=baseline))
-            _grid_figures(page, out, exp, diffs, task)
-            page.table(*paired_rows(diffs, task=task))
-            page.paragraph(PAIRED_NOTE)
-        else:
-            page.note(f"No method besides {baseline} has finished runs: nothing to compare.")
-        for cond in conds:
-            page.heading(f"Condition {cond.label}")
-            if cond.summary.models:
-                _condition_tables(page, cond.summary, 3)
-                page.heading("Efficiency", 3)
-                page.table(*efficiency_rows(cond.summary))
-            else:
-                page.note("No finished runs under this condition yet.")
+    conds = condition_summaries(exp, rows)
+    for c in conds:
+        c.summary.task = task
+    diffs = paired_differences(conds, baseline)
+    page.heading(f"Conditions: test AUC difference to {baseline}")
+    if diffs:
+        page.paragraph(GRID_READING.format(base=baseline))
+        _grid_figures(page, out, exp, diffs, task)
+        page.table(*paired_rows(diffs, task=task))
+        page.paragraph(PAIRED_NOTE)
     else:
-        cond = ConditionSummary({}, summary)
-        _condition_tables(page, summary, 2)
-        page.image(
-            plots.save_png(plots.metric_errorbars(summary), out / "metrics_by_method.png"),
-            "metrics by method",
-        )
-        diffs = paired_differences([cond], baseline)
-        if diffs:
-            page.heading(f"Paired differences to {baseline} (test AUC)")
-            page.table(*paired_rows(diffs, task=task))
-            page.paragraph(PAIRED_NOTE)
-        page.heading("Efficiency")
-        page.table(*efficiency_rows(summary))
+        page.note(f"No method besides {baseline} has finished runs: nothing to compare.")
+    for cond in conds:
+        page.heading(f"Condition {cond.label}")
+        if cond.summary.models:
+            _condition_tables(page, cond.summary, 3)
+            page.heading("Efficiency", 3)
+            page.table(*efficiency_rows(cond.summary))
+        else:
+            page.note("No finished runs under this condition yet.")
 
-    # figures per condition × model (× method): a condition's runs only
-    runs: dict[tuple[str, str, str], list[RunRecords]] = {}
+
+def _single_tables(page: HtmlPage, out: Path, exp: Any, summary: Any, task: str) -> None:
+    baseline = baseline_method(exp.methods)
+    _condition_tables(page, summary, 2)
+    page.image(
+        plots.save_png(plots.metric_errorbars(summary), out / "metrics_by_method.png"),
+        "metrics by method",
+    )
+    diffs = paired_differences([ConditionSummary({}, summary)], baseline)
+    if diffs:
+        page.heading(f"Paired differences to {baseline} (test AUC)")
+        page.table(*paired_rows(diffs, task=task))
+        page.paragraph(PAIRED_NOTE)
+    page.heading("Efficiency")
+    page.table(*efficiency_rows(summary))
+
+
+def _runs_by_cell(exp: Any) -> Cells:
+    """The finished runs per (condition name, model, method): figures never mix conditions."""
+    from autoloss.experiments.grid import condition_name
+
+    cells: Cells = {}
     for r in exp.plan():
         if (r.run_dir / "result.json").is_file():
             key = (condition_name(r.condition, exp.grid_keys), r.model, r.method)
-            runs.setdefault(key, []).append(read_run(r.run_dir))
+            cells.setdefault(key, []).append(read_run(r.run_dir))
+    return cells
 
-    def named(cond_name: str, text: str) -> tuple[str, str]:
-        """File-name suffix and title prefix of a figure of a condition."""
-        if not cond_name:
-            return "", text
-        return f"_{cond_name}", f"{text} [{cond_name}]"
 
+def _named(cond_name: str, text: str) -> tuple[str, str]:
+    """File-name suffix and title of a figure of a condition."""
+    if not cond_name:
+        return "", text
+    return f"_{cond_name}", f"{text} [{cond_name}]"
+
+
+def _condition_names(exp: Any) -> list[str]:
+    from autoloss.experiments.grid import condition_name
+
+    return [condition_name(c, exp.grid_keys) for c in exp.conditions()]
+
+
+def _learning_curve_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells, task: str) -> None:
     page.heading("Learning curves (mean over seeds)")
-    for cond_t in conditions:
-        cname = condition_name(cond_t, exp.grid_keys)
+    for cname in _condition_names(exp):
         for model in exp.models:
             curves = {
                 method: mean_curve(
                     [
                         curve_from_records(x.evals, ["auc", "logloss"])
-                        for x in runs.get((cname, model, method), [])
+                        for x in cells.get((cname, model, method), [])
                     ]
                 )
                 for method in exp.methods
             }
             curves = {k: v for k, v in curves.items() if len(v)}
-            suffix, title = named(cname, model)
+            suffix, title = _named(cname, model)
             if not curves:
                 page.note(f"{title}: no validation records.")
                 continue
@@ -369,15 +400,16 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
                 f"learning curves {title}",
             )
 
+
+def _candidate_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells) -> None:
     page.heading("Candidate losses")
-    for cond_t in conditions:
-        cname = condition_name(cond_t, exp.grid_keys)
+    for cname in _condition_names(exp):
         for model in exp.models:
             for method in exp.methods:
-                recs = runs.get((cname, model, method), [])
+                recs = cells.get((cname, model, method), [])
                 if not recs:
                     continue
-                suffix, title = named(cname, f"{model} with {method}")
+                suffix, title = _named(cname, f"{model} with {method}")
                 _candidate_section(
                     page,
                     out,
@@ -387,16 +419,18 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
                     title=f"{title}: candidate probabilities (mean over {len(recs)} seeds)",
                     method=method,
                 )
+
+
+def _policy_map_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells) -> None:
     page.heading("Policy maps")
     shown = 0
-    for cond_t in conditions:
-        cname = condition_name(cond_t, exp.grid_keys)
+    for cname in _condition_names(exp):
         for model in exp.models:
             for method in exp.methods:
-                ctrls = [x.run_dir / "controller.pt" for x in runs.get((cname, model, method), [])]
+                ctrls = [x.run_dir / "controller.pt" for x in cells.get((cname, model, method), [])]
                 ctrls = [p for p in ctrls if p.is_file()]
                 if ctrls:
-                    suffix, title = named(cname, f"{model} with {method}")
+                    suffix, title = _named(cname, f"{model} with {method}")
                     shown += _policy_map_section(
                         page,
                         out,
@@ -408,20 +442,13 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
     if not shown:
         page.note("Policy maps: skipped: no run of this experiment saved a per-example controller.")
 
+
+def _all_runs_table(page: HtmlPage, exp: Any, rows: Sequence[Any]) -> None:
     page.heading("All runs")
     grid_cols = ["condition"] if exp.grid else []
+    header = [*grid_cols, "model", "method", "seed", "test AUC", "test logloss", "valid AUC"]
     page.table(
-        [
-            *grid_cols,
-            "model",
-            "method",
-            "seed",
-            "test AUC",
-            "test logloss",
-            "valid AUC",
-            "best epoch",
-            "train s",
-        ],
+        [*header, "best epoch", "train s"],
         [
             [
                 *(str(r.get(c, "")) for c in grid_cols),
@@ -437,6 +464,3 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
             for r in rows
         ],
     )
-    page.heading("Base configuration")
-    page.pre(yaml.safe_dump(exp.base.to_dict(), sort_keys=False))
-    return page.write(out / HTML_NAME)
