@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Second evidence grid (same conditions, data, seeds and hyper-parameters as evidence_ml.sh):
+# AutoLoss with the per-example loss history, first-order and unrolled, and mixtures over the
+# bounded candidates only (ce, gce, mae). Usage: bash benchmarks/evidence_ml2.sh OUT_DIR [SEEDS]
+set -euo pipefail
+OUT=${1:?output directory}
+SEEDS=${2:-5}
+AL=${AUTOLOSS:-autoloss}
+COMMON=(--models deepfm --seeds "$SEEDS" --epochs 10 --threads 1 --jobs 2 --set train.log_every=20)
+VARIANT=(--set loss.candidates=focal,kl,hinge,ce,gce,mae,tce
+  --set loss.controller_inputs=label,prediction,losses,margin,progress,history
+  --set loss.tau_anneal=1.0)
+declare -A COND=(
+  [clean]=""
+  [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false"
+  [p2n30]="--set data.label_noise=0.3 --set data.noise_mode=pos2neg --set data.noise_on_valid=false"
+)
+for c in clean sym30 p2n30; do
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} "${VARIANT[@]}" --methods autoloss --out "$OUT/$c-history"
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} "${VARIANT[@]}" --methods autoloss --set loss.mode=unrolled \
+    --out "$OUT/$c-historyunrolled"
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} --methods uniform,darts,autoloss \
+    --set loss.candidates=ce,gce,mae --out "$OUT/$c-bounded"
+done
