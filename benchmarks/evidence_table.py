@@ -52,7 +52,9 @@ def table(cond: str, runs: dict[str, dict[int, dict]]) -> list[str]:
         ps.append(p)
         ll = np.mean([by_seed[s]["test"]["logloss"] for s in seeds])
         llts = np.mean([by_seed[s]["test"].get("logloss_ts", math.nan) for s in seeds])
-        rows.append((label, len(seeds), auc.mean(), auc.std(ddof=1), d.mean(), ci95(d), p, ll, llts))
+        rows.append(
+            (label, len(seeds), auc.mean(), auc.std(ddof=1), d.mean(), ci95(d), p, ll, llts)
+        )
     adj = holm(ps)
     out = [
         f"### {cond}",
