@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.data.formats import FORMATS
-from autoloss.data.prepare import DEFAULT_CHUNK_ROWS, DEFAULT_SEED, PrepareResult, prepare
+from autoloss.data.prepare import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_SEED,
+    PrepareResult,
+    clean_stale,
+    prepare,
+)
 from autoloss.errors import ConfigError
 
 
@@ -55,6 +63,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--task", choices=("binary", "multiclass"), default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="only remove the temporary directories that interrupted runs left beside --out "
+        "(their process is gone); prepare also does so before it starts",
+    )
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
     p.add_argument(
@@ -86,6 +100,9 @@ def register(subparsers: Any) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    if args.clean:
+        print(clean_stale(args.out).describe(args.out))
+        return 0
     inputs = args.input
     task = args.task
     if inputs is None:
@@ -94,7 +111,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         from autoloss.data.embedded import RATINGS
 
         inputs = [RATINGS]
-    with _row_progress(args.progress) as progress:
+    with _terminate_as_exit(), _row_progress(args.progress) as progress:
         result = prepare(
             args.format,
             inputs,
@@ -114,6 +131,32 @@ def run_prepare(args: argparse.Namespace) -> int:
         )
     print(summary(result))
     return 0
+
+
+class Terminated(SystemExit):
+    """SIGTERM during ``prepare``: unwinds like an interrupt, so the temporary directory goes."""
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` (exit status 143) while the block runs, so that a
+    terminated ``prepare`` removes its temporary directory (``kill -9`` leaves it; the next
+    ``prepare`` removes it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except Terminated:
+        sys.stderr.write("autoloss prepare: terminated (SIGTERM)\n")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -149,6 +192,8 @@ def summary(result: PrepareResult) -> str:
     if bad.get("total"):
         reasons = "; ".join(f"{r}: {n:,}" for r, n in bad["reasons"].items())
         lines.append(f"skipped {bad['total']:,} bad rows ({reasons})")
+    if result.cleaned.removed or result.cleaned.restored:
+        lines.append(result.cleaned.describe(result.path) + " (left by interrupted runs)")
     lines.append(f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s")
     return "\n".join(lines)
 

@@ -53,6 +53,8 @@ def _bad_values(arr: pa.Array, ok) -> np.ndarray:  # type: ignore[no-untyped-def
     arr = contiguous(arr)
     enc = arr.dictionary_encode()
     values = enc.dictionary.to_pylist()
+    if not values:  # every value null
+        return np.zeros(len(arr), dtype=bool)
     bad_unique = np.array([not ok(v) for v in values], dtype=bool)
     idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)
     return bad_unique[idx] & ~null_mask(arr)
@@ -86,7 +88,9 @@ def categorical_tokens(arr: pa.Array, column: str, problems: list[Problem]) -> p
     except pa.ArrowInvalid:
         pass
     enc = contiguous(arr).dictionary_encode(null_encoding="encode")
-    bad_unique = np.array([v is not None and not _decodes(v) for v in enc.dictionary.to_pylist()])
+    bad_unique = np.array(
+        [v is not None and not _decodes(v) for v in enc.dictionary.to_pylist()], dtype=bool
+    )
     problems.append(
         Problem("undecodable bytes (not UTF-8)", column, bad_unique[enc.indices.to_numpy()])
     )
@@ -108,6 +112,10 @@ def _is_float(v: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+_CLIP = (-9.2e18, 9.2e18)  # floats that cast to int64 (|x| < 2**63)
 
 
 def _to_number(
@@ -132,6 +140,10 @@ def _to_number_slow(
     text = to_text(contiguous(arr), column, problems)
     bad = _bad_values(text, ok)
     problems.append(Problem(f"not {what}", column, bad))
+    if pa.types.is_integer(target):  # an integer, but not one int64 holds
+        big = _bad_values(text, lambda v: not ok(v) or _INT64[0] <= int(v) <= _INT64[1])
+        problems.append(Problem("integer out of the 64-bit range", column, big))
+        bad |= big
     text = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), text)
     enc = text.dictionary_encode()
     conv = int if pa.types.is_integer(target) else float
@@ -145,8 +157,14 @@ def to_int(arr: pa.Array, column: str, problems: list[Problem]) -> tuple[np.ndar
 
 
 def to_float(arr: pa.Array, column: str, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
-    """binary -> (float64 values with nulls as NaN, null mask); non-numbers are reported."""
-    return _to_number(arr, column, problems, pa.float64(), "a number", _is_float)
+    """binary -> (float64 values with nulls as NaN, null mask); non-numbers and infinities
+    (``inf``, ``1e999``) are reported (and become NaN)."""
+    v, nulls = _to_number(arr, column, problems, pa.float64(), "a number", _is_float)
+    infinite = np.isinf(v)
+    if infinite.any():
+        problems.append(Problem("not a finite number", column, infinite))
+        v = np.where(infinite, np.nan, v)
+    return v, nulls
 
 
 def int_tokens(values: np.ndarray, nulls: np.ndarray) -> pa.Array:
@@ -164,7 +182,8 @@ def bucket(values: np.ndarray, rule: str) -> np.ndarray:
     if rule == "ln2":
         big = np.floor(np.log(np.where(v > 2, v, 3.0)) ** 2).astype(np.int64)
         # Integers keep their exact value below the threshold (no float round trip).
-        small = values if np.issubdtype(values.dtype, np.integer) else np.trunc(v)
+        # (Floats beyond the int64 range, e.g. -1e30, are clipped to it.)
+        small = values if np.issubdtype(values.dtype, np.integer) else np.trunc(np.clip(v, *_CLIP))
         return np.where(v > 2, big, small).astype(np.int64)
     if rule == "log2":
         return (np.sign(v) * np.floor(np.log2(1.0 + np.abs(v)))).astype(np.int64)

@@ -26,7 +26,7 @@ from autoloss.data.formats import (
     make_format,
 )
 from autoloss.data.prepare import DEFAULT_CHUNK_ROWS, quantile_ids
-from autoloss.data.readers import BadRows, iter_chunks, read_head
+from autoloss.data.readers import BadRows, iter_chunks, printable, read_head
 from autoloss.data.spec import Batch
 from autoloss.data.store import EncodedDataset
 from autoloss.data.vocab import lookup_ids, tokens_from_json
@@ -85,15 +85,25 @@ class RowEncoder:
                 )
                 self._vocab[f["name"]] = (v, values)
 
-    def encode_file(self, path: str | Path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> EncodedRows:
-        """Encode every row of ``path`` (bad rows raise DataError with their line)."""
+    def encode_file(
+        self,
+        path: str | Path,
+        *,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        labels: bool = True,
+    ) -> EncodedRows:
+        """Encode every row of ``path`` (bad rows raise DataError with their line).
+
+        With ``labels`` a label column, when the file has one, is read and checked (``y``);
+        without, it is neither read nor checked (``predict`` ignores labels)."""
         path = Path(path)
         fmt = self.format
         fmt.check_input(path)
-        layout = fmt.layout(path)
-        names, _ = read_head(path, layout)
-        columns = fmt.bind(path, names, need_label=False)
-        layout = fmt.layout(path)  # the label-less layout when bind found no label column
+        names, _ = read_head(path, fmt.layout(path))
+        # The label-less layout when bind found no label column (Criteo: by the column count).
+        bound = fmt.bind_input(path, names, need_label=False)
+        layout = bound.layout
+        columns = [c for c in bound.columns if labels or c != fmt.label]
         has_label = fmt.label in columns
         expected = [f["name"] for f in self.fields]
         if [f.name for f in fmt.fields] != expected:
@@ -109,7 +119,10 @@ class RowEncoder:
             if hit is not None:
                 idx, problem = hit
                 raise DataError(
-                    problem.reason, path=path, line=chunk.first_line + idx, column=problem.column
+                    problem.reason,
+                    path=path,
+                    line=chunk.first_line + idx,
+                    column=printable(problem.column),
                 )
             parts.append(self.encode_chunk(data))
         if not parts:

@@ -29,10 +29,24 @@ from autoloss.data.columns import (
     to_int,
     to_text,
 )
-from autoloss.data.readers import BadRows, Layout, is_parquet, iter_chunks, read_head
+from autoloss.data.readers import (
+    BadRows,
+    Layout,
+    check_file,
+    excerpt,
+    is_parquet,
+    iter_chunks,
+    one_line,
+    printable,
+    read_head,
+    read_prefix,
+)
 from autoloss.errors import ConfigError, DataError, SchemaError
 
 TASKS = ("binary", "multiclass")
+# A dense (standardised) value must be below this in magnitude: its square must be finite.
+DENSE_LIMIT = 1e150
+_DENSE_TOO_LARGE = f"number too large for a dense field (over {DENSE_LIMIT:g} in magnitude)"
 BUCKETINGS = ("ln2", "log2", "none")
 
 
@@ -89,14 +103,16 @@ class ChunkData:
 def parse_min_count(value: Any, where: str) -> int | dict[str, int]:
     """An int, or a mapping column -> int (from a schema file or --min-count)."""
     if isinstance(value, bool):
-        raise ConfigError(f"min_count must be an integer, got {value!r}", column=where)
+        raise ConfigError(f"min_count must be an integer, got {_shown(value)}", column=where)
     if isinstance(value, int):
         if value < 1:
             raise ConfigError(f"min_count must be >= 1, got {value}", column=where)
         return value
     if isinstance(value, dict):
         return {str(k): int(parse_min_count(v, where)) for k, v in value.items()}  # type: ignore[arg-type]
-    raise ConfigError(f"min_count must be an integer or a mapping, got {value!r}", column=where)
+    raise ConfigError(
+        f"min_count must be an integer or a mapping, got {_shown(value)}", column=where
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,14 @@ class RawFormat:
     def bind_input(self, path: Path, names: list[str], *, need_label: bool) -> BoundInput:
         """:meth:`bind` ``path`` (header ``names``) and say how to read it."""
         columns = self.bind(path, names, need_label=need_label)
+        for c in columns:
+            if names.count(c) > 1:
+                raise DataError(
+                    f"column {excerpt(c, 40)} appears {names.count(c)} times in the header",
+                    path=path,
+                    line=1,
+                    column=printable(c),
+                )
         return BoundInput(path, self.layout(path), tuple(columns))
 
     def check_input(self, path: Path) -> None:
@@ -232,7 +256,18 @@ def _categorical_tokens(batch: pa.RecordBatch, name: str, problems: list[Problem
 def _missing_columns(want: list[str], names: list[str], path: Path, error=DataError) -> None:  # type: ignore[no-untyped-def]
     for c in want:
         if c not in names:
-            raise error(f"column {c!r} is absent (found {', '.join(names)})", path=path, column=c)
+            raise error(
+                f"column {excerpt(c, 40)} is absent (found {_show_names(names)})",
+                path=path,
+                column=printable(c),
+            )
+
+
+def _show_names(names: list[str], most: int = 12) -> str:
+    """Header names for a message: plain when short and printable, else escaped; the first few."""
+    shown = [printable(n) for n in names[:most]]
+    more = f", ... ({len(names)} columns)" if len(names) > most else ""
+    return ", ".join(shown) + more
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,16 +285,23 @@ class CriteoFormat(RawFormat):
             raise ConfigError("criteo is a binary task", column="--task")
         super().__init__(task, min_count)
         self._names = self.NAMES
+        self._columns_text = ""
 
     def layout(self, path: Path) -> Layout:
-        return Layout("\t", header=False, names=self._names)
+        return Layout("\t", header=False, names=self._names, columns_text=self._columns_text)
 
     def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
         if not need_label:
             # A file to predict may come without the label column: tell by the column count.
             first = _first_line(path)
-            if first is not None and first.count(b"\t") == len(self.NAMES) - 2:
+            found = None if first is None else first.count(b"\t") + 1
+            if found == len(self.NAMES) - 1:
                 self._names = self.NAMES[1:]
+                self._columns_text = f"{found} (as on the first line, without a label)"
+            elif found == len(self.NAMES):
+                self._columns_text = f"{found} (as on the first line, with a label)"
+            else:
+                self._columns_text = f"{len(self.NAMES) - 1} (without a label) or {len(self.NAMES)}"
         self.fields = [
             FieldDef(n, "categorical", "numeric", "ln2", min_count=self.field_min_count(n))
             for n in self.INTS
@@ -278,10 +320,7 @@ class CriteoFormat(RawFormat):
 
 
 def _first_line(path: Path) -> bytes | None:
-    from autoloss.data.readers import open_stream
-
-    with open_stream(path) as s:
-        head = s.read(1 << 20)
+    head = read_prefix(path, 1 << 20)
     lines = [x for x in head.split(b"\n") if x.strip()]
     return lines[0].rstrip(b"\r") if lines else None
 
@@ -402,7 +441,12 @@ class MovieLensFormat(RawFormat):
         path = saved.get("movies")
         self.use_movies = path is not None
         if path is not None:
-            t = pq.read_table(path)
+            try:
+                t = pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(
+                    f"cannot read the dataset's side table ({one_line(exc)})", path=path
+                ) from None
             self.movies_path = path
             self._movies = _Movies(
                 t.column("movieId").combine_chunks(),
@@ -532,45 +576,58 @@ class CsvSchema:
             "delimiter",
         }
         if unknown:
-            raise fail(f"unknown schema keys: {', '.join(sorted(unknown))}")
+            raise fail(f"unknown schema keys: {', '.join(sorted(_shown(k) for k in unknown))}")
         if not isinstance(raw.get("label"), str):
             raise fail("'label' (the label column) is required")
         task = raw.get("task", "binary")
         if task not in TASKS:
-            raise fail(f"task must be binary or multiclass, got {task!r}")
+            raise fail(f"task must be binary or multiclass, got {_shown(task)}")
         cats = raw.get("categorical") or []
-        if not isinstance(cats, list):
-            raise fail("'categorical' must be a list of columns")
+        if not isinstance(cats, list) or not all(_is_name(c) for c in cats):
+            raise fail("'categorical' must be a list of column names")
         numeric = raw.get("numeric") or {}
-        if isinstance(numeric, list):
+        if isinstance(numeric, list) and all(_is_name(c) for c in numeric):
             numeric = dict.fromkeys(numeric, "ln2")
-        if not isinstance(numeric, dict):
+        if not isinstance(numeric, dict) or not all(_is_name(c) for c in numeric):
             raise fail("'numeric' must map columns to a bucketing")
         for col, rule in numeric.items():
             rule = str(rule)
             if rule not in BUCKETINGS and not (
-                rule.startswith("quantile:") and rule[9:].isdigit() and int(rule[9:]) >= 2
+                rule.startswith("quantile:")
+                and rule[9:].isdecimal()
+                and rule[9:].isascii()
+                and 2 <= int(rule[9:]) <= 1_000_000
             ):
-                raise fail(f"numeric {col}: bucketing must be ln2, log2, quantile:N or none")
+                raise fail(
+                    f"numeric {_shown(col)}: bucketing must be ln2, log2, quantile:N "
+                    "(N from 2 to 1000000) or none"
+                )
         multi = raw.get("multivalue") or {}
-        if not isinstance(multi, dict) or not all(isinstance(v, str) and v for v in multi.values()):
+        if (
+            not isinstance(multi, dict)
+            or not all(_is_name(c) for c in multi)
+            or not all(isinstance(v, str) and v for v in multi.values())
+        ):
             raise fail("'multivalue' must map columns to a separator string")
         try:
             min_count = parse_min_count(raw.get("min_count", 1), "min_count")
-        except ConfigError as exc:
-            raise fail(exc.message) from exc
+        except (ConfigError, TypeError, ValueError, OverflowError) as exc:
+            message = exc.message if isinstance(exc, ConfigError) else "min_count: not an integer"
+            raise fail(message) from None
         ncls = raw.get("num_classes")
-        if ncls is not None and (not isinstance(ncls, int) or ncls < 2):
-            raise fail("num_classes must be an integer >= 2")
+        if ncls is not None and (
+            isinstance(ncls, bool) or not isinstance(ncls, int) or not 2 <= ncls <= 1_000_000
+        ):
+            raise fail("num_classes must be an integer from 2 to 1000000")
         cols = [str(c) for c in cats] + [str(c) for c in numeric] + [str(c) for c in multi]
         dup = {c for c in cols if cols.count(c) > 1} | ({raw["label"]} & set(cols))
         if dup:
-            raise fail(f"column(s) listed twice: {', '.join(sorted(dup))}")
+            raise fail(f"column(s) listed twice: {', '.join(sorted(_shown(c) for c in dup))}")
         if not cols:
             raise fail("no feature columns (categorical, numeric or multivalue)")
         delimiter = str(raw.get("delimiter", ","))
-        if len(delimiter) != 1:
-            raise fail("delimiter must be one character")
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise fail("delimiter must be one character (not a quote or a line end)")
         return cls(
             label=raw["label"],
             task=task,
@@ -585,12 +642,36 @@ class CsvSchema:
     @classmethod
     def load(cls, path: Path) -> CsvSchema:
         try:
+            check_file(path)
+        except DataError as exc:
+            raise SchemaError(f"schema file: {exc.message}", path=path) from None
+        try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise SchemaError("no such schema file", path=path) from exc
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SchemaError(f"invalid YAML ({exc})", path=path) from exc
+        except OSError as exc:
+            raise SchemaError(f"cannot read ({one_line(exc.strerror or exc)})", path=path) from None
+        except UnicodeDecodeError as exc:
+            raise SchemaError(f"not UTF-8 text ({exc.reason})", path=path) from None
+        except yaml.YAMLError as exc:
+            raise SchemaError(f"invalid YAML ({_yaml_problem(exc)})", path=path) from None
         return cls.from_dict(raw, path)
+
+
+def _is_name(value: Any) -> bool:
+    """A column name in a schema: a string or a number (as YAML reads ``1``), not a structure."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A schema value in a message: a short escaped quotation."""
+    return printable(value) if isinstance(value, str) else excerpt(repr(value), 40)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where (YAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return one_line(f"{problem}{where}")
 
 
 class CsvFormat(RawFormat):
@@ -647,6 +728,10 @@ class CsvFormat(RawFormat):
                 data.bags[f.name] = pc.split_pattern(text, f.separator or "|")
             elif f.source == "numeric":
                 v, nulls = to_float(col, f.name, data.problems)
+                if f.kind == "dense":  # standardised: squares must stay finite
+                    huge = np.abs(np.nan_to_num(v)) > DENSE_LIMIT
+                    data.problems.append(Problem(_DENSE_TOO_LARGE, f.name, huge))
+                    v = np.where(huge, np.nan, v)
                 if f.from_numbers:
                     data.numbers[f.name] = v
                 else:

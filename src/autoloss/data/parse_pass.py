@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from autoloss.data.columns import first_bad_row
 from autoloss.data.formats import BoundInput, ChunkData, RawFormat
 from autoloss.data.parallel import FieldPool
-from autoloss.data.readers import BadRows, Chunk, iter_chunks, prefetch
+from autoloss.data.readers import BadRows, Chunk, excerpt, iter_chunks, prefetch, printable
 from autoloss.data.spill import SplitSink
 from autoloss.data.splits import split_of_rows
 from autoloss.data.store import SPLITS
@@ -260,10 +260,9 @@ def _first_bad_row_error(data: ChunkData, chunk: Chunk, path: Path) -> DataError
     assert hit is not None
     idx, problem = hit
     raw = chunk.batch.column(problem.column)[idx].as_py()
-    shown = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
     return DataError(
-        f"{problem.reason}: {shown!r}" if shown is not None else problem.reason,
+        f"{problem.reason}: {excerpt(raw)}" if raw is not None else problem.reason,
         path=path,
         line=chunk.first_line + idx,
-        column=problem.column,
+        column=printable(problem.column),
     )

@@ -11,17 +11,20 @@ builds the dataset in a temporary directory beside the target:
 3. here: the format's side tables, ``meta.json``, and a rename onto the target (:func:`_commit`;
    a failure at any step leaves no trace and any existing target untouched).
 
+The temporary directory names its owner (:mod:`autoloss.data.tmpdirs`): one left by a killed
+run (``kill -9``) is removed by the next ``prepare`` of the same target, before it starts.
+
 Memory is a few chunks in flight, whatever the number of rows, plus one field's
 dictionaries at a time at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,13 +42,25 @@ from autoloss.data.parse_pass import ParsePass, PassInput, PassOptions
 from autoloss.data.readers import BackgroundDigests, read_head
 from autoloss.data.splits import parse_split, split_of_rows
 from autoloss.data.store import FORMAT_VERSION, SPLITS
+from autoloss.data.tmpdirs import (
+    Cleaned,
+    clean_stale,
+    make_build_dir,
+    owned_name,
+    release_build_dir,
+    remove,
+)
 from autoloss.errors import ConfigError
+from autoloss.files import write_text
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "DEFAULT_SEED",
     "DEFAULT_SPLIT",
+    "Cleaned",
     "PrepareResult",
+    "check_output",
+    "clean_stale",
     "parse_split",
     "prepare",
     "quantile_ids",
@@ -55,6 +70,8 @@ __all__ = [
 DEFAULT_CHUNK_ROWS = 262_144
 DEFAULT_SEED = 2021
 DEFAULT_SPLIT = (8.0, 1.0, 1.0)
+# Errors writing the dataset that are the user's to fix: space, quota, permissions.
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 @dataclass
@@ -67,6 +84,7 @@ class PrepareResult:
     seconds: float
     bad_rows: dict[str, Any]
     meta: dict[str, Any] = field(repr=False, default_factory=dict)
+    cleaned: Cleaned = field(default_factory=Cleaned)  # stale temporary directories removed
 
     @property
     def rows(self) -> int:
@@ -124,13 +142,49 @@ def prepare(
     )
     files = _input_files(inputs, valid, test)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError("output directory exists (use --overwrite to replace it)", path=out)
+    check_output(out, overwrite, [p for p, _ in files])
     bound = _bind_inputs(fmt, files)
+    cleaned = clean_stale(out)
     meta = _build(fmt, bound, out, opts, workers, overwrite, start)
     seconds = time.perf_counter() - start
     sizes = {f["name"]: f["vocab_size"] for f in meta["fields"] if "vocab_size" in f}
-    return PrepareResult(out, dict(meta["splits"]), sizes, seconds, meta["bad_rows"], meta)
+    return PrepareResult(
+        out, dict(meta["splits"]), sizes, seconds, meta["bad_rows"], meta, cleaned=cleaned
+    )
+
+
+def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """ConfigError (naming ``--out``) for a target that cannot or must not be (re)placed: under
+    a file, an existing file or directory without ``overwrite``, an input or a directory that
+    holds one."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"cannot create it: {parent} is a file, not a directory",
+                    path=out,
+                    column="--out",
+                )
+            break
+    if not (out.exists() or out.is_symlink()):
+        return
+    is_dir = out.is_dir()
+    here = out.resolve()
+    # (Replacing a link removes the link only: what it points to is safe.)
+    for p in [] if out.is_symlink() else inputs:
+        try:
+            src = p.resolve()
+        except OSError:
+            continue
+        if src == here or (is_dir and here in src.parents):
+            raise ConfigError(
+                f"{'holds' if src != here else 'is'} the input {p}: choose another --out",
+                path=out,
+                column="--out",
+            )
+    if not overwrite:
+        what = "output directory exists" if is_dir else "is a file, not a dataset directory"
+        raise ConfigError(f"{what} (use --overwrite to replace it)", path=out, column="--out")
 
 
 # --- options and inputs ----------------------------------------------------------------------
@@ -192,18 +246,31 @@ def _build(
     start: float,
 ) -> dict[str, Any]:
     """Build the dataset in a temporary directory beside ``out``, then commit it; its meta."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create its parent directory ({(exc.strerror or str(exc)).lower()})",
+            path=out,
+            column="--out",
+        ) from None
+    tmp = make_build_dir(out)
     try:
         digested = [inp.bound.path for inp in inputs] + list(fmt.side_inputs())
         with FieldPool(workers) as pool, BackgroundDigests(digested) as digests:
             meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests)
         meta["seconds"] = round(time.perf_counter() - start, 3)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        write_text(tmp / "meta.json", json.dumps(meta, indent=1) + "\n")
+        release_build_dir(tmp)
         _commit(tmp, out, overwrite)
+    except OSError as exc:
+        remove(tmp)
+        if exc.errno in _STORAGE_ERRORS:
+            reason = (exc.strerror or str(exc)).lower()
+            raise ConfigError(f"cannot write the dataset ({reason})", path=out) from None
+        raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise
     return meta
 
@@ -299,18 +366,23 @@ def _save_side_tables(fmt: RawFormat, tmp: Path) -> dict[str, str]:
 
 
 def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temporary directory onto ``out`` (replacing it if allowed)."""
+    """Rename the finished temporary directory onto ``out`` (replacing it if allowed: a
+    directory, a file or a link; nothing of it is left behind)."""
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise ConfigError("output directory exists (use --overwrite to replace it)", path=out)
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = owned_name(out, "old")
         out.rename(old)
     try:
         os.rename(tmp, out)
     except OSError as exc:  # another process created ``out`` meanwhile
+        if old is not None and not (out.exists() or out.is_symlink()):
+            old.rename(out)  # put the replaced target back
+            old = None
         if out.exists():
             raise ConfigError("output directory exists (created meanwhile)", path=out) from exc
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if old is not None:
+            remove(old)

@@ -7,8 +7,7 @@ with the vocabularies saved at preparation time, unseen values map to the OOV id
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import ConfigError
+from autoloss.files import atomic_output, atomic_path
 from autoloss.train.run import load_run
 
 
@@ -78,33 +78,24 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         + (["dense"] if run.spec.dense_names else [])
         + (["bags"] if run.spec.bag_names else [])
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: a failed export leaves no file.
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad():
-            if fmt == "torchscript":
-                traced = torch.jit.trace(wrapped, inputs, check_trace=False)
-                traced.save(str(tmp))
-            elif fmt == "onnx":
-                torch.onnx.export(
-                    wrapped,
-                    inputs,
-                    str(tmp),
-                    input_names=names,
-                    output_names=["prob"],
-                    dynamic_axes={n: {0: "batch"} for n in [*names, "prob"]},
-                    opset_version=17,
-                    dynamo=False,  # torch.export path fails on the batch-dependent graph; legacy exporter verified by tests
-                )
-            else:
-                raise ConfigError(f"--format {fmt}: expected onnx or torchscript")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = output_file(out)
+    with atomic_path(out) as tmp, torch.no_grad():
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapped, inputs, check_trace=False)
+            traced.save(str(tmp))
+        elif fmt == "onnx":
+            torch.onnx.export(
+                wrapped,
+                inputs,
+                str(tmp),
+                input_names=names,
+                output_names=["prob"],
+                dynamic_axes={n: {0: "batch"} for n in [*names, "prob"]},
+                opset_version=17,
+                dynamo=False,  # torch.export path fails on the batch-dependent graph; legacy exporter verified by tests
+            )
+        else:
+            raise ConfigError(f"--format {fmt}: expected onnx or torchscript")
     return out
 
 
@@ -114,8 +105,10 @@ def predict_file(
     """Score the raw rows of ``input_path``; writes a CSV, returns the number of rows."""
     from autoloss.data.encoder import RowEncoder
 
+    out = output_file(out, inputs=[Path(input_path)])
     run = load_run(run_dir, device="cpu")
-    encoded = RowEncoder(run.run_dir / "dataset").encode_file(input_path)
+    # Labels are ignored: a label column, if any, is neither read nor checked.
+    encoded = RowEncoder(run.run_dir / "dataset").encode_file(input_path, labels=False)
     model = ServingModel(run.model, run.spec).eval()
     n = len(encoded)
     probs = []
@@ -125,10 +118,7 @@ def predict_file(
             part = [None if t is None else t[a : a + batch_size] for t in whole.inputs()]
             probs.append(model(*part).numpy())
     p = np.concatenate(probs) if probs else np.zeros((0,))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         if p.ndim == 1:
             w.writerow(["prob"])
@@ -138,5 +128,32 @@ def predict_file(
             pred = p.argmax(1)
             for i in range(n):
                 w.writerow([int(pred[i]), *[f"{v:.6f}" for v in p[i]]])
-    tmp.replace(out)
     return n
+
+
+def output_file(out: str | Path, inputs: Sequence[Path] = ()) -> Path:
+    """``out`` as a file to (re)write, its directory created: ConfigError (``--out``) when it is a
+    directory, lies under a file, is one of ``inputs``, or its directory cannot be made."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError("is a directory: give a file name", path=out, column="--out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"cannot create it: {parent} is a file, not a directory",
+                    path=out,
+                    column="--out",
+                )
+            break
+    for p in inputs:
+        if out.exists() and p.exists() and out.resolve() == p.resolve():
+            raise ConfigError("is the input file: choose another --out", path=out, column="--out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ConfigError(
+            f"cannot create its directory ({reason})", path=out, column="--out"
+        ) from None
+    return out
