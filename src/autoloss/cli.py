@@ -1,8 +1,8 @@
-"""The ``autoloss`` command line.
+"""The autoloss command line.
 
-Each command lives in its own module exposing ``register(subparsers)``; the parser built there
-sets ``func`` (called with the parsed namespace, returns an exit code). User errors
-(:class:`autoloss.errors.AutolossError`) are caught here, once, and printed as one line.
+Each command lives in its own module exposing register(subparsers); the parser built there sets
+func (called with the parsed namespace, returns an exit code). User errors (AutolossError) are
+caught here, once, and printed as one line.
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ COMMAND_MODULES = (
     "autoloss.commands.experiments",  # compare, report, demo
 )
 
+#: The first lines of ``autoloss --help`` (plain text: argparse prints it as it is).
+DESCRIPTION = (
+    "Train recommender models (CTR prediction, rating classification) with an automatically "
+    "searched loss function (AutoLoss) or a fixed one, compare loss methods over seeds with "
+    "significance tests, and write reports. 'autoloss COMMAND --help' describes a command."
+)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with code 2 and one line (no usage dump) on a bad option."""
@@ -38,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="autoloss", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="autoloss", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"autoloss {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:

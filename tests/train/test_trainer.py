@@ -156,7 +156,7 @@ def test_cli_train_then_evaluate_reproduces_result(
     assert main(args) == 0
     assert "test AUC" in capsys.readouterr().out
     result = json.loads((run / "result.json").read_text())
-    assert main(["evaluate", "--run", str(run), "--split", "test"]) == 0
+    assert main(["evaluate", "--run", str(run), "--split", "test", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["auc"] == pytest.approx(result["test"]["auc"], abs=1e-12)
     assert out["logloss"] == pytest.approx(result["test"]["logloss"], abs=1e-9)

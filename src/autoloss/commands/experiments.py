@@ -15,6 +15,23 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+#: Training options compare sets per run, and what to give instead.
+PER_RUN_OPTIONS = {
+    "--model": ("model__name", "model.name", "--models NAME,..."),
+    "--loss": ("loss__method", "loss.method", "--methods NAME,..."),
+}
+
+
+def refuse_per_run_options(args: argparse.Namespace) -> None:
+    """compare takes its models and methods from --models/--methods only: one line otherwise."""
+    for flag, (dest, key, instead) in PER_RUN_OPTIONS.items():
+        if getattr(args, dest, None) is not None:
+            raise ConfigError(f"{flag} is not an option of compare: give {instead}")
+        for item in args.overrides or []:
+            if item.split("=", 1)[0].strip() == key:
+                raise ConfigError(f"--set {key}: compare sets it per run: give {instead}")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from autoloss.experiments.compare import (
         experiment_from_config,
@@ -23,16 +40,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     from autoloss.experiments.grid import parse_grid
 
+    refuse_per_run_options(args)
     models, methods = args.models, args.methods
-    if args.model__name is not None:  # --model X is a one-model grid
-        if models is not None:
-            raise ConfigError("--model and --models: give one of them")
-        models = args.model__name
-    if args.loss__method is not None:
-        if methods is not None:
-            raise ConfigError("--loss and --methods: give one of them")
-        methods = args.loss__method
-    args.model__name = args.loss__method = None
     grid = parse_grid(args.grid or [])
     cfg = config_from_args(args)
     exp = experiment_from_config(
@@ -84,18 +93,25 @@ def register(sub: Any) -> None:
         description=(
             "Train a grid of models × loss methods × seeds (× conditions, --grid) on one dataset "
             "(resumable) and write results.csv and table.md (mean ± std, Welch and paired "
-            "t-tests). Every training option of 'autoloss train' applies to each run; --seed is "
-            "the first seed."
+            "t-tests). Every training option of 'autoloss train' but --model and --loss applies "
+            "to each run; --seed is the first seed."
         ),
     )
-    p.add_argument("--models", help=f"comma-separated models (default {','.join(PAPER_MODELS)})")
     p.add_argument(
-        "--methods", help=f"comma-separated loss methods (default {','.join(PAPER_METHODS)})"
+        "--models",
+        metavar="NAMES",
+        help=f"comma-separated models (default {','.join(PAPER_MODELS)})",
+    )
+    p.add_argument(
+        "--methods",
+        metavar="NAMES",
+        help=f"comma-separated loss methods (default {','.join(PAPER_METHODS)})",
     )
     p.add_argument(
         "--seeds",
         type=int,
         default=PAPER_SEEDS,
+        metavar="N",
         help=f"number of seeds: --seed, --seed+1, ... (default {PAPER_SEEDS})",
     )
     p.add_argument(
@@ -111,15 +127,22 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "--out", required=True, help="experiment directory (rerun the command to resume)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="experiment directory (rerun the command to resume)",
     )
     p.add_argument(
-        "--jobs", type=int, default=1, help="runs trained in parallel worker processes (default 1)"
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="runs trained in parallel worker processes (default 1)",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace runs made with other settings in --out"
     )
-    add_training_options(p, with_out=False)
+    add_training_options(p, with_out=False, hidden=tuple(PER_RUN_OPTIONS))
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -130,7 +153,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "path", metavar="RUN_DIR|EXP_DIR", help="a run directory or an experiment directory"
     )
-    p.add_argument("--out", help="output directory (default PATH/report)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default PATH/report)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
@@ -143,15 +166,24 @@ def register(sub: Any) -> None:
     )
     from autoloss.commands.demo import DEMO_EPOCHS, DEMO_JOBS, DEMO_SEEDS
 
-    p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    p.add_argument("--seeds", type=int, default=DEMO_SEEDS, help=f"seeds (default {DEMO_SEEDS})")
+    p.add_argument(
+        "--out", default="demo-out", metavar="DIR", help="output directory (default demo-out)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=DEMO_SEEDS, metavar="N", help=f"seeds (default {DEMO_SEEDS})"
+    )
     p.add_argument(
         "--epochs",
         type=int,
         default=DEMO_EPOCHS,
+        metavar="N",
         help=f"max epochs per run (default {DEMO_EPOCHS})",
     )
     p.add_argument(
-        "--jobs", type=int, default=DEMO_JOBS, help=f"parallel runs (default {DEMO_JOBS})"
+        "--jobs",
+        type=int,
+        default=DEMO_JOBS,
+        metavar="N",
+        help=f"parallel runs (default {DEMO_JOBS})",
     )
     p.set_defaults(func=cmd_demo)

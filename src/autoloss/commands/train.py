@@ -10,47 +10,91 @@ from typing import Any
 from autoloss.errors import ConfigError
 from autoloss.train.config import RunConfig
 
-# flag -> (dotted config key, type, help). Every other setting: --set key=value.
-TRAINING_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--data": ("data.path", str, "encoded dataset directory (default: embedded MovieLens)"),
-    "--task": ("data.task", str, "task of the embedded default: binary | multiclass"),
+# flag -> (dotted config key, type, metavar, help). Every other setting: --set key=value.
+TRAINING_FLAGS: dict[str, tuple[str, type, str, str]] = {
+    "--data": ("data.path", str, "PATH", "encoded dataset directory (default: embedded MovieLens)"),
+    "--task": ("data.task", str, "TASK", "task of the embedded default: binary | multiclass"),
     "--model": (
         "model.name",
         str,
+        "NAME",
         "model name (lr, fm, deepfm, ipnn, nfm, autoint, widedeep, dcn, dcnv2, xdeepfm)",
     ),
     "--loss": (
         "loss.method",
         str,
-        "loss method: ce, focal, kl, hinge, mse, uniform, weights:a,b,..., search, darts, slf, autoloss-soft, autoloss",
+        "METHOD",
+        "loss method: ce, focal, kl, hinge, mse, uniform, weights:a,b,..., search, darts, slf, "
+        "autoloss-soft, autoloss",
     ),
-    "--candidates": ("loss.candidates", str, "candidate losses, e.g. focal,kl,hinge,ce"),
-    "--epochs": ("train.epochs", int, "maximum epochs"),
-    "--patience": ("train.patience", int, "early-stopping patience (validation AUC)"),
-    "--batch-size": ("optim.batch_size", int, "training batch size"),
-    "--lr": ("optim.lr", float, "learning rate of the recommender"),
-    "--embed-dim": ("model.embed_dim", int, "embedding size"),
-    "--mlp": ("model.mlp", str, "hidden layer sizes, e.g. 128,128"),
-    "--dropout": ("model.dropout", float, "dropout of MLP layers"),
-    "--seed": ("train.seed", int, "random seed"),
-    "--device": ("train.device", str, "auto | cpu | cuda | cuda:N"),
-    "--threads": ("train.num_threads", int, "CPU threads (0 = torch default)"),
-    "--controller": ("loss.controller", str, "a saved controller.pt to transfer (frozen)"),
-    "--update-every": ("loss.update_every", int, "controller update frequency f"),
-    "--mode": ("loss.mode", str, "hypergradient: first-order | unrolled"),
-    "--xi": ("loss.xi", float, "virtual step size of the unrolled hypergradient"),
-    "--search-trials": ("loss.search_trials", int, "trials of --loss search"),
-    "--eval-every": ("train.eval_every_steps", int, "validate every N steps (0 = every epoch)"),
-    "--max-steps": ("train.max_steps", int, "stop after N steps (0 = no limit)"),
-    "--progress": ("train.progress", str, "progress bar: auto | on | off"),
+    "--candidates": ("loss.candidates", str, "NAMES", "candidate losses, e.g. focal,kl,hinge,ce"),
+    "--epochs": ("train.epochs", int, "N", "maximum epochs"),
+    "--patience": ("train.patience", int, "N", "early-stopping patience (validation AUC)"),
+    "--batch-size": ("optim.batch_size", int, "N", "training batch size"),
+    "--lr": ("optim.lr", float, "LR", "learning rate of the recommender"),
+    "--embed-dim": ("model.embed_dim", int, "N", "embedding size"),
+    "--mlp": ("model.mlp", str, "SIZES", "hidden layer sizes, e.g. 128,128"),
+    "--dropout": ("model.dropout", float, "P", "dropout of MLP layers"),
+    "--seed": ("train.seed", int, "N", "random seed"),
+    "--device": ("train.device", str, "DEVICE", "auto | cpu | cuda | cuda:N"),
+    "--threads": ("train.num_threads", int, "N", "CPU threads (0 = torch default)"),
+    "--controller": ("loss.controller", str, "PATH", "a saved controller.pt to transfer (frozen)"),
+    "--update-every": ("loss.update_every", int, "N", "controller update frequency f"),
+    "--mode": ("loss.mode", str, "MODE", "hypergradient: first-order | unrolled"),
+    "--xi": ("loss.xi", float, "STEP", "virtual step size of the unrolled hypergradient"),
+    "--search-trials": ("loss.search_trials", int, "N", "trials of --loss search"),
+    "--eval-every": (
+        "train.eval_every_steps",
+        int,
+        "N",
+        "validate every N steps (0 = every epoch)",
+    ),
+    "--max-steps": ("train.max_steps", int, "N", "stop after N steps (0 = no limit)"),
+    "--progress": ("train.progress", str, "WHEN", "progress bar: auto | on | off"),
 }
 
+#: Settings the ``--set`` help takes its example from, in order of preference (any int setting
+#: of the config if none of them exists any more).
+_SET_EXAMPLE_KEYS = ("model.embed_dim", "train.log_every", "optim.batch_size")
 
-def add_training_options(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def set_example() -> str:
+    """``KEY=VALUE`` of a real setting of :class:`RunConfig` (twice its default), for the help
+    of ``--set``: taken from the config, so the example cannot go stale."""
+    flat = _flat(RunConfig().to_dict())
+    ints = [k for k, v in flat.items() if type(v) is int and v > 0]
+    key = next((k for k in _SET_EXAMPLE_KEYS if k in ints), ints[0])
+    return f"{key}={2 * flat[key]}"
+
+
+def add_training_options(
+    p: argparse.ArgumentParser, *, with_out: bool = True, hidden: tuple[str, ...] = ()
+) -> None:
+    """The options of ``autoloss train``; flags in ``hidden`` are parsed but not shown (a
+    command that refuses them says why)."""
     g = p.add_argument_group("training options")
-    g.add_argument("--config", help="YAML config file (a run's config.yaml repeats that run)")
-    for flag, (key, kind, text) in TRAINING_FLAGS.items():
-        g.add_argument(flag, dest=key.replace(".", "__"), type=kind, default=None, help=text)
+    g.add_argument(
+        "--config", metavar="PATH", help="YAML config file (a run's config.yaml repeats that run)"
+    )
+    for flag, (key, kind, metavar, text) in TRAINING_FLAGS.items():
+        g.add_argument(
+            flag,
+            dest=key.replace(".", "__"),
+            type=kind,
+            default=None,
+            metavar=metavar,
+            help=argparse.SUPPRESS if flag in hidden else text,
+        )
     g.add_argument(
         "--hard",
         dest="loss__hard",
@@ -65,10 +109,15 @@ def add_training_options(p: argparse.ArgumentParser, *, with_out: bool = True) -
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any config setting, e.g. --set model.embed_dim=32 (repeatable)",
+        help=f"any config setting, e.g. --set {set_example()} (repeatable; the keys: a run's "
+        "config.yaml)",
     )
     if with_out:
-        g.add_argument("--out", help="run directory (default runs/<model>-<loss>-s<seed>-<time>)")
+        g.add_argument(
+            "--out",
+            metavar="DIR",
+            help="run directory (default runs/<model>-<loss>-s<seed>-<time>)",
+        )
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -78,7 +127,7 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
         cfg = RunConfig.from_yaml(args.config)
     else:
         cfg = base.copy() if base is not None else RunConfig()
-    for flag, (key, _kind, _t) in TRAINING_FLAGS.items():
+    for flag, (key, _kind, _metavar, _text) in TRAINING_FLAGS.items():
         value = getattr(args, key.replace(".", "__"), None)
         if value is not None:
             cfg.set(key, value, source=flag)
@@ -138,34 +187,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     logits, y = predict_logits(run.model, iter(it.epoch(0)), resolve_device(args.device))
     m = evaluate(y, logits, run.spec.task)
     out = {"split": args.split, "rows": len(y), **m}
-    print(json.dumps(out))
+    print(json.dumps(out) if args.json else metrics_table(out, run.spec.task))
     return 0
+
+
+def metrics_table(out: dict[str, Any], task: str = "binary") -> str:
+    """``evaluate``'s result as a small aligned table (metrics with 4 decimals)."""
+
+    def num(v: Any) -> str:
+        return "n/a" if v is None or v != v else f"{float(v):.4f}"
+
+    auc = "AUC (macro one-vs-rest)" if task == "multiclass" else "AUC"
+    header = ["split", "rows", auc, "logloss"]
+    cells = [
+        str(out["split"]),
+        f"{int(out['rows']):,}",
+        num(out.get("auc")),
+        num(out.get("logloss")),
+    ]
+    widths = [max(len(h), len(c)) for h, c in zip(header, cells)]
+
+    def line(row: list[str]) -> str:  # the split left-aligned, numbers right-aligned
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        )
+
+    return line(header) + "\n" + line(cells)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="train a model with a loss method", description="Train a model."
+        "train",
+        help="train a model with a loss method",
+        description="Train one model with one loss method on an encoded dataset (without --data: "
+        "the embedded MovieLens data) into a run directory (config.yaml, metrics.jsonl, model.pt, "
+        "result.json). Every setting has a config key: --set KEY=VALUE.",
     )
     add_training_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="recompute metrics of a trained run")
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--data", help="encoded dataset (default: the run's)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--device", default="cpu")
+    p = sub.add_parser(
+        "evaluate",
+        help="recompute the metrics of a trained run on a split",
+        description="Score one split of the run's dataset (or of --data, with the same features) "
+        "with the trained model and print rows, AUC and logloss as a table (--json: one JSON "
+        "object, full precision).",
+    )
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--data", metavar="PATH", help="encoded dataset (default: the run's)")
+    p.add_argument(
+        "--split", default="test", choices=["train", "valid", "test"], help="(default test)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="score raw rows with a trained run")
+    p = sub.add_parser(
+        "predict",
+        help="score raw rows with a trained run",
+        description="Encode raw rows (in the format the run's dataset was prepared from) with the "
+        "run's vocabularies and write the model's predictions to a CSV file.",
+    )
     p.add_argument("--run", required=True)
     p.add_argument(
         "--input", required=True, help="raw rows in the format the dataset was prepared from"
     )
     p.add_argument("--out", required=True, help="output CSV (prob, or pred,p0..pC-1)")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("export", help="export a trained model for serving")
+    p = sub.add_parser(
+        "export",
+        help="export a trained model for serving",
+        description="Export the trained model of a run as ONNX or TorchScript: encoded inputs "
+        "(x, and dense and bags where the data has them) in, probabilities out.",
+    )
     p.add_argument("--run", required=True)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True)

@@ -12,6 +12,7 @@ absent is skipped with a note saying why.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,12 @@ from autoloss.experiments.tables import (
     ConditionSummary,
     PairedDiff,
     Summary,
+    auc_label,
     baseline_method,
     efficiency_rows,
+    fmt_diff,
+    fmt_p,
+    pair_cells,
     paired_differences,
     paired_rows,
     paper_rows,
@@ -37,7 +42,17 @@ from autoloss.experiments.tables import (
 )
 from autoloss.report import plots
 from autoloss.report.html import HtmlPage
-from autoloss.report.policy_map import PolicyMapUnavailable, average_maps, compute_policy_map
+from autoloss.report.policy_map import (
+    DISAGREEMENT_STD,
+    UNIFORM_TOLERANCE,
+    Favourite,
+    PolicyMap,
+    PolicyMapUnavailable,
+    average_maps,
+    compute_policy_map,
+    favourites,
+    widest_spread,
+)
 from autoloss.report.records import (
     Curve,
     RunRecords,
@@ -98,23 +113,56 @@ def _candidate_section(
         what = "fixed weights" + (" (mean over seeds: " if len(runs) > 1 else " (")
         page.note(f"{title}: skipped: `{method}` uses {what}{fixed}).")
         return False
-    fig = plots.candidate_evolution(curve, overall, per_class, title=title)
+    shared = bool(per_class) and all(shares_weights(c, candidates) for c in runs)
+    if shared:  # one global weight vector (darts): a per-class panel would repeat the overall one
+        per_class = {}
+    fig = plots.candidate_evolution(curve, overall, per_class, title=title, shared=shared)
     png = plots.save_png(fig, out / name)
     page.image(png, title)
     return True
 
 
+def shares_weights(curve: Curve, candidates: Sequence[str], tol: float = 1e-6) -> bool:
+    """Whether every per-class probability ``p_<cand>_y<c>`` a run logged equals the overall
+    ``p_<cand>`` (a method with one weight vector for every example, such as darts)."""
+    _, per_class = probability_keys(curve, candidates)
+    if not per_class:
+        return False
+    for keys in per_class.values():
+        for key in keys:
+            a, b = curve.values[key], curve.values.get(key[: key.rindex("_y")])
+            if b is None:
+                return False
+            both = np.isfinite(a) & np.isfinite(b)
+            if not both.any() or float(np.abs(a[both] - b[both]).max()) > tol:
+                return False
+    return True
+
+
+#: The policy maps of one cell (one per seed, with the seeds), or why there are none.
+Maps = tuple[list[PolicyMap], list[int]] | str
+
+
+def load_maps(controllers: Sequence[tuple[int, Path]]) -> Maps:
+    """The policy map of each ``(seed, controller.pt)``, or the reason they cannot be drawn."""
+    try:
+        maps = [compute_policy_map(p) for _, p in controllers]
+        average_maps(maps)  # the controllers of one cell must agree in candidates and task
+    except PolicyMapUnavailable as exc:
+        return str(exc)
+    return maps, [s for s, _ in controllers]
+
+
 def _policy_map_section(
-    page: HtmlPage, out: Path, controllers: Sequence[Path], *, name: str, title: str, method: str
+    page: HtmlPage, out: Path, loaded: Maps | None, *, name: str, title: str, method: str
 ) -> bool:
-    if not controllers:
+    if loaded is None:
         page.note(f"{title}: skipped: `{method}` saved no controller (controller.pt).")
         return False
-    try:
-        maps = [compute_policy_map(p) for p in controllers]
-    except PolicyMapUnavailable as exc:
-        page.note(f"{title}: skipped: {exc}")
+    if isinstance(loaded, str):
+        page.note(f"{title}: skipped: {loaded}")
         return False
+    maps = loaded[0]
     pm = average_maps(maps)
     seeds = f" (mean over {len(maps)} seeds, band ± std)" if len(maps) > 1 else ""
     fig = plots.policy_map(
@@ -194,14 +242,17 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
         method=rec.method,
     )
     ctrl = run_dir / "controller.pt"
-    _policy_map_section(
+    seed = int((r or {}).get("seed") or rec.config.get("train", {}).get("seed") or 0)
+    loaded = load_maps([(seed, ctrl)]) if ctrl.is_file() else None
+    if _policy_map_section(
         page,
         out,
-        [ctrl] if ctrl.is_file() else [],
+        loaded,
         name="policy_map.png",
         title=f"{label}: the controller's policy map",
         method=rec.method,
-    )
+    ) and not isinstance(loaded, str | None):
+        page.paragraph(policy_sentence(label, *loaded))
     page.heading("Configuration")
     page.pre(yaml.safe_dump(rec.config, sort_keys=False) if rec.config else "(no config.yaml)")
     return page.write(out / HTML_NAME)
@@ -280,26 +331,260 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
     summary = summarize(rows, models=exp.models, methods=exp.methods)
     task = summary.task = summary.task or exp.task or "binary"
     page = HtmlPage(exp.title())
-    for n in exp.notes():
-        page.paragraph(n)
     total = len(exp.plan())
     if len(rows) < total:
         page.note(f"Incomplete: {len(rows)} of {total} runs have finished.")
     if not rows:
         page.note("No finished runs yet: nothing to tabulate or plot.")
+        _setup(page, exp)
+        _grid_and_base(page, exp)
         return page.write(out / HTML_NAME)
+    cells = _runs_by_cell(exp)
+    maps = _cell_maps(exp, cells)
+    _in_short(page, exp, rows, summary, maps, task)
+    _setup(page, exp)
     if exp.grid:
         _grid_tables(page, out, exp, rows, task)
     else:
         _single_tables(page, out, exp, summary, task)
-    cells = _runs_by_cell(exp)
     _learning_curve_figures(page, out, exp, cells, task)
     _candidate_figures(page, out, exp, cells)
-    _policy_map_figures(page, out, exp, cells)
+    _policy_map_figures(page, out, exp, maps)
     _all_runs_table(page, exp, rows)
-    page.heading("Base configuration")
-    page.pre(yaml.safe_dump(exp.base.to_dict(), sort_keys=False))
+    _grid_and_base(page, exp)
     return page.write(out / HTML_NAME)
+
+
+def _setup(page: HtmlPage, exp: Any) -> None:
+    page.heading("Setup")
+    for n in exp.notes():
+        page.paragraph(n)
+
+
+def per_run_keys(exp: Any) -> list[str]:
+    """The settings each run of ``exp`` sets itself (the base's values of them are unused)."""
+    return ["model.name", "loss.method", "train.seed", "out", *exp.grid_keys]
+
+
+def _grid_and_base(page: HtmlPage, exp: Any) -> None:
+    """What the experiment varies (models, methods, seeds, grid keys), then the configuration
+    every run shares: the base without the keys each run sets."""
+    from autoloss.experiments.grid import value_text
+
+    page.heading("Grid and base configuration")
+    rows = [
+        ["models (`model.name`)", ", ".join(exp.models)],
+        ["methods (`loss.method`)", ", ".join(exp.methods)],
+        ["seeds (`train.seed`)", ", ".join(str(s) for s in exp.seeds)],
+        *[[f"`{k}`", ", ".join(value_text(v) for v in vs)] for k, vs in exp.grid],
+    ]
+    page.table(["varies over", "values"], rows)
+    n = len(exp.plan())
+    page.paragraph(
+        f"{n} runs: every combination of the values above. Each run is the base configuration"
+        " below with its own model, method"
+        + (", seed and condition." if exp.grid else " and seed.")
+    )
+    base = exp.base.to_dict()
+    for key in per_run_keys(exp):
+        _drop(base, key.split("."))
+    page.pre(yaml.safe_dump(base, sort_keys=False))
+
+
+def _drop(d: dict[str, Any], parts: Sequence[str]) -> None:
+    """Remove a dotted key from nested dicts (``model.x`` may live in ``model.extra``)."""
+    if len(parts) == 1:
+        d.pop(parts[0], None)
+        return
+    sub = d.get(parts[0])
+    if isinstance(sub, dict):
+        if parts[1] not in sub and parts[0] == "model" and isinstance(sub.get("extra"), dict):
+            sub["extra"].pop(".".join(parts[1:]), None)
+        else:
+            _drop(sub, parts[1:])
+
+
+# ---------------------------------------------------------------------------------- in short
+SEED_NOISE_NOTE = (
+    "Beyond seed noise means a two-sided paired t-test over the seeds (runs of one seed share the"
+    " initialisation, the data order and any label noise) gives p < 0.05: for the winner against"
+    " the runner-up one test, uncorrected; against `{base}` the Holm-adjusted p of the paired"
+    " table below. With few seeds only large differences can show."
+)
+
+
+def _verdict(p: float) -> str:
+    if math.isnan(p):
+        return "cannot be tested (fewer than 2 paired seeds, or no spread)"
+    return "beyond seed noise" if p < 0.05 else "within seed noise"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def winner_sentences(
+    summary: Summary,
+    diffs: Sequence[PairedDiff],
+    baseline: str | None,
+    *,
+    task: str,
+    condition: dict[str, str] | None = None,
+) -> list[str]:
+    """Per model: the method with the highest mean test AUC and whether its lead over the
+    runner-up, and its difference to ``baseline``, are beyond seed noise (one or two sentences).
+    ``diffs``: the paired differences to ``baseline`` (their Holm-adjusted p is used)."""
+    out = []
+    metric = f"test {auc_label(task)}"
+    for ms in summary.models:
+        ranked = sorted(
+            (c for c in ms.cells if math.isfinite(c.mean("test_auc"))),
+            key=lambda c: -c.mean("test_auc"),
+        )
+        if not ranked:
+            continue
+        w = ranked[0]
+        text = (
+            f"**{ms.model}**: `{w.method}` has the highest mean {metric}"
+            f" ({w.mean('test_auc'):.4f}, {_plural(w.n, 'seed')})"
+        )
+        if len(ranked) == 1:
+            out.append(text + "; no other method has finished runs.")
+            continue
+        r = ranked[1]
+        d = pair_cells(w, r, "test_auc")
+        text += (
+            f"; its lead over the runner-up `{r.method}` (Δ {fmt_diff(d)}, 95% CI over"
+            f" {_plural(d.pairs, 'paired seed')}, paired p = {fmt_p(d.p_paired)}) is"
+            f" {_verdict(d.p_paired)}."
+        )
+        if baseline is not None and baseline not in (w.method, r.method):
+            dc = next(
+                (
+                    x
+                    for x in diffs
+                    if x.model == ms.model
+                    and x.method == w.method
+                    and (condition is None or x.condition == condition)
+                ),
+                None,
+            )
+            if dc is not None and dc.pairs:
+                text += (
+                    f" Against `{baseline}`: Δ {fmt_diff(dc)} (paired p = {fmt_p(dc.p_paired)},"
+                    f" Holm-adjusted {fmt_p(dc.p_paired_holm)}), {_verdict(dc.p_paired_holm)}."
+                )
+        out.append(text)
+    return out
+
+
+def _who(true_class: int, task: str) -> str:
+    if task == "binary":
+        return "positives" if true_class == 1 else "negatives"
+    return f"class {true_class}"
+
+
+def _segments_text(f: Favourite, task: str) -> str:
+    """``hinge for ŷ ≤ 0.07, focal above`` when the top candidate changes along the grid (2-3
+    pieces; more would be noise to read)."""
+    if not 1 < len(f.segments) <= 3:
+        return ""
+    x = "ŷ" if task == "binary" else "p(true class)"
+    parts = []
+    for i, (name, _lo, hi) in enumerate(f.segments):
+        if i == 0:
+            parts.append(f"`{name}` for {x} ≤ {hi:.2f}")
+        elif i == len(f.segments) - 1:
+            parts.append(f"`{name}` above")
+        else:
+            parts.append(f"`{name}` up to {hi:.2f}")
+    return "; " + ", ".join(parts)
+
+
+def policy_sentence(label: str, maps: Sequence[PolicyMap], seeds: Sequence[int]) -> str:
+    """What the controllers of one cell learnt (the candidate with the most α for each true
+    class) and how much the seeds agree on it."""
+    pm = average_maps(maps)
+    k = len(pm.candidates)
+    fav = favourites(pm)
+    order = sorted(fav, reverse=pm.task == "binary")  # binary: positives first
+    seeds_text = _plural(len(maps), "seed")
+    head = f"**{label}** ({seeds_text}): "
+    uniform = f"every α within {UNIFORM_TOLERANCE:.2f} of uniform, {1 / k:.2f}"
+    if all(f.near_uniform for f in fav.values()):
+        prefs = f"no preference learnt ({uniform}, for every label)"
+    else:
+        prefs = "; ".join(
+            f"{_who(c, pm.task)}: no preference ({uniform})"
+            if fav[c].near_uniform
+            else f"{_who(c, pm.task)}: `{fav[c].candidate}` gets the most α (mean"
+            f" {fav[c].alpha:.2f}{_segments_text(fav[c], pm.task)})"
+            for c in order
+        )
+    if len(maps) == 1:
+        return f"{head}{prefs}. One seed: whether other seeds agree is unknown."
+    spread = widest_spread(pm)
+    top = spread.std if spread is not None else 0.0
+    per_seed = [favourites(m) for m in maps]
+    differ = []
+    for c in order:
+        picks = [f[c].candidate for f in per_seed]
+        if not fav[c].near_uniform and len(set(picks)) > 1:
+            who = ", ".join(f"{s} `{p}`" for s, p in zip(seeds, picks))
+            differ.append(f"{_who(c, pm.task)}: seed {who}")
+    if spread is not None and spread.std > DISAGREEMENT_STD:
+        # the disagreement first: the mean of disagreeing seeds is no finding of its own
+        x = "ŷ" if pm.task == "binary" else "p(true class)"
+        return (
+            f"{head}the seeds disagree: the std of α across them reaches {spread.std:.2f}"
+            f" (`{spread.candidate}` for {_who(spread.true_class, pm.task)} at {x} ="
+            f" {spread.at:.2f})"
+            + (f"; favourites per seed: {'; '.join(differ)}" if differ else "")
+            + f". Their mean map, which no seed shows: {prefs}."
+        )
+    if differ:
+        return (
+            f"{head}{prefs}. The seeds disagree on the favourite ({'; '.join(differ)}), though"
+            f" their α differ little (std across seeds at most {top:.2f})."
+        )
+    return f"{head}{prefs}. The {seeds_text} agree (std of α across seeds at most {top:.2f})."
+
+
+def _in_short(
+    page: HtmlPage,
+    exp: Any,
+    rows: Sequence[Any],
+    summary: Summary,
+    maps: dict[tuple[str, str, str], Maps],
+    task: str,
+) -> None:
+    """The plain-language summary at the top: the winner per model (per condition) and whether
+    it is beyond seed noise; what each controller learnt and whether its seeds agree."""
+    baseline = baseline_method(exp.methods)
+    items: list[str] = []
+    if exp.grid:
+        from autoloss.experiments.compare import condition_summaries
+
+        conds = condition_summaries(exp, rows)
+        for c in conds:
+            c.summary.task = task
+        diffs = paired_differences(conds, baseline)
+        for cond in conds:
+            for text in winner_sentences(
+                cond.summary, diffs, baseline, task=task, condition=dict(cond.values)
+            ):
+                items.append(f"[{cond.label}] {text}")
+    else:
+        diffs = paired_differences([ConditionSummary({}, summary)], baseline)
+        items += winner_sentences(summary, diffs, baseline, task=task)
+    for (cname, model, method), loaded in maps.items():
+        if isinstance(loaded, tuple):
+            items.append(policy_sentence(_named(cname, f"{model} with {method}")[1], *loaded))
+    if not items:
+        return
+    page.heading("In short")
+    page.bullets(items)
+    page.paragraph(SEED_NOISE_NOTE.format(base=baseline or "ce"))
 
 
 Cells = dict[tuple[str, str, str], list[RunRecords]]
@@ -421,24 +706,41 @@ def _candidate_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells) -> Non
                 )
 
 
-def _policy_map_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells) -> None:
-    page.heading("Policy maps")
-    shown = 0
+def _cell_maps(exp: Any, cells: Cells) -> dict[tuple[str, str, str], Maps]:
+    """The policy maps of every cell whose runs saved a controller, in report order."""
+    out: dict[tuple[str, str, str], Maps] = {}
     for cname in _condition_names(exp):
         for model in exp.models:
             for method in exp.methods:
-                ctrls = [x.run_dir / "controller.pt" for x in cells.get((cname, model, method), [])]
-                ctrls = [p for p in ctrls if p.is_file()]
+                ctrls = [
+                    (_seed(x), x.run_dir / "controller.pt")
+                    for x in cells.get((cname, model, method), [])
+                ]
+                ctrls = [(s, p) for s, p in ctrls if p.is_file()]
                 if ctrls:
-                    suffix, title = _named(cname, f"{model} with {method}")
-                    shown += _policy_map_section(
-                        page,
-                        out,
-                        ctrls,
-                        name=f"policy_map_{_slug(model)}-{_slug(method)}{suffix}.png",
-                        title=f"{title}: the controller's policy map",
-                        method=method,
-                    )
+                    out[(cname, model, method)] = load_maps(ctrls)
+    return out
+
+
+def _seed(rec: RunRecords) -> int:
+    return int((rec.result or {}).get("seed") or rec.config.get("train", {}).get("seed") or 0)
+
+
+def _policy_map_figures(
+    page: HtmlPage, out: Path, exp: Any, maps: dict[tuple[str, str, str], Maps]
+) -> None:
+    page.heading("Policy maps")
+    shown = 0
+    for (cname, model, method), loaded in maps.items():
+        suffix, title = _named(cname, f"{model} with {method}")
+        shown += _policy_map_section(
+            page,
+            out,
+            loaded,
+            name=f"policy_map_{_slug(model)}-{_slug(method)}{suffix}.png",
+            title=f"{title}: the controller's policy map",
+            method=method,
+        )
     if not shown:
         page.note("Policy maps: skipped: no run of this experiment saved a per-example controller.")
 

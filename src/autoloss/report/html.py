@@ -22,6 +22,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, td:nth-child(2), th { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; background: #f8f8f0; border-left: 3px solid #cc9; padding: 0.4em 0.8em; }
+li { margin: 0.3em 0; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -41,6 +42,9 @@ class HtmlPage:
 
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{_inline(text)}</p>')
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.parts.append("<ul>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + "</ul>")
 
     def pre(self, text: str) -> None:
         self.parts.append(f"<pre>{html.escape(text)}</pre>")

@@ -53,6 +53,27 @@ def candidate_color(name: str) -> str:
     return _PALETTE[i % len(_PALETTE)]
 
 
+_LINE_STYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def candidate_style(name: str, position: int, count: int, points: int) -> dict[str, Any]:
+    """Colour, line style and hollow marker of a candidate's line, so that lines lying on top of
+    each other stay distinguishable (a mixture starts uniform: every line at 1/K). Markers are
+    staggered along x by ``position`` (of ``count`` lines over ``points`` points)."""
+    i = _CANDIDATE_ORDER.index(name) if name in _CANDIDATE_ORDER else 5 + sum(map(ord, name))
+    step = max(1, points // 8)
+    return {
+        "color": candidate_color(name),
+        "ls": _LINE_STYLES[i % len(_LINE_STYLES)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "markevery": ((position * step) // max(1, count), step),
+        "ms": 6,
+        "mfc": "none",
+        "mew": 1.3,
+    }
+
+
 def save_png(fig: Figure, path: Path) -> Path:
     with atomic_output(path) as fh:
         fig.savefig(fh, dpi=DPI, format="png")
@@ -113,26 +134,30 @@ def candidate_evolution(
     per_class: Mapping[int, Sequence[str]],
     *,
     title: str,
+    shared: bool = False,
 ) -> Figure:
     """Mean probability of each candidate over training: overall with τ, and per true class.
 
     ``overall`` are ``p_<cand>`` keys, ``per_class[c]`` the ``p_<cand>_y<c>`` keys of class c.
     Binary: one panel, positives solid and negatives dashed. Multi-class: one panel per candidate,
-    one line per class.
+    one line per class. No ``per_class``: the overall panel alone (``shared``: the method has one
+    weight vector for every example, e.g. darts, so there is nothing per class to show). τ, when
+    logged, has its own axis on the right.
     """
     binary = set(per_class) <= {0, 1}
     cands = [k[2:] for k in overall]
-    n_right = 1 if binary or not per_class else len(cands)
-    width = 5.5 * (1 + n_right) if binary or not per_class else 4.0 * (1 + n_right)
+    n_right = 0 if not per_class else 1 if binary else len(cands)
+    width = 8.0 if not per_class else 5.5 * (1 + n_right) if binary else 4.0 * (1 + n_right)
     fig = Figure(figsize=(width, 5.0), layout="constrained")
     axes = fig.subplots(1, 1 + n_right, squeeze=False)[0]
     ax = axes[0]
-    for key in overall:
-        ax.plot(
-            curve.rows, curve.values[key], lw=1.8, color=candidate_color(key[2:]), label=key[2:]
-        )
+    n = len(curve.rows)
+    for i, key in enumerate(overall):
+        style = candidate_style(key[2:], i, len(overall), n)
+        ax.plot(curve.rows, curve.values[key], lw=1.8, label=key[2:], **style)
     ax.set_ylabel("mean probability of the candidate")
-    ax.set_title("all training examples" + _probability_axis(ax, curve, overall))
+    what = "one weight vector for all examples" if shared else "all training examples"
+    ax.set_title(what + _probability_axis(ax, curve, overall))
     _rows_axis(ax)
     lines, labels = ax.get_legend_handles_labels()
     if curve.has("tau"):
@@ -148,18 +173,13 @@ def candidate_evolution(
     ax.legend(lines, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     if per_class and binary:
         ax = axes[1]
-        for cand in cands:
+        for i, cand in enumerate(cands):
             for c, ls, name in ((1, "-", "y=1 (positive)"), (0, "--", "y=0 (negative)")):
                 key = f"p_{cand}_y{c}"
                 if key in curve.values:
-                    ax.plot(
-                        curve.rows,
-                        curve.values[key],
-                        ls=ls,
-                        lw=1.6,
-                        color=candidate_color(cand),
-                        label=f"{cand}, {name}",
-                    )
+                    style = candidate_style(cand, 2 * i + (c == 0), 2 * len(cands), n)
+                    style["ls"] = ls  # the line style tells the class here, the marker the loss
+                    ax.plot(curve.rows, curve.values[key], lw=1.6, label=f"{cand}, {name}", **style)
         ax.set_ylabel("mean probability of the candidate")
         zoom = _probability_axis(ax, curve, [k for ks in per_class.values() for k in ks])
         ax.set_title("positives (solid) vs negatives (dashed)" + zoom)
@@ -203,7 +223,8 @@ def policy_map(
     for ax, c in zip(axes, classes):
         a = alpha[c]
         for k, name in enumerate(candidates):
-            ax.plot(grid, a[:, k], lw=2, color=candidate_color(name), label=name)
+            style = candidate_style(name, k, len(candidates), len(grid))
+            ax.plot(grid, a[:, k], lw=2, label=name, **style)
             if spread is not None and c in spread:
                 s = spread[c][:, k]
                 ax.fill_between(

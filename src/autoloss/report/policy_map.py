@@ -89,3 +89,70 @@ def average_maps(maps: Sequence[PolicyMap]) -> PolicyMap:
     alpha = {c: np.mean([m.alpha[c] for m in maps], axis=0) for c in first.alpha}
     spread = {c: np.std([m.alpha[c] for m in maps], axis=0) for c in first.alpha}
     return PolicyMap(first.grid, alpha, first.candidates, first.task, spread)
+
+
+# ---------------------------------------------------------------------------------- reading
+#: A spread band (std of α across seeds) wider than this somewhere: the seeds disagree.
+DISAGREEMENT_STD = 0.2
+#: α within this of uniform (1/K) everywhere: the controller has learnt no preference.
+UNIFORM_TOLERANCE = 0.05
+
+
+@dataclass
+class Favourite:
+    """What a controller prefers for one true class: the candidate with the highest α averaged
+    over the prediction grid, and where along the grid the top candidate changes."""
+
+    true_class: int
+    candidate: str
+    alpha: float  # its mean α over the grid
+    near_uniform: bool  # every α within UNIFORM_TOLERANCE of 1/K over the whole grid
+    #: (candidate, first grid value, last grid value) of each run of the pointwise top candidate
+    segments: list[tuple[str, float, float]]
+
+
+def favourites(pm: PolicyMap) -> dict[int, Favourite]:
+    """Per true class: the candidate the controller gives the most α (see :class:`Favourite`)."""
+    out: dict[int, Favourite] = {}
+    k = len(pm.candidates)
+    for c, a in sorted(pm.alpha.items()):
+        mean = a.mean(axis=0)
+        best = int(np.argmax(mean))
+        top = np.argmax(a, axis=1)
+        segments: list[tuple[str, float, float]] = []
+        for i, j in enumerate(top):
+            name = pm.candidates[int(j)]
+            if segments and segments[-1][0] == name:
+                segments[-1] = (name, segments[-1][1], float(pm.grid[i]))
+            else:
+                segments.append((name, float(pm.grid[i]), float(pm.grid[i])))
+        out[c] = Favourite(
+            c,
+            pm.candidates[best],
+            float(mean[best]),
+            bool(np.abs(a - 1.0 / k).max() < UNIFORM_TOLERANCE),
+            segments,
+        )
+    return out
+
+
+@dataclass
+class Spread:
+    """Where the controllers of several seeds differ most: the largest std of α across seeds."""
+
+    std: float
+    true_class: int
+    candidate: str
+    at: float  # the grid value (prediction) where it is reached
+
+
+def widest_spread(pm: PolicyMap) -> Spread | None:
+    """The largest spread of an averaged map (None for a single controller)."""
+    if not pm.spread:
+        return None
+    best: Spread | None = None
+    for c, s in pm.spread.items():
+        g, k = np.unravel_index(int(np.argmax(s)), s.shape)
+        if best is None or float(s[g, k]) > best.std:
+            best = Spread(float(s[g, k]), c, pm.candidates[int(k)], float(pm.grid[int(g)]))
+    return best
