@@ -30,7 +30,6 @@ from autoloss.policies.gumbel import (
     GumbelSelector,
     LossController,
     Temperature,
-    controller_state,
     load_controller,
 )
 
@@ -234,13 +233,7 @@ class AutoLoss(BilevelPolicy):
             self._alpha_n = int(state.get("alpha_n", 0))
 
     def controller_state(self) -> dict[str, Any] | None:
-        return controller_state(
-            self.controller,
-            method=self.name,
-            num_classes=self.num_classes,
-            candidate_set=self.candidate_set,
-            inputs=self.selector.inputs.names,
-        )
+        return self.selector.saved_state(self.name, self.num_classes, self.candidate_set)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -388,6 +388,18 @@ class GumbelSelector(nn.Module):
         x = self.inputs(logits, y, step, hist).to(dtype)
         return self.network.log_alpha(x, learn=learn)
 
+    def saved_state(
+        self, method: str, num_classes: int, candidate_set: CandidateSet
+    ) -> dict[str, Any]:
+        """The ``controller.pt`` dict of this selector's network (:func:`controller_state`)."""
+        return controller_state(
+            self.network,
+            method=method,
+            num_classes=num_classes,
+            candidate_set=candidate_set,
+            inputs=self.inputs.names,
+        )
+
     def remember(
         self, split: str, rows: torch.Tensor | None, logits: torch.Tensor, y: torch.Tensor
     ) -> None:

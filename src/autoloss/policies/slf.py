@@ -40,7 +40,6 @@ from autoloss.policies.gumbel import (
     ControllerInputs,
     GumbelSelector,
     LossController,
-    controller_state,
 )
 
 #: Momentum of the running per-candidate loss scale m_k.
@@ -179,13 +178,7 @@ class SLFLoss(LossPolicy):
         return out
 
     def controller_state(self) -> dict[str, Any] | None:
-        return controller_state(
-            self.decision,
-            method=self.name,
-            num_classes=self.num_classes,
-            candidate_set=self.candidate_set,
-            inputs=self.selector.inputs.names,
-        )
+        return self.selector.saved_state(self.name, self.num_classes, self.candidate_set)
 
     def describe(self) -> dict[str, Any]:
         return {
