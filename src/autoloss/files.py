@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from autoloss.errors import CheckpointError
+from autoloss.errors import CheckpointError, ConfigError
 
 #: Temporary files are named ``.NAME.<random>.tmp`` beside their target.
 TMP_SUFFIX = ".tmp"
@@ -27,7 +27,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ``pq.write_table``, ...); on success it is fsynced and renamed over ``path``, on failure
     removed."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:  # a missing or read-only directory, a full disk: the user's to fix
+        raise ConfigError(f"cannot write here ({exc.strerror or exc})", path=path) from None
     os.close(fd)
     tmp = Path(name)
     try:

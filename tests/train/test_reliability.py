@@ -187,3 +187,11 @@ def test_select_by_logloss_and_temperature_scaled_test_logloss(tiny_dataset: Pat
     assert (
         evaluate_logloss(y, logits / t, "binary") <= evaluate_logloss(y, logits, "binary") + 1e-12
     )
+
+
+def test_writing_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    from autoloss.files import write_text
+
+    with pytest.raises(ConfigError, match="cannot write here") as err:
+        write_text(tmp_path / "no" / "such" / "file.txt", "x")
+    assert "\n" not in str(err.value)
