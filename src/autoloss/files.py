@@ -21,11 +21,43 @@ from autoloss.errors import CheckpointError, ConfigError
 TMP_SUFFIX = ".tmp"
 
 
+def _proc_umask() -> int | None:
+    """The umask from ``/proc/self/status`` (Linux >= 4.7), read without changing it; else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _import_umask() -> int:
+    """The umask at import: from /proc, or set-and-restored once (before any writer thread)."""
+    umask = _proc_umask()
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
+_IMPORT_UMASK = _import_umask()
+
+
+def _file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: ``0o666`` less the umask (the current
+    one where /proc tells it, else the one at import)."""
+    umask = _proc_umask()
+    return 0o666 & ~(_IMPORT_UMASK if umask is None else umask)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that takes a path (``np.save``,
     ``pq.write_table``, ...); on success it is fsynced and renamed over ``path``, on failure
-    removed."""
+    removed. The file gets the mode a plain ``open(path, "w")`` would (``0o666`` less the
+    umask), not ``mkstemp``'s 0600."""
     path = Path(path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -37,6 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -47,7 +47,11 @@ def register(subparsers: Any) -> None:
         "directory of int32 memmaps, vocabularies and meta.json. With no --input and format "
         "movielens, the embedded ml-latest-small is used.",
     )
-    p.add_argument("--format", default="movielens", choices=FORMATS)
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="layout of --input (required with --input; without it: movielens, embedded data)",
+    )
     p.add_argument(
         "--input",
         nargs="+",
@@ -105,6 +109,10 @@ def run_prepare(args: argparse.Namespace) -> int:
         return 0
     inputs = args.input
     task = args.task
+    if args.format is None:
+        if inputs is not None:
+            raise ConfigError(f"--format is required with --input ({', '.join(FORMATS)})")
+        args.format = "movielens"
     if inputs is None:
         if args.format != "movielens":
             raise ConfigError(f"--format {args.format} needs --input", column="--input")
