@@ -88,6 +88,20 @@ def _atomic_replace(path: Path, write: Any) -> None:
         write(fh)
 
 
+def check_creatable(out: Path, option: str = "--out") -> None:
+    """ConfigError (naming ``option``) when ``out`` cannot be created because one of its parents
+    is a file, not a directory."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"cannot create it: {parent} is a file, not a directory",
+                    path=out,
+                    column=option,
+                )
+            break
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     _atomic_replace(Path(path), lambda fh: fh.write(text.encode("utf-8")))

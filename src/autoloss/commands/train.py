@@ -156,15 +156,14 @@ def _print_result(run_dir: Path, result: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from autoloss.experiments.search import METHOD, train_searched
-    from autoloss.train.run import saved_config, train_run
+    from autoloss.experiments.search import train_any
+    from autoloss.train.run import saved_config
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")
     # A resumed run starts from its own config.yaml; options given now must not contradict it.
     cfg = config_from_args(args, saved_config(args.out) if args.resume else None)
-    train = train_searched if cfg.loss.method == METHOD else train_run
-    run_dir, result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    run_dir, result = train_any(cfg, resume=args.resume, overwrite=args.overwrite)
     _print_result(run_dir, result)
     return 0
 

@@ -51,7 +51,7 @@ from autoloss.data.tmpdirs import (
     remove,
 )
 from autoloss.errors import ConfigError
-from autoloss.files import write_text
+from autoloss.files import check_creatable, write_text
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -157,15 +157,7 @@ def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> Non
     """ConfigError (naming ``--out``) for a target that cannot or must not be (re)placed: under
     a file, an existing file or directory without ``overwrite``, an input or a directory that
     holds one."""
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(
-                    f"cannot create it: {parent} is a file, not a directory",
-                    path=out,
-                    column="--out",
-                )
-            break
+    check_creatable(out)
     if not (out.exists() or out.is_symlink()):
         return
     is_dir = out.is_dir()

@@ -307,31 +307,15 @@ def _check_conditions(exp: Experiment) -> None:
             raise ConfigError(f"--grid {exp.label(cond)}: {exc}") from None
 
 
-def _comparable(cfg: RunConfig, grid_keys: Sequence[str] = ()) -> dict[str, Any]:
-    d = cfg.to_dict()
-    d["model"].pop("name", None)
-    d["loss"].pop("method", None)
-    d["train"].pop("seed", None)
-    # the base's values of grid keys are replaced in every run
-    for key in (*NEUTRAL_KEYS, *grid_keys):
-        *path, last = key.split(".")
-        node = d
-        for part in path:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return d
+#: Per-run settings of an experiment's base: every run replaces them.
+_PER_RUN_KEYS = frozenset({"model.name", "loss.method", "train.seed"})
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out
+def _base_differences(old: RunConfig, new: RunConfig, grid_keys: Sequence[str]) -> list[str]:
+    """``key: old -> new`` for the base settings that make the two experiments differ (not the
+    neutral or per-run settings, nor the grid keys, which every run replaces)."""
+    ignore = frozenset({*NEUTRAL_KEYS, *_PER_RUN_KEYS, *grid_keys})
+    return old.differences(new, ignore=ignore)
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -379,7 +363,7 @@ def prepare_experiment(exp: Experiment, *, overwrite: bool = False) -> Experimen
     if saved_path.is_file():
         old = Experiment.load(exp.out)
         keys = [*old.grid_keys, *exp.grid_keys]
-        diff = _differences(_comparable(old.base, keys), _comparable(exp.base, keys))
+        diff = _base_differences(old.base, exp.base, keys)
         if grid_signature(old.grid) != grid_signature(exp.grid):
             diff.insert(0, f"grid: {grid_text(old.grid)} -> {grid_text(exp.grid)}")
         if diff and not overwrite:
@@ -420,9 +404,7 @@ def train_planned(
     cfg_dict: dict[str, Any], state: str, threads: int, quiet: bool
 ) -> dict[str, Any]:
     """Train one run (in this process or a worker): resume, restart or start it."""
-    from autoloss.experiments.search import METHOD as SEARCH
-    from autoloss.experiments.search import train_searched
-    from autoloss.train.run import train_run
+    from autoloss.experiments.search import train_any
 
     if threads > 0:
         import torch
@@ -430,7 +412,6 @@ def train_planned(
         torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(cfg_dict)
     name = Path(str(cfg.out)).name
-    train = train_searched if cfg.loss.method == SEARCH else train_run
 
     def log(line: str) -> None:
         if not quiet:
@@ -438,10 +419,10 @@ def train_planned(
 
     if state == "interrupted":
         try:
-            return train(cfg, resume=True, log=log)[1]
+            return train_any(cfg, resume=True, log=log)[1]
         except CheckpointError as exc:
             log(f"cannot resume ({exc}); restarting")
-    return train(cfg, overwrite=state != "new", log=log)[1]
+    return train_any(cfg, overwrite=state != "new", log=log)[1]
 
 
 def train_locked(cfg_dict: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:

@@ -15,16 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoloss.errors import ConfigError
-from autoloss.train.config import RunConfig
+from autoloss.train.config import NEUTRAL_SETTINGS, RunConfig
 
-#: Settings that do not change what a run computes: an experiment may be resumed with other values.
-NEUTRAL_KEYS = (
-    "out",
-    "train.progress",
-    "train.num_threads",
-    "train.device",
-    "data.eval_batch_size",
-)
+#: Settings that do not change what a run computes: an experiment may be re-opened with other
+#: values (the evaluation batch size changes only how predictions are batched).
+NEUTRAL_KEYS = tuple(sorted(NEUTRAL_SETTINGS | {"data.eval_batch_size"}))
 
 # Grid keys that are axes of their own (or that would change the dataset), and the neutral keys.
 _NOT_GRID_KEYS = {

@@ -26,6 +26,7 @@ from autoloss.data.store import EncodedDataset
 from autoloss.errors import ConfigError
 from autoloss.policies.base import config_candidates
 from autoloss.policies.registry import check_controller_option
+from autoloss.train import run as runs
 from autoloss.train.config import RunConfig
 from autoloss.train.run import (
     FixedWeightsOutcome,
@@ -80,6 +81,14 @@ def train_searched(
     else:
         outcome = search_weights(cfg, run_dataset(cfg), log or (lambda s: print(s, flush=True)))
     return train_run(cfg, resume=resume, overwrite=overwrite, log=log, preset=outcome)
+
+
+def train_any(cfg: RunConfig, **options: Any) -> tuple[Path, dict[str, Any]]:
+    """Train a run of any ``--loss`` method: :func:`train_searched` for ``search`` (an outer
+    loop of trainings), :func:`~autoloss.train.run.train_run` for every loss policy. ``options``
+    (``resume``, ``overwrite``, ``log``) go to that function."""
+    train = train_searched if cfg.loss.method == METHOD else runs.train_run
+    return train(cfg, **options)
 
 
 def search_weights(

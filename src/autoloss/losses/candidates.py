@@ -661,6 +661,24 @@ def candidate_losses(
     )
 
 
+def example_ce(logits: Tensor, y: Tensor) -> Tensor:
+    """Plain cross-entropy per example, as PyTorch computes it: BCE with logits (B,) or CE with
+    logits (B, C); shape (B,). The evaluation loss, and the loss history of a controller."""
+    if logits.dim() == 1:
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
+    return F.cross_entropy(logits, y.long(), reduction="none")
+
+
+def evaluation_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """The batch mean of :func:`example_ce`: what the validation logloss measures; shape ().
+
+    PyTorch's fused mean reduction, whose value and gradient differ from ``example_ce(...).mean()``
+    in the last bits: the recorded runs use this one."""
+    if logits.dim() == 1:
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+    return F.cross_entropy(logits, y.long())
+
+
 def weighted_loss(weights: Tensor, losses: Tensor) -> Tensor:
     """Training loss of a policy: mean over the batch of ``sum_k w_k * l_k``; (B, K) x2 -> ()."""
     return (weights * losses).sum(1).mean()

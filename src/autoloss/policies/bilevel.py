@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet, weighted_loss
+from autoloss.losses import CandidateSet, evaluation_loss, weighted_loss
 from autoloss.policies.base import LossPolicy, Regularization, call_model, model_args
 
 MODES = ("first-order", "unrolled")
@@ -103,13 +102,6 @@ class BilevelProblem:
         losses = self.candidate_set(logits, y)
         obj = weighted_loss(weigh(logits, y), losses)
         return obj if self.regularization is None else obj + self.regularization(self.model)
-
-
-def evaluation_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Plain cross-entropy (the evaluation loss): BCE with logits (B,) or CE with logits (B, C)."""
-    if logits.dim() == 1:
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
-    return F.cross_entropy(logits, y.long())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from torch import nn
 
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.files import load_state
-from autoloss.losses import CandidateSet
+from autoloss.losses import CandidateSet, example_ce
 
 CONTROLLER_FORMAT = "autoloss-controller-1"
 INPUT_ENCODING = "binary: [y, sigmoid(logit)]; multiclass: [onehot(y), softmax(logits)]"
@@ -172,7 +172,7 @@ class LossHistory(nn.Module):
     @torch.no_grad()
     def stage(self, split: str, rows: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         mem = self.memory(split)
-        ce = _cross_entropy(logits.detach(), y).to(mem.dtype)
+        ce = example_ce(logits.detach(), y).to(mem.dtype)
         self._staged.append((split, rows.to(mem.device), ce))
 
     @torch.no_grad()
@@ -180,12 +180,6 @@ class LossHistory(nn.Module):
         for split, rows, ce in self._staged:
             self.memory(split)[rows] = ce
         self._staged = []
-
-
-def _cross_entropy(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if s.dim() == 1:
-        return F.binary_cross_entropy_with_logits(s, y.to(s.dtype), reduction="none")
-    return F.cross_entropy(s, y.long(), reduction="none")
 
 
 def _margin(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

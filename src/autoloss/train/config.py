@@ -192,18 +192,16 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.on_nonfinite": (lambda v: v in ("stop", "skip"), "stop or skip"),
 }
 
-#: Settings a resumed run may change: they do not change what the run computes.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "out",
-        "train.progress",
-        "train.num_threads",
-        "train.device",
-        "train.checkpoint_every",
-        "train.checkpoint_minutes",
-        "train.on_nonfinite",
-    }
-)
+#: Settings that do not change what a run computes (where it writes, how fast, what it shows).
+NEUTRAL_SETTINGS = frozenset({"out", "train.progress", "train.num_threads", "train.device"})
+
+#: Settings a resumed run may change: the neutral ones, when to checkpoint, and what to do with a
+#: non-finite loss from now on.
+RESUMABLE_CHANGES = NEUTRAL_SETTINGS | {
+    "train.checkpoint_every",
+    "train.checkpoint_minutes",
+    "train.on_nonfinite",
+}
 
 
 def check_value(key: str, value: Any, source: str | None = None) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import ConfigError
-from autoloss.files import atomic_output, atomic_path
+from autoloss.files import atomic_output, atomic_path, check_creatable
 from autoloss.train.run import load_run
 
 
@@ -137,15 +137,7 @@ def output_file(out: str | Path, inputs: Sequence[Path] = ()) -> Path:
     out = Path(out)
     if out.is_dir():
         raise ConfigError("is a directory: give a file name", path=out, column="--out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(
-                    f"cannot create it: {parent} is a file, not a directory",
-                    path=out,
-                    column="--out",
-                )
-            break
+    check_creatable(out)
     for p in inputs:
         if out.exists() and p.exists() and out.resolve() == p.resolve():
             raise ConfigError("is the input file: choose another --out", path=out, column="--out")

@@ -26,11 +26,11 @@ from autoloss.data.conditions import ConditionedDataset, Conditions, apply_condi
 from autoloss.data.spec import Batch, FeatureSpec
 from autoloss.data.store import EncodedDataset, open_dataset
 from autoloss.errors import CheckpointError, ConfigError, TrainingDiverged
+from autoloss.losses import evaluation_loss
 from autoloss.metrics import evaluate as evaluate_logits
 from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
-from autoloss.policies.bilevel import evaluation_loss
 from autoloss.policies.registry import build_policy
 from autoloss.train.config import RunConfig
 from autoloss.train.optim import RecommenderOptimizer
