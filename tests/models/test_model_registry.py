@@ -19,6 +19,7 @@ COMMON = {
     "dropout": 0.2,
     "batch_norm": True,
     "embedding_l2": 0.0,
+    "dense_init": "torch",
 }
 
 
@@ -94,3 +95,29 @@ def test_sparse_tables_are_found_by_the_trainer(name: str) -> None:
     if name != "lr":
         assert "embedding.embedding.weight" in named  # "embedding." prefix: the shared table
     assert len(sparse) + len(dense) == len(named)
+
+
+def test_dense_init_xavier_draws_linear_weights_and_zeroes_biases() -> None:
+    spec = FeatureSpec(cat_names=("a", "b"), cat_vocab=(5, 7))
+    torch.manual_seed(0)
+    default = build_model("deepfm", spec, embed_dim=4, mlp=(64, 64))
+    torch.manual_seed(0)
+    xavier = build_model("deepfm", spec, embed_dim=4, mlp=(64, 64), dense_init="xavier")
+    lin_d = [m for m in default.modules() if type(m) is torch.nn.Linear]
+    lin_x = [m for m in xavier.modules() if type(m) is torch.nn.Linear]
+    assert len(lin_x) == 3
+    for d, x in zip(lin_d, lin_x, strict=True):
+        assert bool((x.bias == 0).all()) and not bool((d.bias == 0).all())
+        fan_in, fan_out = x.weight.shape[1], x.weight.shape[0]
+        if x.weight.numel() >= 1000:  # the std of a Xavier normal draw, within sampling error
+            assert float(x.weight.detach().std()) == pytest.approx(
+                (2 / (fan_in + fan_out)) ** 0.5, rel=0.1
+            )
+    # the embedding tables are not touched
+    assert torch.equal(default.embedding.embedding.weight, xavier.embedding.embedding.weight)
+
+
+def test_unknown_dense_init_is_a_config_error() -> None:
+    spec = FeatureSpec(cat_names=("a",), cat_vocab=(5,))
+    with pytest.raises(ConfigError, match="dense_init"):
+        build_model("deepfm", spec, dense_init="he")

@@ -35,3 +35,19 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
     p.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         RunConfig.from_yaml(p)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("optim.clip_norm", -1),
+        ("optim.clip_norm", "inf"),
+        ("optim.lr_decay_on_plateau", 0),
+        ("optim.lr_decay_on_plateau", 1.5),
+        ("model.dense_init", "he"),
+        ("optim.lazy_embeddings", "maybe"),
+    ],
+)
+def test_training_settings_of_the_baseline_are_checked(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        RunConfig().set(key, value)

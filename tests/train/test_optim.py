@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -64,3 +65,76 @@ def test_optimizer_splits_sparse_tables_from_dense_parameters() -> None:
     after = model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any("embedding" in k for k in changed) and any("mlp" in k for k in changed)
+
+
+def test_dense_adam_on_a_table_equals_torch_adam() -> None:
+    """lazy=False: rows keep moving on their momentum at steps that do not look them up, as with
+    torch.optim.Adam; the lazy (row-wise) optimiser leaves them alone."""
+    torch.manual_seed(0)
+    tables = [
+        nn.Embedding(30, 3, sparse=True),
+        nn.Embedding(30, 3, sparse=True),
+        nn.Embedding(30, 3),
+    ]
+    for t in tables[1:]:
+        t.load_state_dict(tables[0].state_dict())
+    dense, lazy, ref = tables
+    opts = [
+        RowwiseAdam(dense.parameters(), lr=0.01, lazy=False),
+        RowwiseAdam(lazy.parameters(), lr=0.01),
+        torch.optim.Adam(ref.parameters(), lr=0.01),
+    ]
+    for step, ids in enumerate([torch.arange(0, 6), torch.arange(6, 12), torch.arange(6, 12)]):
+        ids = ids.view(2, 3)
+        target = torch.randn(2, 3, 3)
+        for emb, opt in zip(tables, opts, strict=True):
+            opt.zero_grad()
+            out = _UniqueRowsLookup.apply(emb.weight, ids) if emb.sparse else emb(ids)
+            ((out - target) ** 2).sum().backward()
+            opt.step()
+        torch.testing.assert_close(dense.weight, ref.weight, rtol=1e-5, atol=1e-6, msg=f"{step}")
+    # rows 0-5 were looked up at step 0 only: dense Adam moved them on, the lazy one did not
+    assert not torch.allclose(dense.weight[:6], lazy.weight[:6])
+    assert torch.equal(dense.weight[12:], lazy.weight[12:])  # never looked up: untouched by both
+
+
+def _deepfm_step(clip_norm: float, lr: float = 1e-2) -> tuple[nn.Module, RecommenderOptimizer]:
+    torch.manual_seed(0)
+    spec = FeatureSpec(cat_names=("a", "b"), cat_vocab=(5, 7))
+    model = build_model("deepfm", spec, embed_dim=4, mlp=(8,))
+    opt = RecommenderOptimizer(model, lr=lr, clip_norm=clip_norm)
+    x = torch.tensor([[1, 2], [3, 4], [0, 6]])
+    loss = F.binary_cross_entropy_with_logits(model(x), torch.tensor([1.0, 0.0, 1.0])) * 1e4
+    opt.zero_grad()
+    loss.backward()
+    return model, opt
+
+
+def test_clip_norm_bounds_the_global_norm_of_sparse_and_dense_gradients() -> None:
+    from autoloss.train.optim import clip_gradients
+
+    model, opt = _deepfm_step(clip_norm=1.0)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert any(g.is_sparse for g in grads)
+
+    def norm() -> float:
+        parts = [g.coalesce()._values() if g.is_sparse else g for g in grads]
+        return float(torch.sqrt(sum((v.double() ** 2).sum() for v in parts)))
+
+    before = norm()
+    assert before > 10  # the scaled loss makes the step's gradient large
+    assert clip_gradients(opt.optimizers, 1.0) == pytest.approx(before, rel=1e-5)
+    assert norm() == pytest.approx(1.0, rel=1e-4)
+    assert clip_gradients(opt.optimizers, 5.0) == pytest.approx(1.0, rel=1e-4)  # under: unchanged
+    assert norm() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_decay_lr_multiplies_every_rate_and_stops_at_the_floor() -> None:
+    _, opt = _deepfm_step(clip_norm=0.0, lr=1e-3)
+    assert opt.decay_lr(0.1) == pytest.approx(1e-4)
+    assert all(g["lr"] == pytest.approx(1e-4) for o in opt.optimizers for g in o.param_groups)
+    assert opt.decay_lr(0.1, min_lr=5e-5) == pytest.approx(5e-5)
+    state = opt.state_dict()  # the rates travel with a checkpoint
+    _, fresh = _deepfm_step(clip_norm=0.0, lr=1e-3)
+    fresh.load_state_dict(state)
+    assert all(g["lr"] == pytest.approx(5e-5) for o in fresh.optimizers for g in o.param_groups)

@@ -187,3 +187,31 @@ def test_multiclass_training(tiny_multiclass_dataset: Path) -> None:
     ).fit()
     assert result["task"] == "multiclass"
     assert result["test"]["auc"] > 0.6
+
+
+def test_learning_rate_decays_after_each_evaluation_without_improvement(
+    tiny_dataset: Path,
+) -> None:
+    cfg = small_cfg(
+        tiny_dataset,
+        train__epochs=6,
+        train__patience=6,
+        train__eval_every_steps=2,
+        optim__lr=0.05,  # large steps: some evaluations do not improve
+        optim__lr_decay_on_plateau=0.5,
+        optim__clip_norm=10.0,
+    )
+    trainer = Trainer(cfg)
+    records: list[dict[str, Any]] = []
+    trainer.on_eval = records.append
+    trainer.fit()
+    best = -1.0
+    bad = 0
+    for rec in records:
+        if rec["auc"] > best:
+            best = rec["auc"]
+        else:
+            bad += 1
+    assert 0 < bad < len(records)
+    lrs = [g["lr"] for o in trainer.optimizer.optimizers for g in o.param_groups]
+    assert lrs == [pytest.approx(0.05 * 0.5**bad)] * len(lrs)

@@ -120,6 +120,8 @@ def build_model(name: str, spec: FeatureSpec, **hparams: Any) -> nn.Module:
         if isinstance(value, list):  # YAML gives lists; tuple defaults keep modules hashable
             hp[key] = tuple(value)
     try:
-        return cls(spec, **hp)
+        model = cls(spec, **hp)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model {name}: {e}") from e
+    model.init_dense()
+    return model

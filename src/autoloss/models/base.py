@@ -22,6 +22,10 @@ class CommonHParams:
     dropout: float = 0.2
     batch_norm: bool = True
     embedding_l2: float = 0.0
+    dense_init: str = "torch"  # torch | xavier: see CTRModel.init_dense
+
+
+DENSE_INITS = ("torch", "xavier")
 
 
 class CTRModel(nn.Module):
@@ -44,11 +48,32 @@ class CTRModel(nn.Module):
         dropout: float = CommonHParams.dropout,
         batch_norm: bool = CommonHParams.batch_norm,
         embedding_l2: float = CommonHParams.embedding_l2,
+        dense_init: str = CommonHParams.dense_init,
     ) -> None:
         super().__init__()
+        if dense_init not in DENSE_INITS:
+            raise ValueError(
+                f"dense_init must be one of {', '.join(DENSE_INITS)}, got {dense_init!r}"
+            )
         self.spec = spec
         self.out_dim = spec.out_dim
-        self.hp = CommonHParams(embed_dim, tuple(mlp), dropout, batch_norm, embedding_l2)
+        self.hp = CommonHParams(
+            embed_dim, tuple(mlp), dropout, batch_norm, embedding_l2, dense_init
+        )
+
+    @torch.no_grad()
+    def init_dense(self) -> None:
+        """Initialise the dense layers by ``dense_init`` once the model is built (``build_model``
+        calls it): ``torch`` keeps PyTorch's defaults (uniform, bound 1/sqrt(fan_in)); ``xavier``
+        draws every ``nn.Linear`` weight from a Xavier normal and zeroes its bias, as FuxiCTR
+        does. Embedding tables and layers with their own initialisation are left alone."""
+        if self.hp.dense_init != "xavier":
+            return
+        for m in self.modules():
+            if type(m) is nn.Linear:
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    m.bias.zero_()
 
     @property
     def flat_dim(self) -> int:

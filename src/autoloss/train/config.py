@@ -44,6 +44,7 @@ class ModelConfig:
     dropout: float = 0.2
     batch_norm: bool = True
     embedding_l2: float = 0.0
+    dense_init: str = "torch"  # torch (PyTorch's default) | xavier (normal, zero bias: FuxiCTR's)
     extra: dict[str, Any] = field(default_factory=dict)  # model-specific hyper-parameters
 
 
@@ -53,6 +54,9 @@ class OptimConfig:
     embedding_lr: float | None = None  # None = same as lr
     weight_decay: float = 0.0  # L2 on dense parameters (embeddings: model.embedding_l2)
     batch_size: int = 2000
+    lazy_embeddings: bool = True  # row-wise Adam on the rows a batch touched; false: dense Adam
+    clip_norm: float = 0.0  # clip the global gradient norm to this (0 = off; FuxiCTR: 10)
+    lr_decay_on_plateau: float = 1.0  # multiply the lr by this after each non-improving evaluation
 
 
 @dataclass
@@ -179,6 +183,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.embedding_lr": (lambda v: v is None or (_finite(v) and v > 0), "finite and > 0"),
     "optim.weight_decay": (lambda v: _finite(v) and v >= 0, "finite and >= 0"),
     "optim.batch_size": (lambda v: v >= 1, ">= 1"),
+    "optim.clip_norm": (lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: off)"),
+    "optim.lr_decay_on_plateau": (lambda v: _finite(v) and 0 < v <= 1, "in (0, 1] (1: off)"),
+    "model.dense_init": (lambda v: v in ("torch", "xavier"), "torch or xavier"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.patience": (lambda v: v >= 1, ">= 1"),
     "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),

@@ -86,6 +86,7 @@ def build_recommender(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
         dropout=m.dropout,
         batch_norm=m.batch_norm,
         embedding_l2=m.embedding_l2,
+        dense_init=m.dense_init,
         **m.extra,
     )
 
@@ -232,7 +233,12 @@ class Trainer:
             split_rows=(len(self.dataset.split("train")), len(self.dataset.split("valid"))),
         ).to(self.device)
         self.optimizer = RecommenderOptimizer(
-            self.model, cfg.optim.lr, cfg.optim.embedding_lr, cfg.optim.weight_decay
+            self.model,
+            cfg.optim.lr,
+            cfg.optim.embedding_lr,
+            cfg.optim.weight_decay,
+            lazy=cfg.optim.lazy_embeddings,
+            clip_norm=cfg.optim.clip_norm,
         )
         #: result.json's ``method`` and extra ``policy`` fields (an outer loop may set them).
         self.method = cfg.loss.method
@@ -403,6 +409,9 @@ class Trainer:
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             self.bad_evals += 1
+            if self.cfg.optim.lr_decay_on_plateau < 1:
+                lr = self.optimizer.decay_lr(self.cfg.optim.lr_decay_on_plateau)
+                self.log(f"no improvement: learning rate now {lr:g}")
         self.log(
             f"epoch {self.epoch} step {self.step}: train loss {train_loss:.4f} "
             f"(logloss {train_logloss:.4f}) | valid AUC "
