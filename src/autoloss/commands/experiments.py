@@ -35,12 +35,22 @@ def refuse_per_run_options(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from autoloss.experiments.compare import (
         experiment_from_config,
+        parse_shard,
         prepare_experiment,
         run_experiment,
     )
+    from autoloss.experiments.executors import make_executor
     from autoloss.experiments.grid import parse_grid
 
     refuse_per_run_options(args)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    executor = make_executor(  # before anything is written: a missing Ray is one line
+        args.executor,
+        jobs=args.jobs,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+    )
     models, methods = args.models, args.methods
     grid = parse_grid(args.grid or [])
     cfg = config_from_args(args)
@@ -53,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         grid=grid,
     )
     prepare_experiment(exp, overwrite=args.overwrite)
-    outcome = run_experiment(exp, jobs=args.jobs)
+    outcome = run_experiment(exp, executor=executor, shard=shard)
     print()
     print(outcome.table)
     print(f"results: {exp.out / 'results.csv'}\ntable: {exp.out / 'table.md'}")
@@ -135,9 +145,45 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="runs trained in parallel worker processes (default 1)",
+        help="runs trained in parallel worker processes (default 1; --executor local)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help=(
+            "where runs train: local (this machine, --jobs processes; default) or ray (one Ray "
+            "task per run, on a local Ray instance or the cluster at --address; needs "
+            "'autoloss-rec[ray]' and --out on storage every node sees)"
+        ),
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="--executor ray: the Ray cluster (ray.init address; default RAY_ADDRESS, else a new local instance)",
+    )
+    p.add_argument(
+        "--cpus-per-run",
+        type=float,
+        metavar="N",
+        help="--executor ray: CPUs each run asks for (default 1; also its torch threads)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        metavar="N",
+        help="--executor ray: GPUs each run asks for (default 0)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help=(
+            "train only shard I of N of the grid (1 <= I <= N: runs I, I+N, I+2N, ... in the "
+            "grid's fixed order), e.g. one per job of a Slurm array; every shard writes into the "
+            "same --out and the last to finish writes complete tables"
+        ),
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace runs made with other settings in --out"

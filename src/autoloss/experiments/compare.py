@@ -16,7 +16,10 @@ applied with :meth:`RunConfig.set` on every run's configuration and named in its
 
 Running the same command again resumes: runs with ``result.json`` are skipped, an interrupted run
 with a checkpoint continues from it, and any other leftover directory is restarted cleanly.
-``jobs > 1`` trains runs in spawned worker processes, each with ``cores // jobs`` torch threads.
+``jobs > 1`` trains runs in spawned worker processes, each with ``cores // jobs`` torch threads;
+an :class:`~autoloss.experiments.executors.Executor` (``--executor ray``: Ray tasks) may run them
+elsewhere, always through the same :func:`train_locked`. ``--shard I/N`` (:func:`shard_runs`)
+trains the I-th of N disjoint parts of the grid (job arrays), into the same directory.
 
 Several ``compare`` processes may share one experiment directory: the process that trains a run
 (this one, or its worker) holds ``runs/<run>.lock`` while it does (:class:`RunLock`); another
@@ -27,14 +30,12 @@ complete tables.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
-import os
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ import yaml
 
 from autoloss import __version__
 from autoloss.errors import AutolossError, CheckpointError, ConfigError
+from autoloss.experiments.executors import Executor, RunCall, local_executor
 from autoloss.experiments.grid import (
     NEUTRAL_KEYS,
     Condition,
@@ -393,13 +395,6 @@ def _user_files(out: Path) -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------------------------- running
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def train_planned(
     cfg_dict: dict[str, Any], state: str, threads: int, quiet: bool
 ) -> dict[str, Any]:
@@ -506,40 +501,58 @@ class _Tally:
         self.log(f"run {run.name} failed:\n{tb}")
 
 
-def _train_serial(exp: Experiment, todo: list[PlannedRun], tally: _Tally, quiet: bool) -> None:
-    for run in todo:
-        try:
-            cfg = run.config(exp.base).to_dict()
-            status, payload = train_locked(cfg, exp.base.train.num_threads, quiet)
-        except Exception as exc:
-            tally.fail(run, exc)
-        else:
-            tally.outcome(run, status, payload)
-
-
-def _train_parallel(
-    exp: Experiment, todo: list[PlannedRun], tally: _Tally, quiet: bool, jobs: int
+def _train(
+    exp: Experiment, todo: list[PlannedRun], tally: _Tally, quiet: bool, executor: Executor
 ) -> None:
-    threads = exp.base.train.num_threads or max(1, available_cores() // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-        futures: dict[cf.Future[tuple[str, dict[str, Any]]], PlannedRun] = {}
-        for run in todo:
-            cfg = run.config(exp.base)
-            if cfg.train.progress == "auto":
-                cfg.train.progress = "off"  # bars of parallel workers would interleave
-            futures[pool.submit(train_locked, cfg.to_dict(), threads, quiet)] = run
-        try:
-            for fut in cf.as_completed(futures):
-                error = fut.exception()
-                if error is None:
-                    tally.outcome(futures[fut], *fut.result())
-                else:
-                    tally.fail(futures[fut], error)
-        except BaseException:
-            for f in futures:
-                f.cancel()  # runs already training finish (and are kept); queued ones never start
-            raise
+    """Train ``todo`` with ``executor``: each run is one call of :func:`train_locked`, wherever
+    the executor runs it."""
+    threads = executor.threads_per_run(exp.base.train.num_threads)
+    calls, runs = [], {}
+    for run in todo:
+        cfg = run.config(exp.base)
+        if executor.concurrent and cfg.train.progress == "auto":
+            cfg.train.progress = "off"  # bars of parallel runs would interleave
+        calls.append(RunCall(run.name, cfg.to_dict(), threads, quiet))
+        runs[run.name] = run
+    with closing(executor.execute(train_locked, calls, tally.log)) as answers:
+        for call, answer in answers:
+            if isinstance(answer, BaseException):
+                tally.fail(runs[call.name], answer)
+            else:
+                tally.outcome(runs[call.name], *answer)
+
+
+#: ``--shard I/N``: the I-th of N shards of a grid (1 <= I <= N).
+Shard = tuple[int, int]
+
+
+def parse_shard(text: str) -> Shard:
+    """``--shard I/N`` as ``(I, N)``: shards are numbered from 1 to N (one line otherwise)."""
+    index, sep, count = str(text).strip().partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise ConfigError(
+            f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 1/4 ... --shard 4/4"
+            " (shards are numbered from 1: with a 0-based job array give"
+            " --shard $((SLURM_ARRAY_TASK_ID + 1))/N)"
+        )
+    return i, n
+
+
+def shard_runs(plan: Sequence[PlannedRun], shard: Shard | None) -> list[PlannedRun]:
+    """The runs of shard ``(I, N)``: those at positions ``I-1, I-1+N, I-1+2N, ...`` of the plan.
+
+    The plan's order is fixed by the grid (:meth:`Experiment.plan`) and does not depend on which
+    runs have finished, so the N shards are disjoint, cover the grid, and are the same in every
+    process given the same grid; round robin spreads methods, models and seeds over the shards.
+    """
+    if shard is None:
+        return list(plan)
+    i, n = shard
+    return [run for k, run in enumerate(plan) if k % n == i - 1]
 
 
 def run_experiment(
@@ -548,6 +561,8 @@ def run_experiment(
     jobs: int = 1,
     log: Log = print,
     quiet_runs: bool = False,
+    executor: Executor | None = None,
+    shard: Shard | None = None,
 ) -> CompareOutcome:
     """Train every unfinished run of ``exp`` (already prepared), then write results and tables.
 
@@ -555,30 +570,34 @@ def run_experiment(
     it); a user error (:class:`AutolossError`) or an interrupt stops the experiment. Either way
     ``results.csv`` and ``table.md`` describe the runs that finished.
 
-    Each run is locked where it is trained (:func:`train_locked`: here, or in the worker process
-    with ``jobs > 1``): a run another live process is training is left to it (``elsewhere``), and
-    the tables are rebuilt from every finished run on disk, that process's included.
+    ``executor`` says where the runs train (:mod:`autoloss.experiments.executors`; default: this
+    process, or ``jobs`` worker processes); ``shard`` ``(I, N)`` trains only the I-th of N
+    disjoint parts of the grid (:func:`shard_runs`).
+
+    Each run is locked where it is trained (:func:`train_locked`: here, in a worker process, or
+    in a Ray task): a run another live process is training is left to it (``elsewhere``), and
+    the tables are rebuilt from every finished run on disk, other processes' and shards'
+    included: the last to finish writes complete tables.
     """
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: need at least 1")
+    if executor is None:
+        executor = local_executor(jobs)
     plan = exp.plan()
-    states = {r.name: r.state() for r in plan}
-    todo = [r for r in plan if states[r.name] != "done"]
-    skipped = [r.name for r in plan if states[r.name] == "done"]
-    parallel = jobs > 1 and len(todo) > 1
+    mine = shard_runs(plan, shard)
+    states = {r.name: r.state() for r in mine}
+    todo = [r for r in mine if states[r.name] != "done"]
+    skipped = [r.name for r in mine if states[r.name] == "done"]
+    executor = executor.for_count(len(todo))
     conds = f" × {len(exp.conditions())} conditions" if exp.grid else ""
+    part = f"; shard {shard[0]}/{shard[1]}: {len(mine)} runs" if shard else ""
     log(
         f"experiment {exp.out}: {len(plan)} runs ({len(exp.models)} models × {len(exp.methods)}"
-        f" methods × {len(exp.seeds)} seeds{conds}), {len(skipped)} finished, {len(todo)} to train"
-        + (f" in {jobs} worker processes" if parallel else "")
+        f" methods × {len(exp.seeds)} seeds{conds}){part}, {len(skipped)} finished,"
+        f" {len(todo)} to train" + (executor.describe() if todo else "")
     )
     exp.runs_dir.mkdir(parents=True, exist_ok=True)
     tally = _Tally(len(todo), log)
     try:
-        if parallel:
-            _train_parallel(exp, todo, tally, quiet_runs, jobs)
-        else:
-            _train_serial(exp, todo, tally, quiet_runs)
+        _train(exp, todo, tally, quiet_runs, executor)
     finally:
         outcome = finish_experiment(
             exp,
@@ -591,6 +610,12 @@ def run_experiment(
         log(
             f"{len(outcome.elsewhere)} runs left to other processes that are training them"
             f" ({', '.join(outcome.elsewhere)}); the last process to finish writes complete tables"
+        )
+    missing = len(plan) - len(outcome.rows)
+    if shard and missing:
+        log(
+            f"{missing} of {len(plan)} runs of the grid have not finished (other shards): the last"
+            " shard to finish writes complete tables (or rerun compare without --shard)"
         )
     return outcome
 
