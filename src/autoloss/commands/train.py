@@ -157,15 +157,81 @@ def _print_result(run_dir: Path, result: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from autoloss.experiments.search import train_any
+    from autoloss.train import distributed
     from autoloss.train.run import saved_config
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")
     # A resumed run starts from its own config.yaml; options given now must not contradict it.
     cfg = config_from_args(args, saved_config(args.out) if args.resume else None)
-    run_dir, result = train_any(cfg, resume=args.resume, overwrite=args.overwrite)
-    _print_result(run_dir, result)
+    nproc = _nproc(args)
+    if nproc > 1:
+        return _launch(args, cfg, nproc)
+    # Under torchrun (WORLD_SIZE > 1) this process is one rank of the run (docs/distributed.md).
+    with distributed.process_group(cfg.train.device) as ctx:
+        if ctx is not None:
+            distributed.check_config(cfg)
+        run_dir, result = train_any(cfg, resume=args.resume, overwrite=args.overwrite)
+    if ctx is None or ctx.is_main:
+        _print_result(run_dir, result)
     return 0
+
+
+def _nproc(args: argparse.Namespace) -> int:
+    """The processes ``--nproc`` asks this command to start (1: train here)."""
+    import os
+
+    from autoloss.train import distributed
+
+    n = getattr(args, "nproc", None)
+    if n is None:
+        return 1
+    if n < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {n}")
+    if distributed.launched():  # a rank torchrun started: it trains, whatever --nproc says
+        world = int(os.environ["WORLD_SIZE"])
+        if n != world:
+            raise ConfigError(f"--nproc {n}: torchrun started {world} processes")
+        return 1
+    return n
+
+
+def _launch(args: argparse.Namespace, cfg: RunConfig, nproc: int) -> int:
+    """``--nproc N``: check here what can be checked (one line, exit 2), then run this command
+    as N ranks through ``torch.distributed.run`` on this machine."""
+    from autoloss.data.store import open_dataset
+    from autoloss.train import distributed
+    from autoloss.train.run import check_resumable, check_run_dir, run_dir_of
+
+    cfg.validate()
+    distributed.check_config(cfg)
+    open_dataset(cfg.data.path, task=cfg.data.task)  # a wrong --data: one line, here
+    distributed.rank_device(cfg.train.device, nproc - 1)  # one GPU per process
+    rd = run_dir_of(cfg)  # chosen once: a default name holds the time
+    check_run_dir(rd, resume=args.resume, overwrite=args.overwrite)
+    if args.resume:
+        check_resumable(rd, cfg)
+    return distributed.launch_local(nproc, [*rank_argv(args), "--out", str(rd.path)])
+
+
+def rank_argv(args: argparse.Namespace) -> list[str]:
+    """The ``autoloss train`` command line of each rank: the options given, without --nproc."""
+    argv = ["train"]
+    if args.config:
+        argv += ["--config", args.config]
+    for flag, (key, _kind, _metavar, _text) in TRAINING_FLAGS.items():
+        value = getattr(args, key.replace(".", "__"), None)
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.loss__hard:
+        argv.append("--hard")
+    for item in args.overrides:
+        argv += ["--set", item]
+    if args.resume:
+        argv.append("--resume")
+    if args.overwrite:
+        argv.append("--overwrite")
+    return argv
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -225,6 +291,13 @@ def register(sub: Any) -> None:
     add_training_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train one run as N processes on this machine (torch.distributed; gloo on CPU, "
+        "nccl on GPUs; the global batch is --batch-size): docs/distributed.md",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -27,6 +27,10 @@ from autoloss.policies.config import LossConfig
 #: embedding L2 of the model's last forward); the unrolled hypergradient needs the same objective.
 Regularization = Callable[[nn.Module], torch.Tensor]
 
+#: ``sync(params)``: replace the ``.grad`` of ``params`` in place by their mean over the processes
+#: of a distributed run, before the policy's own optimiser steps (installed by the trainer).
+GradSync = Callable[[Sequence[nn.Parameter]], None]
+
 
 def as_candidate_set(
     candidates: Sequence[str] | str | CandidateSet,
@@ -187,6 +191,13 @@ class LossPolicy(nn.Module):
                 for k, n in enumerate(self.candidates):
                     out[f"p_{n}_y{c}"] = float(mc[k])
         return out
+
+    def set_grad_sync(self, sync: GradSync | None) -> None:
+        """Have the policy's own optimiser (if it has one) call ``sync`` on its parameters right
+        before each step: a distributed run averages the gradients of its ranks there."""
+        optimizer = getattr(self, "policy_optimizer", None)
+        if optimizer is not None:
+            optimizer.sync = sync
 
     def controller_state(self) -> dict[str, Any] | None:
         """What to save as ``controller.pt`` (weights_only-loadable), or None."""

@@ -35,7 +35,7 @@ from torch import nn
 
 from autoloss.errors import ConfigError
 from autoloss.losses import CandidateSet, evaluation_loss, weighted_loss
-from autoloss.policies.base import LossPolicy, Regularization, call_model, model_args
+from autoloss.policies.base import GradSync, LossPolicy, Regularization, call_model, model_args
 
 MODES = ("first-order", "unrolled")
 UNROLLED_IMPLS = ("finite-difference", "autograd")
@@ -353,6 +353,8 @@ class PolicyOptimizer:
         self.lr = lr
         self._opt: torch.optim.Optimizer | None = None
         self._pending: dict[str, Any] | None = None
+        #: called on the parameters before each step (a distributed run's gradient average)
+        self.sync: GradSync | None = None
 
     def get(self) -> torch.optim.Optimizer:
         if self._opt is None:
@@ -368,6 +370,8 @@ class PolicyOptimizer:
         if grads is not None:
             for p, g in zip(self._params(), grads):
                 p.grad = None if g is None else g.detach()
+        if self.sync is not None:
+            self.sync(self._params())
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import CheckpointError, ConfigError
+from autoloss.train import distributed
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
 from autoloss.train.rundir import RunDir
 from autoloss.train.trainer import Trainer, build_recommender, resolve_device
@@ -96,8 +97,14 @@ def train_run(
     before its first checkpoint starts again). ``preset``: train with the fixed weights an outer
     loop chose (``cfg`` keeps its method, saved as the run's config.yaml; the outcome is saved as
     search.json).
+
+    In a distributed run every rank calls this; rank 0 alone writes the run directory (its path,
+    chosen by rank 0, is the same on every rank).
     """
+    ctx = distributed.context()
     rd = run_dir_of(cfg)
+    if ctx is not None:
+        rd = RunDir(distributed.broadcast_object(str(rd.path)), read_only=not ctx.is_main)
     check_run_dir(rd, resume=resume, overwrite=overwrite)
     if resume:
         check_resumable(rd, cfg)
@@ -114,11 +121,7 @@ def train_run(
     trainer = Trainer(trained, run_dir=None, log=log)
     if preset is not None:
         trainer.method, trainer.policy_info = preset.method, dict(preset.info)
-    created = not rd.path.exists()
-    if overwrite and rd.path.exists():
-        shutil.rmtree(rd.path)
-        created = True
-    rd.path.mkdir(parents=True, exist_ok=True)
+    created = False if rd.read_only else _make_run_dir(rd, overwrite)
     try:
         trainer.run_dir = rd
         rd.remove_temporaries()
@@ -133,6 +136,16 @@ def train_run(
             shutil.rmtree(rd.path, ignore_errors=True)
         raise
     return rd.path, result
+
+
+def _make_run_dir(rd: RunDir, overwrite: bool) -> bool:
+    """Create (or, with ``overwrite``, replace) the run directory; True if this call created it."""
+    created = not rd.path.exists()
+    if overwrite and rd.path.exists():
+        shutil.rmtree(rd.path)
+        created = True
+    rd.path.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def _start_run_dir(

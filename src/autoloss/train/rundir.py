@@ -13,15 +13,18 @@ RUN/
 ```
 
 Every file but the append-only ``metrics.jsonl`` is written atomically (temporary file, rename);
-weights are read with ``weights_only=True``.
+weights are read with ``weights_only=True``. In a distributed run rank 0 alone writes: the other
+ranks hold a ``read_only`` RunDir, whose writing methods do nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -29,6 +32,19 @@ from autoloss.errors import CheckpointError, DataError
 from autoloss.files import TMP_SUFFIX, load_state, save_state, write_text
 
 MODEL_FORMAT = "autoloss-model-1"
+
+_Method = TypeVar("_Method", bound=Callable[..., None])
+
+
+def _writes(method: _Method) -> _Method:
+    """A method that writes the directory: it does nothing on a ``read_only`` RunDir."""
+
+    @functools.wraps(method)
+    def wrapper(self: RunDir, *args: Any, **kwargs: Any) -> None:
+        if not self.read_only:
+            method(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 class RunDir:
@@ -43,8 +59,10 @@ class RunDir:
     CONTROLLER = "controller.pt"
     DATASET = "dataset"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        #: the ranks but 0 of a distributed run: every writing method does nothing
+        self.read_only = read_only
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -85,6 +103,8 @@ class RunDir:
     def remove_temporaries(self) -> int:
         """Remove the temporary files of writes that a killed process left (``.NAME.*.tmp``);
         returns how many. Only the process that owns the run directory may call this."""
+        if self.read_only:
+            return 0
         n = 0
         for p in self.path.glob(f".*{TMP_SUFFIX}"):
             p.unlink(missing_ok=True)
@@ -95,13 +115,16 @@ class RunDir:
         return not self.path.exists() or not any(self.path.iterdir())
 
     # ---------------------------------------------------------------- writing
+    @_writes
     def save_config(self, cfg_dict: dict[str, Any]) -> None:
         write_text(self.config, yaml.safe_dump(cfg_dict, sort_keys=False))
 
+    @_writes
     def append_record(self, rec: dict[str, Any]) -> None:
         with open(self.metrics, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
 
+    @_writes
     def truncate_records(self, step: int) -> None:
         """Drop the log records after ``step`` (those of work a resumed run redoes)."""
         if not self.metrics.is_file():
@@ -116,22 +139,27 @@ class RunDir:
                 kept.append(line + "\n")
         write_text(self.metrics, "".join(kept))
 
+    @_writes
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         save_state(state, self.checkpoint)
 
+    @_writes
     def save_search(self, outcome: dict[str, Any]) -> None:
         write_text(self.search, json.dumps(outcome, indent=2) + "\n")
 
+    @_writes
     def save_weights(self, model_state: dict[str, Any], controller: dict[str, Any] | None) -> None:
         save_state({"format": MODEL_FORMAT, "state_dict": model_state}, self.model)
         if controller is not None:
             save_state(controller, self.controller)
 
+    @_writes
     def finish(self, result: dict[str, Any]) -> None:
         """Write result.json and drop the checkpoint: the run is complete."""
         write_text(self.result, json.dumps(result, indent=2) + "\n")
         self.checkpoint.unlink(missing_ok=True)
 
+    @_writes
     def copy_dataset_reference(self, src: Path) -> None:
         """meta.json and the vocabularies (and side tables) of the dataset at ``src``."""
         dest = self.dataset

@@ -9,6 +9,7 @@ public criterion API a hand-written loop uses (docs/api.md).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -32,12 +33,16 @@ from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
 from autoloss.policies.registry import build_policy
+from autoloss.train import distributed
 from autoloss.train.config import RunConfig
+from autoloss.train.distributed import Batches
 from autoloss.train.optim import RecommenderOptimizer
 from autoloss.train.rundir import RunDir
 
 EvalCallback = Callable[[dict[str, Any]], None]
 CHECKPOINT_FORMAT = "autoloss-checkpoint-3"
+#: Checkpoint entries that differ between the ranks of a distributed run (saved for each).
+_PER_RANK = ("rng", "epoch_loss")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,7 +125,7 @@ class _ValidStream:
     validation batches as an uninterrupted one.
     """
 
-    def __init__(self, it: BatchIterator, device: torch.device) -> None:
+    def __init__(self, it: Batches, device: torch.device) -> None:
         self.it, self.device = it, device
         self.epoch, self.pos = 0, 0
         self._cur: Iterator[Batch] | None = None
@@ -218,9 +223,16 @@ class Trainer:
         self.on_eval = on_eval
         self.log = log or (lambda s: print(s, flush=True))
         cfg.validate()
+        #: the distributed run this trainer is one rank of (None: one process, docs/distributed.md)
+        self.dist = distributed.context()
+        if self.dist is not None:
+            distributed.check_config(cfg)
+            self._join_run(self.dist)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         self.device = resolve_device(cfg.train.device)
+        if self.dist is not None:
+            self.device = distributed.rank_device(cfg.train.device, self.dist.local_rank)
         self.dataset = dataset or run_dataset(cfg)
         self.spec = self.dataset.spec
         seed_everything(cfg.train.seed)
@@ -240,6 +252,11 @@ class Trainer:
             lazy=cfg.optim.lazy_embeddings,
             clip_norm=cfg.optim.clip_norm,
         )
+        self._replicas: distributed.Replicas | None = None
+        if self.dist is not None:
+            self._replicas = distributed.Replicas(
+                self.dist, self.model, self.policy, cfg.train.seed
+            )
         #: result.json's ``method`` and extra ``policy`` fields (an outer loop may set them).
         self.method = cfg.loss.method
         self.policy_info: dict[str, Any] = {}
@@ -262,6 +279,14 @@ class Trainer:
         self._epoch_loss = _EpochLoss(self.device)
         self._last_checkpoint = time.monotonic()
 
+    def _join_run(self, ctx: distributed.Context) -> None:
+        """One rank of a distributed run: rank 0 alone logs; the machine's CPU threads are
+        shared by its ranks unless ``train.num_threads`` says otherwise."""
+        if not ctx.is_main:
+            self.log = lambda s: None
+        if self.cfg.train.num_threads == 0 and ctx.device.type == "cpu":
+            torch.set_num_threads(distributed.threads_per_rank(ctx.local_world_size))
+
     def planned_steps(self) -> int:
         """The recommender steps the run is planned for (epochs, or ``max_steps`` when smaller)."""
         t = self.cfg.train
@@ -269,15 +294,18 @@ class Trainer:
         return min(total, t.max_steps) if t.max_steps > 0 else total
 
     # ------------------------------------------------------------------ batches
-    def _iterator(self, split: str, *, train: bool) -> BatchIterator:
+    def _iterator(self, split: str, *, train: bool) -> Batches:
         bs = self.cfg.optim.batch_size if train else self.cfg.data.eval_batch_size
-        return BatchIterator(
+        it = BatchIterator(
             self.dataset.split(split),
             bs,
             shuffle=train,
             seed=self.cfg.train.seed + (0 if split == "train" else 7919),
             block_rows=self.cfg.data.block_rows,
         )
+        if self.dist is None:
+            return it
+        return distributed.ShardedBatches(it, self.dist.rank, self.dist.world_size)
 
     def evaluate_split(self, split: str) -> dict[str, float]:
         logits, y = self.predict_split(split)
@@ -285,8 +313,13 @@ class Trainer:
 
     def predict_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Logits and labels of a whole split (eval mode); non-finite logits stop the run."""
-        it = BatchIterator(self.dataset.split(split), self.cfg.data.eval_batch_size, shuffle=False)
-        logits, y = predict_logits(self.model, iter(it.epoch(0)), self.device)
+        if self._replicas is not None:
+            logits, y = self._predict_shards(split, self._replicas)
+        else:
+            it = BatchIterator(
+                self.dataset.split(split), self.cfg.data.eval_batch_size, shuffle=False
+            )
+            logits, y = predict_logits(self.model, iter(it.epoch(0)), self.device)
         if not np.isfinite(logits).all():
             raise TrainingDiverged(
                 f"training stopped at step {self.step}: the model's {split} predictions are not "
@@ -295,6 +328,24 @@ class Trainer:
                 + "; lower --lr"
             )
         return logits, y
+
+    def _predict_shards(
+        self, split: str, replicas: distributed.Replicas
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A distributed run's :meth:`predict_split`: each rank scores a contiguous part of the
+        split (no row twice, none padded) and every rank gets all of them in the split's order."""
+        ctx = replicas.ctx
+        rows = len(self.dataset.split(split))
+        size = max(1, min(self.cfg.data.eval_batch_size, -(-rows // ctx.world_size)))
+        it = BatchIterator(self.dataset.split(split), size, shuffle=False)
+        first, last = distributed.eval_batches(len(it), ctx.rank, ctx.world_size)
+        if last > first:
+            batches = itertools.islice(it.epoch(0, start=first), last - first)
+            logits, y = predict_logits(self.model, batches, self.device)
+        else:  # fewer batches than ranks: this one scores none
+            classes = () if self.spec.task == "binary" else (self.spec.num_classes,)
+            logits, y = np.zeros((0, *classes), np.float32), np.zeros(0, np.int64)
+        return replicas.gather_predictions(logits, y)
 
     def _check_divergence(self, logloss: float) -> None:
         """Warn (once) when the model predicts far worse than the label frequencies would."""
@@ -322,16 +373,23 @@ class Trainer:
         logits = model(*batch.inputs())
         loss = policy(logits, batch.y, rows=batch.rows) + model_regularization(model)
         finite = bool(torch.isfinite(loss))
+        rows, replicas = len(batch), self._replicas
+        if replicas is not None:  # a batch is skipped on every rank or on none
+            finite, rows = replicas.agree_step(finite, rows)
         if finite:
             self._epoch_loss.add(loss, evaluation_loss(logits.detach(), batch.y))
             self.optimizer.zero_grad()
             loss.backward()
+            if replicas is not None:
+                replicas.average_gradients(len(batch))
             self.optimizer.step()
             rec = self._update_policy(batch) if policy.should_update(self.step) else {}
         else:
             self._nonfinite_loss(logits, batch.y, loss)
+        if replicas is not None:
+            replicas.average_buffers()
         self.step += 1
-        self.rows_seen += len(batch)
+        self.rows_seen += rows
         if self.step % self.cfg.train.log_every == 0 and finite:
             stats = policy.stats()
             if stats or rec:
@@ -363,8 +421,12 @@ class Trainer:
 
     def _update_policy(self, batch: Batch) -> dict[str, float]:
         if not self.policy.uses_validation:
+            if self._replicas is not None:
+                self._replicas.policy_rows = len(batch)
             return self.policy.update()
         vb = self._valid_stream().next()
+        if self._replicas is not None:
+            self._replicas.policy_rows = len(vb)
         return self.policy.update(
             self.model,
             vb.inputs(),
@@ -426,7 +488,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything a resume needs to continue exactly where the run is now."""
-        return {
+        state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "policy": self.policy.state_dict(),
@@ -449,6 +511,10 @@ class Trainer:
             "best_state": self._best_state,
             "rng": _rng_state(self.device),
         }
+        if self._replicas is not None:  # each rank's own random stream and running loss
+            state["world_size"] = self._replicas.ctx.world_size
+            state["ranks"] = self._replicas.gather_states({k: state[k] for k in _PER_RANK})
+        return state
 
     def save_checkpoint(self) -> None:
         """Write checkpoint.pt (atomically) if the run has a directory; never a diverged state."""
@@ -470,7 +536,10 @@ class Trainer:
         if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0:
             return True
         minutes = cfg.checkpoint_minutes
-        return minutes > 0 and time.monotonic() - self._last_checkpoint >= 60 * minutes
+        due = minutes > 0 and time.monotonic() - self._last_checkpoint >= 60 * minutes
+        if self._replicas is None or minutes <= 0:
+            return due
+        return self._replicas.main_decides(due)  # clocks differ; checkpoints are collective
 
     def load_checkpoint(self, run_dir: RunDir) -> None:
         """Continue from ``run_dir``'s checkpoint; its log is cut back to the checkpoint's step."""
@@ -481,6 +550,9 @@ class Trainer:
                 "(written by another version of autoloss): rerun with --overwrite",
                 path=run_dir.checkpoint,
             )
+        self._check_world_size(state, run_dir)
+        if self.dist is not None and "ranks" in state:
+            state = {**state, **state["ranks"][self.dist.rank]}
         try:
             self.model.load_state_dict(state["model"])
             self.policy.load_state_dict(state["policy"])
@@ -511,6 +583,18 @@ class Trainer:
         self._best_state = state.get("best_state")
         _set_rng_state(state["rng"], self.device)
 
+    def _check_world_size(self, state: dict[str, Any], run_dir: RunDir) -> None:
+        """A checkpoint resumes at the world size that wrote it (its shards and streams)."""
+        saved = int(state.get("world_size", 1))
+        now = 1 if self.dist is None else self.dist.world_size
+        if saved != now:
+            raise CheckpointError(
+                f"the checkpoint was written by a run of {saved} process(es), this run has {now}: "
+                f"resume it with {saved} (autoloss train --nproc {saved} --resume, or torchrun "
+                f"--nproc_per_node/--nnodes giving {saved} in all)",
+                path=run_dir.checkpoint,
+            )
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         """Train until the epoch budget, ``max_steps`` or early stopping; return the result.
@@ -520,7 +604,8 @@ class Trainer:
         """
         cfg = self.cfg.train
         train_it = self._iterator("train", train=True)
-        progress = _progress(cfg.progress, len(train_it) * cfg.epochs, self.step)
+        main = self.dist is None or self.dist.is_main
+        progress = _progress(cfg.progress, len(train_it) * cfg.epochs, self.step) if main else None
         self.model.train()
         stop = self.finished or (
             not self.in_epoch and (self.epoch >= cfg.epochs or self.bad_evals >= cfg.patience)
@@ -540,7 +625,7 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
         return self.finish()
 
-    def _train_epoch(self, train_it: BatchIterator, progress: Any) -> bool:
+    def _train_epoch(self, train_it: Batches, progress: Any) -> bool:
         """The rest of epoch ``self.epoch`` (evaluating every ``eval_every_steps`` and at its
         end, checkpointing when due); True: stop training."""
         cfg = self.cfg.train
@@ -553,7 +638,7 @@ class Trainer:
             limit = cfg.max_steps > 0 and self.step >= cfg.max_steps
             if limit or (cfg.eval_every_steps > 0 and self.step % cfg.eval_every_steps == 0):
                 self.train_seconds += time.perf_counter() - t0
-                stop = self._evaluate_and_track(*self._epoch_loss.mean())
+                stop = self._evaluate_and_track(*self._train_losses())
                 t0 = time.perf_counter()
                 if stop or limit:
                     return True
@@ -564,8 +649,15 @@ class Trainer:
         self.train_seconds += time.perf_counter() - t0
         stop = False
         if cfg.eval_every_steps <= 0 or self.step % cfg.eval_every_steps != 0:
-            stop = self._evaluate_and_track(*self._epoch_loss.mean())
+            stop = self._evaluate_and_track(*self._train_losses())
         return stop or self.epoch >= cfg.epochs
+
+    def _train_losses(self) -> tuple[float, float]:
+        """The epoch's mean training objective and logloss so far (averaged over the ranks)."""
+        loss, logloss = self._epoch_loss.mean()
+        if self._replicas is not None:
+            loss, logloss = self._replicas.mean([loss, logloss])
+        return loss, logloss
 
     def finish(self) -> dict[str, Any]:
         valid_logits, valid_y = self.predict_split("valid")
@@ -597,6 +689,8 @@ class Trainer:
             "policy": {**self.policy.describe(), **self.policy_info},
             "autoloss_version": __version__,
         }
+        if self.dist is not None:
+            result["world_size"] = self.dist.world_size
         if self.nonfinite_skipped:
             result["nonfinite_skipped"] = self.nonfinite_skipped
         if self.warnings:
