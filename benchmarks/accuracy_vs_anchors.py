@@ -5,6 +5,7 @@ dropout 0.2, no regularisation, Adam 1e-3, batch 2000, early stopping on validat
 patience 2, best epoch restored), each through its own pipeline: ``autoloss prepare`` +
 ``autoloss train`` for us; FuxiCTR's feature processor, parquet loader and ``fit`` for it
 (``benchmarks/anchors/fuxictr_run.py``, in an environment this script builds under ``--root``).
+Criteo-layout data use min count 10 on both sides (the BARS protocol), Frappe min count 1.
 FuxiCTR is not deterministic on CPU, so its side runs ``--fuxictr-repeats`` times per seed.
 Every run's figures are cached under ``--root/results``: an interrupted benchmark resumes.
 
@@ -16,6 +17,7 @@ Every run's figures are cached under ``--root/results``: an interrupted benchmar
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -51,6 +53,14 @@ def cached(path: Path, run: callable) -> dict:  # type: ignore[valid-type]
     return figures
 
 
+def defaults_digest() -> str:
+    """A digest of our default configuration: cached results of ours go stale when it changes."""
+    from autoloss.train.config import RunConfig
+
+    text = json.dumps(RunConfig().to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def run_pair(args: argparse.Namespace, ds: dict, model: str, seed: int) -> dict[str, list[dict]]:
     """Our run and FuxiCTR's repeats of one (dataset, model, seed)."""
     res = args.root / "results" / ds["name"]
@@ -60,19 +70,20 @@ def run_pair(args: argparse.Namespace, ds: dict, model: str, seed: int) -> dict[
     for s in args.set:
         ours_cmd += ["--set", s]
     tag = "-".join(s.replace("=", "_") for s in args.set) or "defaults"
-    out = {
-        "autoloss": [
-            cached(res / f"autoloss-{tag}-{model}-s{seed}.json", lambda: run_json(ours_cmd))
-        ]
-    }
+    tag += "-" + defaults_digest()
+    out: dict[str, list[dict]] = {"autoloss": [], "fuxictr": []}
+    if "autoloss" in args.libraries:
+        path = res / f"autoloss-{tag}-{model}-s{seed}.json"
+        out["autoloss"].append(cached(path, lambda: run_json(ours_cmd)))
     fx_cmd = [str(args.python), str(HERE / "fuxictr_run.py"), "--data", str(ds["data"])]
     fx_cmd += ["--kind", ds["kind"], "--model", model, "--seed", str(seed)]
     fx_cmd += ["--epochs", str(ds["epochs"]), "--min-count", str(ds["min_count"])]
     fx_cmd += ["--threads", str(args.threads), "--work", str(args.root / "fuxictr-work")]
-    out["fuxictr"] = [
-        cached(res / f"fuxictr-{model}-s{seed}-r{r}.json", lambda: run_json(fx_cmd))
-        for r in range(1, args.fuxictr_repeats + 1)
-    ]
+    if "fuxictr" in args.libraries:
+        out["fuxictr"] = [
+            cached(res / f"fuxictr-{model}-s{seed}-r{r}.json", lambda: run_json(fx_cmd))
+            for r in range(1, args.fuxictr_repeats + 1)
+        ]
     return out
 
 
@@ -83,6 +94,8 @@ def table(rows: list[tuple[str, str, dict[str, list[dict]]]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, model, runs in rows:
+        if not runs["autoloss"] or not runs["fuxictr"]:
+            continue
         ours = [r["test_auc"] for r in runs["autoloss"]]
         fx = [r["test_auc"] for r in runs["fuxictr"]]
         reps = sorted({r["rep"] for r in runs["fuxictr"]})
@@ -113,7 +126,7 @@ def datasets(args: argparse.Namespace) -> list[dict]:
                     "epochs": args.frappe_epochs})  # fmt: skip
     if args.criteo_rows:
         data = criteo_data(args.root, args.criteo_rows)
-        out.append({"name": data.name, "kind": "criteo", "data": data, "min_count": 1,
+        out.append({"name": data.name, "kind": "criteo", "data": data, "min_count": 10,
                     "epochs": args.criteo_epochs})  # fmt: skip
     for ds in out:
         ds["prepared"] = prepare_ours(args.root, ds["kind"], ds["data"], ds["min_count"])
@@ -132,6 +145,7 @@ def main() -> int:
     p.add_argument("--fuxictr-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads of every run (0: all)")
     p.add_argument("--set", action="append", default=[], help="a setting of our runs")
+    p.add_argument("--libraries", default="autoloss,fuxictr", help="the sides to run")
     args = p.parse_args()
     args.root = args.root.resolve()
     print(machine_info())

@@ -1,6 +1,6 @@
 """Train one FuxiCTR model on CSV splits and print one JSON line of figures.
 
-Runs inside the anchors' virtual environment (``benchmarks/anchors/env.py`` builds it), never in
+Runs inside the anchors' virtual environment (``benchmarks/anchors/common.py: anchors_python`` builds it), never in
 ours: FuxiCTR 2.3 needs ``polars<2``. FuxiCTR's pip package ships the layers and the training
 loop (``BaseModel.fit``) but not its model zoo, so the three models are assembled here from its
 public layers the way its model zoo does (embedding -> FM/inner products/cross net -> MLP_Block),

@@ -138,3 +138,16 @@ def test_decay_lr_multiplies_every_rate_and_stops_at_the_floor() -> None:
     _, fresh = _deepfm_step(clip_norm=0.0, lr=1e-3)
     fresh.load_state_dict(state)
     assert all(g["lr"] == pytest.approx(5e-5) for o in fresh.optimizers for g in o.param_groups)
+
+
+def test_clip_norm_counts_a_row_looked_up_twice_once() -> None:
+    """Bag lookups give uncoalesced sparse gradients (one entry per occurrence): the norm is the
+    norm of the summed row, as in one process's dense gradient."""
+    from autoloss.train.optim import clip_gradients
+
+    table = nn.Parameter(torch.zeros(4, 2))
+    idx = torch.tensor([[1, 1, 2]])
+    rows = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 8.0]])
+    table.grad = torch.sparse_coo_tensor(idx, rows, (4, 2), check_invariants=True)
+    opt = RowwiseAdam([table])
+    assert clip_gradients([opt], 100.0) == pytest.approx(10.0)  # |(6, 0)|, |(0, 8)| -> 10

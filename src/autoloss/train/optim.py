@@ -56,7 +56,7 @@ class RowwiseAdam(torch.optim.Optimizer):
                     idx = grad._indices()[0]
                     # Autograd drops the "coalesced" flag when it stores .grad; strictly increasing
                     # indices (what the unique-row lookup produces) are coalesced already.
-                    if not grad.is_coalesced() and not bool((idx[1:] > idx[:-1]).all()):
+                    if not grad.is_coalesced() and not _increasing(idx):
                         grad = grad.coalesce()
                         idx = grad._indices()[0]
                     g = grad._values()
@@ -146,17 +146,27 @@ class RecommenderOptimizer:
             self.dense.load_state_dict(state["dense"])  # type: ignore[arg-type]
 
 
+def _increasing(idx: torch.Tensor) -> bool:
+    """Strictly increasing row ids: a sparse gradient that is coalesced in all but its flag."""
+    return bool((idx[1:] > idx[:-1]).all())
+
+
 @torch.no_grad()
 def clip_gradients(optimizers: list[torch.optim.Optimizer], max_norm: float) -> float:
     """Scale the gradients of all ``optimizers``' parameters so that their global L2 norm is at
     most ``max_norm`` (``clip_grad_norm_``, which does not take sparse gradients); the norm."""
-    grads = [
-        p.grad._values() if p.grad.is_sparse else p.grad
-        for o in optimizers
-        for group in o.param_groups
-        for p in group["params"]
-        if p.grad is not None
-    ]
+    grads = []
+    for o in optimizers:
+        for group in o.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:  # a row looked up twice (bags) counts once, summed
+                    if not p.grad.is_coalesced() and not _increasing(p.grad._indices()[0]):
+                        p.grad = p.grad.coalesce()
+                    grads.append(p.grad._values())
+                else:
+                    grads.append(p.grad)
     if not grads:
         return 0.0
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
