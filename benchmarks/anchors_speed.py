@@ -17,7 +17,8 @@ time). The runs go one after another, never two at once, each with ``--threads``
 Columns: ``prepare s`` is the encoding of the three splits (ours: the ``autoloss prepare``
 process; FuxiCTR: its feature processor and parquet files, rebuilt for every invocation;
 pytorch-fm: pandas encoding inside its runner); ``epoch s`` is training seconds over epochs run
-(validation after each epoch included, as each library's fit does it); ``peak RSS MB`` is the
+(validation after each epoch included, as each library's fit does it; ours: the whole
+``train_run``, test scoring and writing the run directory included); ``peak RSS MB`` is the
 largest process of the run (ours: preparation and training are two processes, the larger one;
 the anchors prepare and train in one). Each run's figures are also written under
 ``--root/results/speed-t<threads>``.
