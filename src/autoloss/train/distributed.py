@@ -289,7 +289,9 @@ def average_sparse(ctx: Context, table: torch.Tensor, rows: int, total: float) -
     if idx.numel() == 0:
         table.grad = None
         return
-    merged = torch.sparse_coo_tensor(idx.unsqueeze(0), vals, table.shape).coalesce()
+    shape = table.shape
+    merged = torch.sparse_coo_tensor(idx.unsqueeze(0), vals, shape, check_invariants=True)
+    merged = merged.coalesce()
     table.grad = torch.sparse_coo_tensor(
         merged.indices(),
         (merged.values() / total).to(table.dtype),
