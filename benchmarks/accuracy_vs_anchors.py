@@ -27,6 +27,7 @@ from pathlib import Path
 from scipy import stats
 
 from _machine import machine_info  # type: ignore[import-not-found]
+from _runs import mean_sd  # type: ignore[import-not-found]
 from anchors.common import HERE, anchors_python, criteo_data, frappe_data, log, run_json
 
 
@@ -114,8 +115,7 @@ def table(rows: list[tuple[str, str, dict[str, list[dict]]]]) -> str:
 
 
 def _ms(v: list[float]) -> str:
-    sd = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.mean(v):.4f} ± {sd:.4f} (n={len(v)})"
+    return f"{mean_sd(v)} (n={len(v)})"
 
 
 def datasets(args: argparse.Namespace) -> list[dict]:

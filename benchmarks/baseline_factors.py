@@ -16,15 +16,14 @@ A configuration is ``NAME:KEY=VALUE,KEY=VALUE`` (``NAME:`` alone is the defaults
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from scipy import stats
 
 from _machine import machine_info  # type: ignore[import-not-found]
+from _runs import mean_sd, train_cached  # type: ignore[import-not-found]
 
 
 def parse_config(text: str) -> tuple[str, list[str]]:
@@ -34,21 +33,11 @@ def parse_config(text: str) -> tuple[str, list[str]]:
 
 def train(args: argparse.Namespace, name: str, settings: list[str], seed: int) -> dict:
     """Train one run (or read the finished one) and return its result.json."""
-    out = Path(args.out) / f"{name}-s{seed}"
-    result = out / "result.json"
-    if not result.exists():
-        cmd = [sys.executable, "-m", "autoloss.cli", "train", "--data", args.data]
-        cmd += ["--model", args.model, "--loss", "ce", "--epochs", str(args.epochs)]
-        cmd += ["--seed", str(seed), "--progress", "off", "--out", str(out), "--overwrite"]
-        for s in [*args.set, *settings]:
-            cmd += ["--set", s]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(result.read_text())
-
-
-def summary(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+    options = ["--data", args.data, "--model", args.model, "--loss", "ce"]
+    options += ["--epochs", str(args.epochs), "--seed", str(seed)]
+    for s in [*args.set, *settings]:
+        options += ["--set", s]
+    return train_cached(Path(args.out) / f"{name}-s{seed}", options)
 
 
 def main() -> int:
@@ -78,7 +67,7 @@ def main() -> int:
         diff = [a - b for a, b in zip(auc, base, strict=True)]
         p_value = stats.ttest_rel(auc, base).pvalue if name != configs[0][0] else float("nan")
         print(
-            f"| {name} | {' '.join(settings) or 'defaults'} | {summary(auc)} | {summary(ll)} | "
+            f"| {name} | {' '.join(settings) or 'defaults'} | {mean_sd(auc)} | {mean_sd(ll)} | "
             f"{statistics.mean(diff):+.4f} | {p_value:.3f} |"
         )
     return 0

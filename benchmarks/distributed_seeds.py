@@ -11,32 +11,22 @@ Runs go one after another (never two at once); finished runs are read back, not 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from scipy import stats
 
 from _machine import machine_info  # type: ignore[import-not-found]
+from _runs import mean_sd, train_cached  # type: ignore[import-not-found]
 
 
 def run(args: argparse.Namespace, nproc: int, seed: int) -> dict:
-    out = Path(args.out) / f"{args.loss}-p{nproc}-s{seed}"
-    if not (out / "result.json").exists():
-        cmd = [sys.executable, "-m", "autoloss.cli", "train", "--data", args.data]
-        cmd += ["--loss", args.loss, "--seed", str(seed), "--threads", "1", "--progress", "off"]
-        cmd += ["--epochs", str(args.epochs), "--out", str(out), "--overwrite"]
-        if nproc > 1:
-            cmd += ["--nproc", str(nproc)]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((out / "result.json").read_text())
-
-
-def ms(v: list[float], digits: int = 4) -> str:
-    sd = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.mean(v):.{digits}f} ± {sd:.{digits}f}"
+    options = ["--data", args.data, "--loss", args.loss, "--seed", str(seed), "--threads", "1"]
+    options += ["--epochs", str(args.epochs)]
+    if nproc > 1:
+        options += ["--nproc", str(nproc)]
+    return train_cached(Path(args.out) / f"{args.loss}-p{nproc}-s{seed}", options)
 
 
 def main() -> int:
@@ -62,7 +52,9 @@ def main() -> int:
         ll = [r["test"]["logloss"] for r in rs]
         rate = [r["train_rows_per_second"] for r in rs]
         best = ", ".join(str(r["best_epoch"]) for r in rs)
-        print(f"| {nproc} | {ms(auc)} | {ms(ll)} | {best} | {statistics.mean(rate):,.0f} |")
+        print(
+            f"| {nproc} | {mean_sd(auc)} | {mean_sd(ll)} | {best} | {statistics.mean(rate):,.0f} |"
+        )
     one = [r["test"]["auc"] for r in results[1]]
     many = [r["test"]["auc"] for r in results[args.nproc]]
     welch = stats.ttest_ind(many, one, equal_var=False).pvalue

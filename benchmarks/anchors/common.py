@@ -84,12 +84,12 @@ def criteo_data(root: Path, rows: int, seed: int = 7) -> Path:
     table = pv.read_csv(raw, read_options=read, parse_options=parse, convert_options=convert)
     n_train, n_valid = rows * 8 // 10, rows // 10
     bounds = {"train": (0, n_train), "valid": (n_train, n_valid), "test": (n_train + n_valid, None)}
-    lines = raw.read_text().splitlines(keepends=True)
+    # the raw layout again (tab-separated, no header, no quotes): byte-identical to the raw lines
+    raw_layout = pv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
     for split, (start, length) in bounds.items():
         part = table.slice(start, length)
         pv.write_csv(part, out / f"{split}.csv")
-        stop = None if length is None else start + length
-        (out / f"{split}.txt").write_text("".join(lines[start:stop]))
+        pv.write_csv(part, out / f"{split}.txt", write_options=raw_layout)
     raw.unlink()
     return out
 
