@@ -10,6 +10,7 @@ script); a 30 s collective timeout and per-test timeouts make a hang fail fast.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import itertools
 import json
@@ -218,7 +219,7 @@ def two_ranks(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=200, env=_env())
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stderr[-12000:]
     return out
 
 
@@ -371,7 +372,7 @@ def nproc_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=150,
         env=_env(),
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stderr[-12000:]
     assert proc.stdout.count("run: ") == 1  # rank 0 alone reports
     return out
 
@@ -429,4 +430,5 @@ def test_two_nodes_on_loopback(data: Path, nproc_run: Path, tmp_path: Path) -> N
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    faulthandler.enable()  # an abort (SIGABRT) prints every thread's Python stack
     worker(sys.argv[2], sys.argv[3])

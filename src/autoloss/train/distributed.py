@@ -18,6 +18,8 @@ process takes none of these paths: single-process training is unchanged bit for 
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -124,6 +126,7 @@ def init_from_env(device_name: str) -> Context | None:
     """Join the process group torchrun describes; None when this is the only process."""
     if not launched():
         return None
+    faulthandler.enable()  # a rank that aborts or crashes prints its Python stacks
     if not dist.is_initialized():
         device = rank_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
         if device.type == "cuda":
@@ -139,9 +142,12 @@ def process_group(device_name: str) -> Iterator[Context | None]:
     ctx = init_from_env(device_name)
     try:
         yield ctx
+        if ctx is not None:  # every rank done before any tears its transport down
+            dist.barrier()
     finally:
         if ctx is not None and dist.is_initialized():
             dist.destroy_process_group()
+            gc.collect()  # free what held the group's buffers while the interpreter is whole
 
 
 def check_config(cfg: RunConfig) -> None:
