@@ -62,6 +62,13 @@ def test_winner_sentence_says_whether_the_lead_is_beyond_seed_noise() -> None:
     assert "`ce` has the highest" in ce_wins and "runner-up `autoloss`" in ce_wins
     assert "Against" not in ce_wins  # the runner-up comparison is the one against ce
 
+    gce_wins = _sentences(
+        _rows({"ce": 0.0, "gce": 0.01, "uniform": 0.009, "autoloss": -0.01}, 5e-4)
+    )
+    assert "`gce` has the highest" in gce_wins and "Against `ce`" in gce_wins
+    assert "`autoloss` against `ce`: Δ -0.0" in gce_wins  # where AutoLoss stands, whatever won
+    assert gce_wins.count("beyond seed noise") == 2 and "within seed noise" in gce_wins
+
     one_seed = _sentences(_rows({"ce": 0.0, "autoloss": 0.01}, noise=0.0, seeds=1))
     assert "cannot be tested" in one_seed and "1 seed)" in one_seed
 

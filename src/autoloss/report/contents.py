@@ -23,6 +23,7 @@ import yaml
 
 from autoloss.errors import DataError
 from autoloss.experiments.tables import (
+    AUTOLOSS_METHODS,
     PAIRED_NOTE,
     ConditionSummary,
     PairedDiff,
@@ -318,18 +319,32 @@ def _condition_tables(page: HtmlPage, summary: Summary, level: int) -> None:
     page.table(*significance_rows(summary))
 
 
-def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
-    """report.html of an experiment: tables (per condition with a grid), figures, all runs."""
+def _load_experiment(exp_dir: Path) -> tuple[Any, list[Any], Summary, str]:
+    """The experiment, its finished runs' rows, their summary and the task."""
     from autoloss.experiments.compare import Experiment, collect_rows
 
     exp = Experiment.load(exp_dir)
-    out = out or exp_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
     rows = collect_rows(exp)
     if not rows and (exp_dir / "results.csv").is_file():
         rows = read_results_csv(exp_dir / "results.csv")
     summary = summarize(rows, models=exp.models, methods=exp.methods)
     task = summary.task = summary.task or exp.task or "binary"
+    return exp, rows, summary, task
+
+
+def experiment_reading(exp_dir: Path) -> list[str]:
+    """The report's "In short" of an experiment as markdown sentences (empty without runs)."""
+    exp, rows, summary, task = _load_experiment(exp_dir)
+    if not rows:
+        return []
+    return in_short_items(exp, rows, summary, _cell_maps(exp, _runs_by_cell(exp)), task)
+
+
+def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
+    """report.html of an experiment: tables (per condition with a grid), figures, all runs."""
+    exp, rows, summary, task = _load_experiment(exp_dir)
+    out = out or exp_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     page = HtmlPage(exp.title())
     total = len(exp.plan())
     if len(rows) < total:
@@ -458,24 +473,30 @@ def winner_sentences(
             f" {_plural(d.pairs, 'paired seed')}, paired p = {fmt_p(d.p_paired)}) is"
             f" {_verdict(d.p_paired)}."
         )
+        mine = [
+            x
+            for x in diffs
+            if x.model == ms.model and x.pairs and (condition is None or x.condition == condition)
+        ]
         if baseline is not None and baseline not in (w.method, r.method):
-            dc = next(
-                (
-                    x
-                    for x in diffs
-                    if x.model == ms.model
-                    and x.method == w.method
-                    and (condition is None or x.condition == condition)
-                ),
-                None,
-            )
-            if dc is not None and dc.pairs:
-                text += (
-                    f" Against `{baseline}`: Δ {fmt_diff(dc)} (paired p = {fmt_p(dc.p_paired)},"
-                    f" Holm-adjusted {fmt_p(dc.p_paired_holm)}), {_verdict(dc.p_paired_holm)}."
-                )
+            text += "".join(_against(x, "Against", baseline) for x in mine if x.method == w.method)
+        # AutoLoss is what the product is about: where it stands, whatever won
+        text += "".join(
+            _against(x, f"`{x.method}` against", baseline or "")
+            for x in mine
+            if x.method in AUTOLOSS_METHODS
+            and x.method != w.method
+            and {w.method, r.method} != {baseline, x.method}  # said by the runner-up's test
+        )
         out.append(text)
     return out
+
+
+def _against(d: PairedDiff, lead: str, baseline: str) -> str:
+    return (
+        f" {lead} `{baseline}`: Δ {fmt_diff(d)} (paired p = {fmt_p(d.p_paired)},"
+        f" Holm-adjusted {fmt_p(d.p_paired_holm)}), {_verdict(d.p_paired_holm)}."
+    )
 
 
 def _who(true_class: int, task: str) -> str:
@@ -558,8 +579,24 @@ def _in_short(
     maps: dict[tuple[str, str, str], Maps],
     task: str,
 ) -> None:
-    """The plain-language summary at the top: the winner per model (per condition) and whether
-    it is beyond seed noise; what each controller learnt and whether its seeds agree."""
+    """The plain-language summary at the top of the page."""
+    items = in_short_items(exp, rows, summary, maps, task)
+    if not items:
+        return
+    page.heading("In short")
+    page.bullets(items)
+    page.paragraph(SEED_NOISE_NOTE.format(base=baseline_method(exp.methods) or "ce"))
+
+
+def in_short_items(
+    exp: Any,
+    rows: Sequence[Any],
+    summary: Summary,
+    maps: dict[tuple[str, str, str], Maps],
+    task: str,
+) -> list[str]:
+    """The winner per model (per condition) and whether it is beyond seed noise; what each
+    controller learnt and whether its seeds agree (markdown sentences)."""
     baseline = baseline_method(exp.methods)
     items: list[str] = []
     if exp.grid:
@@ -580,11 +617,7 @@ def _in_short(
     for (cname, model, method), loaded in maps.items():
         if isinstance(loaded, tuple):
             items.append(policy_sentence(_named(cname, f"{model} with {method}")[1], *loaded))
-    if not items:
-        return
-    page.heading("In short")
-    page.bullets(items)
-    page.paragraph(SEED_NOISE_NOTE.format(base=baseline or "ce"))
+    return items
 
 
 Cells = dict[tuple[str, str, str], list[RunRecords]]
