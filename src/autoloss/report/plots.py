@@ -7,6 +7,7 @@ stable: a method or a candidate loss has the same colour in every figure.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def learning_curves(curves: Mapping[str, Curve], *, title: str, task: str = "bin
     for ax in (ax_auc, ax_ll):
         _rows_axis(ax)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -196,7 +197,7 @@ def candidate_evolution(
             ax.set_title(f"{cand}: by true class{zoom}")
             _rows_axis(ax)
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -248,7 +249,7 @@ def policy_map(
         ax.legend(fontsize=8, loc="best")
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -370,10 +371,16 @@ def grid_differences(
         ax.legend(fontsize=8, loc="best")
     for ax in axes[len(models) :]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
 def _seed_range(pairs: Sequence[int]) -> str:
     lo, hi = min(pairs), max(pairs)
     return str(hi) if lo == hi else f"{lo}–{hi}"
+
+
+def _suptitle(fig: Figure, title: str) -> None:
+    """The figure's title, wrapped to the figure's width (a long one is not cut at the edges)."""
+    chars = max(20, int(fig.get_figwidth() * 12))  # ~12 characters per inch at the title's size
+    fig.suptitle(textwrap.fill(title, chars))
