@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.data.formats import FORMATS
+from autoloss.data.implicit import DEFAULT_CLEAN_RATING, DEFAULT_NEGATIVES
 from autoloss.data.prepare import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_SEED,
@@ -63,9 +64,34 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test", type=Path, help="pre-split test file")
     p.add_argument("--schema", type=Path, help="schema YAML (--format csv)")
     p.add_argument("--min-count", type=_min_count, help="N, or FIELD=N,... (default per format)")
-    p.add_argument("--split", default="8:1:1", help="train:valid:test of a single input")
+    p.add_argument(
+        "--split",
+        default="8:1:1",
+        help="train:valid:test of a single input (rows hashed), or temporal[:8:1:1]: by time, "
+        "the past in train, the future in valid and test (movielens; csv with 'time:' in "
+        "the schema)",
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--task", choices=("binary", "multiclass"), default=None)
+    p.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "implicit"),
+        default=None,
+        help="implicit (movielens): every rating a positive, sampled unrated movies negatives, "
+        "positives rated below --clean-rating noisy (kept in train and valid, not in test)",
+    )
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=None,
+        help=f"--task implicit: negatives sampled per positive (default {DEFAULT_NEGATIVES})",
+    )
+    p.add_argument(
+        "--clean-rating",
+        type=float,
+        default=None,
+        help="--task implicit: positives rated below it are noisy "
+        f"(default {DEFAULT_CLEAN_RATING:g})",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument(
         "--clean",
@@ -136,6 +162,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             chunk_rows=args.chunk_rows,
             workers=args.workers,
             progress=progress,
+            negatives=args.negatives,
+            clean_rating=args.clean_rating,
         )
     print(summary(result))
     return 0
@@ -196,6 +224,7 @@ def summary(result: PrepareResult) -> str:
     dense = [f["name"] for f in meta["fields"] if f["kind"] == "dense"]
     if dense:
         lines.append("dense: " + ", ".join(dense))
+    lines += _protocol_lines(meta["protocol"])
     bad = result.bad_rows
     if bad.get("total"):
         reasons = "; ".join(f"{r}: {n:,}" for r, n in bad["reasons"].items())
@@ -204,6 +233,30 @@ def summary(result: PrepareResult) -> str:
         lines.append(result.cleaned.describe(result.path) + " (left by interrupted runs)")
     lines.append(f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s")
     return "\n".join(lines)
+
+
+def _protocol_lines(protocol: dict[str, Any]) -> list[str]:
+    """The implicit protocol's counts and the temporal split's cut points, if any."""
+    lines = []
+    imp = protocol.get("implicit")
+    if imp:
+
+        def per_split(key: str) -> str:
+            return ", ".join(f"{k} {v:,}" for k, v in imp[key].items())
+
+        removed = imp["removed_from_test"]
+        lines += [
+            f"implicit: positives {per_split('positives')}",
+            f"  noisy positives (rating < {imp['clean_rating']:g}) {per_split('noisy_positives')}"
+            f"; removed from test: {removed['noisy_positives']:,} "
+            f"with {removed['negatives']:,} negatives",
+            f"  negatives ({imp['negatives_per_positive']} per positive) {per_split('negatives')}",
+        ]
+    tmp = protocol.get("temporal")
+    if tmp:
+        cuts = ", ".join(str(c) for c in tmp["cuts"])
+        lines.append(f"temporal split on {tmp['time_column']}: cuts {cuts}")
+    return lines
 
 
 def run_synth(args: argparse.Namespace) -> int:

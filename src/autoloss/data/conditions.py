@@ -11,6 +11,11 @@ memory, when a run opens its data (``docs/data.md``, "Data conditions").
   (test included), so that each split's positive rate is ``pos_rate``. The subset defines the
   dataset of an experiment, so it does not depend on the run's seed: it is drawn from
   ``noise_seed`` if set, else from the fixed seed 0. Applied before the label noise.
+* natural noise: a dataset that flags rows of its valid split as noisy (MovieLens
+  ``--task implicit``: the rows of positives rated below the clean rating, which its test
+  split does not have; :meth:`~autoloss.data.store.EncodedDataset.noisy_rows`) loses those
+  rows when ``noise_on_valid`` is False, so that validation is as clean as the test. Applied
+  first.
 
 The test split's labels are never noisy. Rows are never copied: a subsampled split's ``x``,
 ``dense`` and ``bags`` are :class:`RowSubset` views of the memory maps (read lazily, a batch at
@@ -51,7 +56,8 @@ class Conditions:
         noise_mode: ``symmetric`` (binary: flip; multi-class: a uniformly drawn other class),
             ``pos2neg`` (positives become 0: missed clicks) or ``neg2pos`` (negatives become 1:
             accidental clicks); the last two are binary only.
-        noise_on_valid: also flip the valid split's labels (the test split's never are).
+        noise_on_valid: also flip the valid split's labels (the test split's never are); False
+            also drops the valid rows that the dataset flags as naturally noisy, if any.
         noise_seed: seed of the noise and of the positive subsample; None = the run's seed for
             the noise and :data:`SUBSAMPLE_SEED` for the subsample.
         pos_rate: the positive rate of every split after subsampling positives, in (0, 1);
@@ -190,7 +196,9 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
     meet (a mode or ``pos_rate`` on a multi-class task, a ``pos_rate`` above a split's natural
     rate, or one that leaves fewer than :data:`MIN_TEST_POSITIVES` test positives).
     """
-    if not conditions.active:
+    clean_valid = not conditions.noise_on_valid and "valid" in dataset.split_names
+    noisy_valid = dataset.noisy_rows("valid") if clean_valid else None
+    if not conditions.active and noisy_valid is None:
         return dataset
     spec = dataset.spec
     multiclass = spec.task != "binary"
@@ -211,15 +219,25 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
     rows: dict[str, int] = {}
     flips: dict[str, int] = {}
     subsampled_rate: dict[str, float] = {}
+    dropped: dict[str, dict[str, int]] = {}
     for name in dataset.split_names:
         split = dataset.split(name)
         y = np.asarray(split.y)
         index: np.ndarray | None = None
         changed = False
+        if name == "valid" and noisy_valid is not None:
+            index = np.flatnonzero(~noisy_valid)
+            dropped[name] = {
+                "rows": int(noisy_valid.sum()),
+                "positives": int(np.count_nonzero(y[noisy_valid] == 1)),
+            }
+            y = y[index]
+            changed = True
         if conditions.pos_rate is not None:
             rng = _rng("pos_rate", subsample_seed, name)
-            index = _subsample_positives(y, conditions.pos_rate, rng, name)
-            y = y[index]
+            kept = _subsample_positives(y, conditions.pos_rate, rng, name)
+            index = kept if index is None else index[kept]
+            y = y[kept]
             changed = True
             subsampled_rate[name] = _rate(y)
         if conditions.label_noise > 0 and (
@@ -243,13 +261,16 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
             noise_seed=noise_seed,
             flips=flips,
         )
+    original_rows = {n: int(dataset.meta["splits"][n]) for n in splits}
     if conditions.pos_rate is not None:
         summary.update(
             pos_rate=conditions.pos_rate,
             subsample_seed=subsample_seed,
-            original_rows={n: int(dataset.meta["splits"][n]) for n in splits},
+            original_rows=original_rows,
             subsampled_positive_rate=subsampled_rate,
         )
+    if dropped:
+        summary.update(noise_on_valid=False, noisy_dropped=dropped, original_rows=original_rows)
     return ConditionedDataset(dataset, conditions, splits, summary)
 
 

@@ -88,6 +88,7 @@ class ChunkData:
     numbers: dict[str, np.ndarray] = field(default_factory=dict)
     bags: dict[str, pa.Array] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    time: np.ndarray | None = None  # float64 row times (the format's time column, when read)
 
     def select(self, keep: np.ndarray) -> ChunkData:
         mask = pa.array(keep)
@@ -97,6 +98,7 @@ class ChunkData:
             tokens={k: v.filter(mask) for k, v in self.tokens.items()},
             numbers={k: v[keep] for k, v in self.numbers.items()},
             bags={k: v.filter(mask) for k, v in self.bags.items()},
+            time=None if self.time is None else self.time[keep],
         )
 
 
@@ -141,12 +143,17 @@ class RawFormat:
 
     :meth:`bind_input` returns what binding gives the reader of the file (layout and columns);
     :meth:`side_tables` is what a prepared dataset keeps of the side data.
+
+    A format with a ``time_column`` (MovieLens ``timestamp``, a csv schema's ``time``) can be
+    split by time: after :meth:`enable_time` it also reads that column and :meth:`transform`
+    gives each row's time (``ChunkData.time``; a missing or non-numeric time is a bad row).
     """
 
     name = ""
     label = "label"
     default_min_count = 1
     accepts_parquet = False  # SPEC §4: Parquet input for csv and frappe
+    time_column: str | None = None  # the column that orders rows in time (--split temporal)
 
     def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
         if task not in TASKS:
@@ -155,6 +162,7 @@ class RawFormat:
         self.num_classes = 2
         self.min_count = min_count
         self.fields: list[FieldDef] = []
+        self.use_time = False  # read the time column (enable_time)
 
     # --- to override -------------------------------------------------------------------------
     def layout(self, path: Path) -> Layout:
@@ -190,9 +198,33 @@ class RawFormat:
         """Read side files (MovieLens movies) before the pass."""
 
     # --- shared ------------------------------------------------------------------------------
+    def enable_time(self) -> None:
+        """Read the time column too (``--split temporal``); ConfigError when there is none."""
+        if self.time_column is None:
+            fix = (
+                "add 'time: COLUMN' to the schema"
+                if isinstance(self, CsvFormat) and not isinstance(self, FrappeFormat)
+                else "use --format csv with 'time: COLUMN' in the schema"
+            )
+            raise ConfigError(
+                f"--split temporal needs a time column; --format {self.name} has none ({fix})",
+                column="--split",
+            )
+        self.use_time = True
+
     def bind_input(self, path: Path, names: list[str], *, need_label: bool) -> BoundInput:
         """:meth:`bind` ``path`` (header ``names``) and say how to read it."""
         columns = self.bind(path, names, need_label=need_label)
+        if self.use_time and self.time_column is not None:
+            if self.time_column not in names:
+                raise DataError(
+                    f"time column {excerpt(self.time_column, 40)} (--split temporal) is absent "
+                    f"(found {_show_names(names)})",
+                    path=path,
+                    column=printable(self.time_column),
+                )
+            if self.time_column not in columns:
+                columns = [*columns, self.time_column]
         for c in columns:
             if names.count(c) > 1:
                 raise DataError(
@@ -222,7 +254,16 @@ class RawFormat:
         if has_label:
             data.y = self.labels(batch.column(self.label), data.problems)
         self.convert(batch, data)
+        if self.use_time and self.time_column is not None:
+            data.time = self.times(batch.column(self.time_column), data.problems)
         return data
+
+    def times(self, arr: pa.Array, problems: list[Problem]) -> np.ndarray:
+        """Row times: numbers (e.g. Unix seconds); missing or non-numeric ones are bad rows."""
+        name = self.time_column or "time"
+        v, nulls = to_float(arr, name, problems)
+        problems.append(Problem("missing time", name, nulls))
+        return v
 
     def labels(self, arr: pa.Array, problems: list[Problem]) -> np.ndarray:
         """Integer labels: 0/1 for binary, 0..C-1 for multiclass."""
@@ -390,6 +431,7 @@ class MovieLensFormat(RawFormat):
     name = "movielens"
     label = "rating"
     default_min_count = 2
+    time_column = "timestamp"
     DAT_NAMES = ("userId", "_a", "movieId", "_b", "rating", "_c", "timestamp")
 
     def __init__(
@@ -412,7 +454,8 @@ class MovieLensFormat(RawFormat):
         return Layout(",", header=True)
 
     def bind(self, path: Path, names: list[str], *, need_label: bool) -> list[str]:
-        _missing_columns(["userId", "movieId", *(["rating"] if need_label else [])], names, path)
+        label = [self.label] if need_label else []
+        _missing_columns(["userId", "movieId", *label], names, path)
         if self.use_movies and self.movies_path is None:
             self.movies_path = _beside(path, "movies")
         self.fields = [
@@ -429,7 +472,7 @@ class MovieLensFormat(RawFormat):
                     min_count=self.field_min_count("genres"),
                 ),
             ]
-        return ["userId", "movieId", *(["rating"] if "rating" in names else [])]
+        return ["userId", "movieId", *([self.label] if self.label in names else [])]
 
     def side_inputs(self) -> list[Path]:
         return [self.movies_path] if self.use_movies and self.movies_path else []
@@ -522,6 +565,28 @@ class MovieLensFormat(RawFormat):
             data.bags["genres"] = self._movies.genres.take(row)
 
 
+class ImplicitMovieLensFormat(MovieLensFormat):
+    """The rows of the implicit-feedback protocol (:mod:`autoloss.data.implicit`): ``userId``,
+    ``movieId`` and a 0/1 ``label`` (1: a rating, 0: a sampled movie the user never rated),
+    encoded like any MovieLens rows (year and genres from the movies file of the ratings)."""
+
+    label = "label"
+
+    def __init__(
+        self,
+        min_count: int | dict[str, int] | None = None,
+        movies: Path | None = None,
+    ):
+        super().__init__("binary", min_count, movies, use_movies=movies is not None)
+
+    def labels(self, arr: pa.Array, problems: list[Problem]) -> np.ndarray:
+        return RawFormat.labels(self, arr, problems)
+
+    def parameters(self) -> dict[str, Any]:
+        rule = "implicit: every rating 1, a sampled movie the user never rated 0"
+        return {**super().parameters(), "label_rule": rule}
+
+
 def _beside(path: Path, stem: str) -> Path | None:
     """``movies.csv``/``movies.dat`` (any compression) in the directory of ``path``."""
     ext = ".dat" if ".dat" in path.suffixes else ".csv"
@@ -545,9 +610,10 @@ class CsvSchema:
     min_count: int | dict[str, int] = 1
     num_classes: int | None = None
     delimiter: str = ","
+    time: str | None = None  # the time column of --split temporal (may also be a feature)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "task": self.task,
             "categorical": list(self.categorical),
@@ -557,6 +623,7 @@ class CsvSchema:
             "num_classes": self.num_classes,
             "delimiter": self.delimiter,
         }
+        return out if self.time is None else {**out, "time": self.time}
 
     @classmethod
     def from_dict(cls, raw: Any, where: str | Path = "schema") -> CsvSchema:
@@ -574,6 +641,7 @@ class CsvSchema:
             "min_count",
             "num_classes",
             "delimiter",
+            "time",
         }
         if unknown:
             raise fail(f"unknown schema keys: {', '.join(sorted(_shown(k) for k in unknown))}")
@@ -628,6 +696,9 @@ class CsvSchema:
         delimiter = str(raw.get("delimiter", ","))
         if len(delimiter) != 1 or delimiter in '"\r\n':
             raise fail("delimiter must be one character (not a quote or a line end)")
+        time = raw.get("time")
+        if time is not None and (not _is_name(time) or str(time) == raw["label"]):
+            raise fail("'time' must name one column (not the label)")
         return cls(
             label=raw["label"],
             task=task,
@@ -637,6 +708,7 @@ class CsvSchema:
             min_count=min_count,
             num_classes=ncls,
             delimiter=delimiter,
+            time=None if time is None else str(time),
         )
 
     @classmethod
@@ -691,6 +763,7 @@ class CsvFormat(RawFormat):
         )
         self.schema = replace(schema, task=self.task)
         self.label = schema.label
+        self.time_column = schema.time
         if self.task == "multiclass":
             if schema.num_classes is None:
                 raise SchemaError("a multiclass csv schema needs num_classes")

@@ -6,8 +6,9 @@ encoded):
 1. the format converts the chunk's columns (vectorised) and reports bad rows, which raise a
    DataError naming file and line or are dropped and counted;
 2. each row gets its split (pre-split files: their split; one file: a seeded hash of the row
-   number, :func:`~autoloss.data.splits.split_of_rows`, so the assignment does not depend on
-   chunk sizes);
+   number, :func:`~autoloss.data.splits.split_of_rows`, or with ``--split temporal`` its time
+   against the cut points, :class:`~autoloss.data.splits.TimeCuts`; so the assignment does not
+   depend on chunk sizes);
 3. each categorical field is dictionary-encoded within the chunk (chunk-local ids; the fields
    of a chunk side by side on a pool of threads), its dictionary and training counts spilled to
    disk (:mod:`autoloss.data.vocab`); raw-number fields gather training statistics
@@ -32,7 +33,7 @@ from autoloss.data.formats import BoundInput, ChunkData, RawFormat
 from autoloss.data.parallel import FieldPool
 from autoloss.data.readers import BadRows, Chunk, excerpt, iter_chunks, prefetch, printable
 from autoloss.data.spill import SplitSink
-from autoloss.data.splits import split_of_rows
+from autoloss.data.splits import TimeCuts, split_of_rows
 from autoloss.data.store import SPLITS
 from autoloss.data.vocab import FieldVocab
 from autoloss.errors import DataError
@@ -60,6 +61,7 @@ class PassOptions:
     skip_bad: bool  # drop and count bad rows instead of raising
     chunk_rows: int
     progress: Callable[[int], None] | None = None  # called with the rows read so far
+    cuts: TimeCuts | None = None  # --split temporal: rows split by their time
 
 
 @dataclass
@@ -103,11 +105,18 @@ class ParsePass:
     removes once the final arrays are written.
     """
 
-    def __init__(self, fmt: RawFormat, root: Path, opts: PassOptions, pool: FieldPool) -> None:
+    def __init__(
+        self,
+        fmt: RawFormat,
+        root: Path,
+        opts: PassOptions,
+        pool: FieldPool,
+        bad: BadRows | None = None,
+    ) -> None:
         self.fmt = fmt
         self.opts = opts
         self.pool = pool
-        self.bad = BadRows()
+        self.bad = BadRows() if bad is None else bad
         self.vocab_fields = [
             f for f in fmt.fields if f.kind == "categorical" and not f.from_numbers
         ]
@@ -123,6 +132,7 @@ class ParsePass:
         self.rng = np.random.default_rng(opts.seed)
         names = [f.name for f in self.bag_fields]
         self.sinks = [SplitSink(root, s, names) for s in SPLITS]
+        self.time_range: dict[str, list[float]] = {}  # split -> [first, last] time (temporal)
 
     def run(self, inputs: Sequence[PassInput]) -> dict[str, int]:
         """Read every input (side data first); the number of rows of each split."""
@@ -145,20 +155,34 @@ class ParsePass:
         # Two stages on two threads: a background thread parses and converts the next chunk
         # while this one is encoded (here and by the field pool).
         for chunk, data in prefetch(convert_chunk(self.fmt, c) for c in chunks):
-            split = self._split_of(data.n, inp.split)
+            split = self._split_of(data, inp.split)
             self.row += data.n
             checked = self.check(data, chunk, b.path)
             if checked is not data:
                 split = split[~np.logical_or.reduce([q.mask for q in data.problems])]
+            if self.opts.cuts is not None:
+                self._note_times(checked.time, split)
             self.feed(checked, split)
             if self.opts.progress is not None:
                 self.opts.progress(self.row)
 
-    def _split_of(self, n: int, fixed: int | None) -> np.ndarray:
-        """The splits of the next ``n`` rows read."""
+    def _split_of(self, data: ChunkData, fixed: int | None) -> np.ndarray:
+        """The splits of the next rows read (``data``: their chunk)."""
         if fixed is not None:
-            return np.full(n, fixed, dtype=np.uint8)
-        return split_of_rows(self.row, n, self.opts.seed, self.opts.parts)
+            return np.full(data.n, fixed, dtype=np.uint8)
+        if self.opts.cuts is not None:
+            assert data.time is not None
+            return self.opts.cuts.of_times(data.time)
+        return split_of_rows(self.row, data.n, self.opts.seed, self.opts.parts)
+
+    def _note_times(self, t: np.ndarray | None, split: np.ndarray) -> None:
+        """Widen each split's time range by the (good) rows of a chunk."""
+        assert t is not None
+        for s, name in enumerate(SPLITS):
+            ts = t[split == s]
+            if ts.size:
+                lo, hi = self.time_range.get(name, [float(ts.min()), float(ts.max())])
+                self.time_range[name] = [min(lo, float(ts.min())), max(hi, float(ts.max()))]
 
     def _close(self, first_path: Path) -> dict[str, int]:
         for sink in self.sinks:
@@ -176,16 +200,7 @@ class ParsePass:
         rows, None when no row is bad)."""
         if chunk is None:
             return data
-        if not self.opts.skip_bad:
-            raise _first_bad_row_error(data, chunk, path)
-        counted = np.zeros(data.n, dtype=bool)
-        for p in data.problems:
-            new = p.mask & ~counted
-            if new.any():
-                where = f"line {chunk.first_line + int(np.argmax(new))}"
-                self.bad.add(p.reason, int(new.sum()), where)
-                counted |= new
-        return data.select(~counted)
+        return data.select(~bad_rows(data, chunk, path, self.opts.skip_bad, self.bad))
 
     # --- encoding a chunk ----------------------------------------------------------------------
     def feed(self, data: ChunkData, split: np.ndarray) -> None:
@@ -252,6 +267,20 @@ class ParsePass:
             sink.append(
                 self.chunk, prov.take(rows, axis=1), y[rows], nums.take(rows, axis=1), sub_bags
             )
+
+
+def bad_rows(data: ChunkData, chunk: Chunk, path: Path, skip: bool, bad: BadRows) -> np.ndarray:
+    """The mask of the bad rows of a converted chunk, counted in ``bad`` (by reason, with the
+    first line numbers); without ``skip`` the DataError of the first one is raised instead."""
+    if not skip:
+        raise _first_bad_row_error(data, chunk, path)
+    counted = np.zeros(data.n, dtype=bool)
+    for p in data.problems:
+        new = p.mask & ~counted
+        if new.any():
+            bad.add(p.reason, int(new.sum()), f"line {chunk.first_line + int(np.argmax(new))}")
+            counted |= new
+    return counted
 
 
 def _first_bad_row_error(data: ChunkData, chunk: Chunk, path: Path) -> DataError:

@@ -3,6 +3,10 @@
 :func:`prepare` checks its options and every input, binds the inputs to their format, then
 builds the dataset in a temporary directory beside the target:
 
+0. for two protocols, a pre-pass: ``--split temporal`` reads the time column once for the cut
+   points (:mod:`autoloss.data.temporal`); MovieLens ``--task implicit`` reads the ratings and
+   writes the implicit rows (positives, sampled negatives) as pre-split tables that the parse
+   pass then encodes (:mod:`autoloss.data.implicit`);
 1. one parse pass over the inputs, chunk by chunk (:mod:`autoloss.data.parse_pass`): rows
    converted, split, dictionary-encoded per chunk and spilled to per-split temporary files
    (:mod:`autoloss.data.spill`);
@@ -26,7 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,12 +40,20 @@ import pyarrow.parquet as pq
 
 from autoloss import __version__
 from autoloss.data.finalize import finish_fields, quantile_ids, write_field_meta, write_splits
-from autoloss.data.formats import RawFormat, make_format
+from autoloss.data.formats import MovieLensFormat, RawFormat, make_format
+from autoloss.data.implicit import (
+    DEFAULT_CLEAN_RATING,
+    DEFAULT_NEGATIVES,
+    ImplicitOptions,
+    build_implicit,
+    write_noisy_rows,
+)
 from autoloss.data.parallel import FieldPool
 from autoloss.data.parse_pass import ParsePass, PassInput, PassOptions
-from autoloss.data.readers import BackgroundDigests, read_head
-from autoloss.data.splits import parse_split, split_of_rows
+from autoloss.data.readers import BackgroundDigests, BadRows, read_head
+from autoloss.data.splits import parse_split, parse_split_option, split_of_rows
 from autoloss.data.store import FORMAT_VERSION, SPLITS
+from autoloss.data.temporal import scan_time_cuts, time_ranges
 from autoloss.data.tmpdirs import (
     Cleaned,
     clean_stale,
@@ -58,6 +70,7 @@ __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_SPLIT",
     "Cleaned",
+    "ImplicitOptions",
     "PrepareResult",
     "check_output",
     "clean_stale",
@@ -72,6 +85,15 @@ DEFAULT_SEED = 2021
 DEFAULT_SPLIT = (8.0, 1.0, 1.0)
 # Errors writing the dataset that are the user's to fix: space, quota, permissions.
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+_HASH_SPLIT = "seeded per-row hash (splitmix64 of seed and row number)"
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    """The protocols that need a pre-pass (see the module doc)."""
+
+    temporal: bool = False  # --split temporal
+    implicit: ImplicitOptions | None = None  # --task implicit (MovieLens)
 
 
 @dataclass
@@ -112,6 +134,8 @@ def prepare(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
+    negatives: int | None = None,
+    clean_rating: float | None = None,
 ) -> PrepareResult:
     """Prepare raw files into an encoded dataset directory ``out`` (see ``docs/data.md``).
 
@@ -122,9 +146,14 @@ def prepare(
         valid, test: pre-split validation and test files (both or neither).
         schema: the schema YAML of ``--format csv``.
         min_count: overrides the format's default (an int, or a mapping field -> int).
-        split: train:valid:test proportions for single-file input.
-        seed: seed of the split.
-        task: ``binary`` or ``multiclass`` (MovieLens; csv takes it from the schema).
+        split: train:valid:test proportions for single-file input (``"8:1:1"``), or
+            ``"temporal"`` / ``"temporal:8:1:1"``: by the time column (MovieLens, csv with a
+            schema ``time``), the past in train, the future in valid and test.
+        seed: seed of the split (and of the implicit protocol's negatives).
+        task: ``binary`` or ``multiclass`` (MovieLens; csv takes it from the schema), or
+            ``implicit`` (MovieLens: every rating a positive, sampled negatives).
+        negatives, clean_rating: the implicit protocol's negatives per positive (default 2)
+            and the rating below which a positive is noisy (default 4).
         on_bad_row: ``error`` (raise DataError naming file and line) or ``skip``.
         chunk_rows: about how many rows are parsed at a time (memory vs. overhead).
         progress: called with the number of rows read so far after each chunk.
@@ -132,20 +161,33 @@ def prepare(
     """
     start = time.perf_counter()
     _check_options(on_bad_row, workers, chunk_rows, valid, test)
-    opts = PassOptions(parse_split(split), seed, on_bad_row == "skip", chunk_rows, progress)
+    parts, temporal = parse_split_option(split)
+    if temporal and valid is not None:
+        raise ConfigError(
+            "--split temporal splits one input by time; pre-split input (--valid/--test) "
+            "is split already",
+            column="--split",
+        )
+    protocol = _Protocol(temporal, _implicit_options(format, task, negatives, clean_rating, valid))
+    opts = PassOptions(parts, seed, on_bad_row == "skip", chunk_rows, progress)
     fmt = (
         format
         if isinstance(format, RawFormat)
         else make_format(
-            format, task=task, schema=Path(schema) if schema else None, min_count=min_count
+            format,
+            task="binary" if protocol.implicit else task,
+            schema=Path(schema) if schema else None,
+            min_count=min_count,
         )
     )
+    if temporal:
+        fmt.enable_time()
     files = _input_files(inputs, valid, test)
     out = Path(out)
     check_output(out, overwrite, [p for p, _ in files])
     bound = _bind_inputs(fmt, files)
     cleaned = clean_stale(out)
-    meta = _build(fmt, bound, out, opts, workers, overwrite, start)
+    meta = _build(fmt, bound, out, opts, workers, overwrite, start, protocol)
     seconds = time.perf_counter() - start
     sizes = {f["name"]: f["vocab_size"] for f in meta["fields"] if "vocab_size" in f}
     return PrepareResult(
@@ -199,6 +241,36 @@ def _check_options(
         raise ConfigError("pre-split input needs both --valid and --test", column="--valid")
 
 
+def _implicit_options(
+    format: str | RawFormat,
+    task: str | None,
+    negatives: int | None,
+    clean_rating: float | None,
+    valid: str | Path | None,
+) -> ImplicitOptions | None:
+    """The implicit protocol's options (``task == "implicit"``), checked; else None."""
+    if task != "implicit":
+        for option, value in (("--negatives", negatives), ("--clean-rating", clean_rating)):
+            if value is not None:
+                raise ConfigError(
+                    f"{option} is for --task implicit (--format movielens)", column=option
+                )
+        return None
+    if not (format == "movielens" or isinstance(format, MovieLensFormat)):
+        name = format.name if isinstance(format, RawFormat) else format
+        raise ConfigError(f"--task implicit is for --format movielens, not {name}", column="--task")
+    if valid is not None:
+        raise ConfigError(
+            "--task implicit splits the ratings itself: give them as --input, "
+            "without --valid/--test",
+            column="--valid",
+        )
+    return ImplicitOptions(
+        DEFAULT_NEGATIVES if negatives is None else negatives,
+        DEFAULT_CLEAN_RATING if clean_rating is None else float(clean_rating),
+    )
+
+
 def _input_files(
     inputs: str | Path | Sequence[str | Path] | None,
     valid: str | Path | None,
@@ -236,6 +308,7 @@ def _build(
     workers: int,
     overwrite: bool,
     start: float,
+    protocol: _Protocol,
 ) -> dict[str, Any]:
     """Build the dataset in a temporary directory beside ``out``, then commit it; its meta."""
     try:
@@ -250,7 +323,7 @@ def _build(
     try:
         digested = [inp.bound.path for inp in inputs] + list(fmt.side_inputs())
         with FieldPool(workers) as pool, BackgroundDigests(digested) as digests:
-            meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests)
+            meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests, protocol)
         meta["seconds"] = round(time.perf_counter() - start, 3)
         write_text(tmp / "meta.json", json.dumps(meta, indent=1) + "\n")
         release_build_dir(tmp)
@@ -267,6 +340,43 @@ def _build(
     return meta
 
 
+@dataclass
+class _PrePassed:
+    """What the parse pass reads after the pre-pass of a protocol (or the inputs as given)."""
+
+    fmt: RawFormat  # the format that encodes ``inputs``
+    inputs: list[PassInput]
+    opts: PassOptions
+    protocol: dict[str, Any]  # entries of meta.json's ``protocol``
+    noisy_valid: np.ndarray | None = None  # implicit: the valid split's per-row noisy flags
+
+
+def _pre_pass(
+    fmt: RawFormat,
+    inputs: list[PassInput],
+    tmp: Path,
+    opts: PassOptions,
+    protocol: _Protocol,
+    bad: BadRows,
+) -> _PrePassed:
+    """Run the pre-pass of the protocol, if any: the implicit rows or the time cut points."""
+    if protocol.implicit is not None:
+        assert isinstance(fmt, MovieLensFormat)
+        built = build_implicit(fmt, inputs, tmp / "_implicit", opts, protocol.implicit, bad)
+        extra: dict[str, Any] = {"task": "implicit", "implicit": built.protocol}
+        if built.temporal is not None:
+            extra["split_method"] = "temporal (protocol.temporal); negatives follow their positive"
+            extra["temporal"] = built.temporal
+        else:
+            extra["split_method"] = f"{_HASH_SPLIT} of the rating; negatives follow their positive"
+        return _PrePassed(built.format, built.inputs, opts, extra, built.noisy_valid)
+    if protocol.temporal:
+        cuts, described = scan_time_cuts(fmt, inputs, opts)
+        extra = {"split_method": "temporal (protocol.temporal)", "temporal": described}
+        return _PrePassed(fmt, inputs, replace(opts, cuts=cuts), extra)
+    return _PrePassed(fmt, inputs, opts, {})
+
+
 def _write_dataset(
     fmt: RawFormat,
     inputs: list[PassInput],
@@ -274,20 +384,31 @@ def _write_dataset(
     opts: PassOptions,
     pool: FieldPool,
     digests: BackgroundDigests,
+    protocol: _Protocol,
 ) -> dict[str, Any]:
     """Everything but meta.json into ``tmp``: arrays, vocabularies, side tables; the meta."""
     raw = tmp / "_raw"
-    p = ParsePass(fmt, raw, opts, pool)
-    counts = p.run(inputs)
+    bad = BadRows()
+    pre = _pre_pass(fmt, inputs, tmp, opts, protocol, bad)
+    fmt = pre.fmt
+    p = ParsePass(fmt, raw, pre.opts, pool, bad)
+    counts = p.run(pre.inputs)
     enc = finish_fields(p)
     write_splits(p, enc, tmp)
     shutil.rmtree(raw)
+    if pre.noisy_valid is not None:
+        assert len(pre.noisy_valid) == counts["valid"]
+        write_noisy_rows(tmp / "valid", pre.noisy_valid)
+        shutil.rmtree(tmp / "_implicit")
+    if pre.opts.cuts is not None:
+        pre.protocol["temporal"]["time_range"] = time_ranges(p.time_range)
     fields_meta = write_field_meta(fmt.fields, enc, tmp)
     side = _save_side_tables(fmt, tmp)
     label_counts = {
         name: [int(c) for c in sink.label_counts] for name, sink in zip(SPLITS, p.sinks)
     }
     meta = _meta(fmt, inputs, opts, digests, fields_meta, counts, label_counts)
+    meta["protocol"].update(pre.protocol)
     meta["bad_rows"] = p.bad.as_dict()
     meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["autoloss_version"] = __version__
@@ -321,7 +442,7 @@ def _meta(
             "min_count": fmt.min_count if fmt.min_count is not None else fmt.default_min_count,
             "min_count_counted_on": "train rows only",
             "oov_id": 0,
-            "split_method": "seeded per-row hash (splitmix64 of seed and row number)",
+            "split_method": _HASH_SPLIT,
             **fmt.parameters(),
             "split": "pre-split" if pre_split else list(opts.parts),
             "seed": opts.seed,

@@ -2,12 +2,14 @@
 
 The ``--split`` proportions, and a seeded hash of the row number that assigns each row to a
 split whatever the chunk sizes (pre-split inputs do not use it: their rows keep their file's
-split).
+split); or, with ``--split temporal``, the row's time compared with two cut points
+(:class:`TimeCuts`, at the time quantiles of the proportions: :func:`time_cuts`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,3 +48,56 @@ def split_of_rows(start: int, n: int, seed: int, parts: tuple[float, float, floa
     u = (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
     cum = np.cumsum(parts) / sum(parts)
     return np.minimum(np.searchsorted(cum[:2], u, side="right"), 2).astype(np.uint8)
+
+
+#: ``--split temporal`` (optionally ``temporal:8:1:1``): rows ordered by a time column.
+TEMPORAL = "temporal"
+
+
+def parse_split_option(text: str | Sequence[float]) -> tuple[tuple[float, float, float], bool]:
+    """``--split``: (train:valid:test proportions, whether temporal). ``"8:1:1"`` is hashed per
+    row; ``"temporal"`` or ``"temporal:8:1:1"`` splits by time (default proportions 8:1:1)."""
+    if isinstance(text, str) and (text == TEMPORAL or text.startswith(TEMPORAL + ":")):
+        rest = text[len(TEMPORAL) + 1 :]
+        return (parse_split(rest) if rest else (8.0, 1.0, 1.0)), True
+    return parse_split(text), False
+
+
+@dataclass(frozen=True)
+class TimeCuts:
+    """The cut points of a temporal split: a row at or before ``train_end`` goes to train, then
+    at or before ``valid_end`` to valid, later to test (ties go to the earlier split)."""
+
+    train_end: float
+    valid_end: float
+
+    def of_times(self, t: np.ndarray) -> np.ndarray:
+        """Split index (0 train, 1 valid, 2 test) of rows with times ``t`` (NaN: test)."""
+        cuts = np.array([self.train_end, self.valid_end])
+        return np.searchsorted(cuts, t, side="left").astype(np.uint8)
+
+    def as_list(self) -> list[float | int]:
+        return [json_time(self.train_end), json_time(self.valid_end)]
+
+
+def time_cuts(times: np.ndarray, parts: tuple[float, float, float]) -> TimeCuts:
+    """The cut points at the time quantiles of the cumulative proportions of ``parts``.
+
+    The cut of a fraction q is the smallest time at or before which at least q of the rows
+    lie (the lower quantile: ``sorted[ceil(q n) - 1]``), so train gets at least its share
+    (more when rows tie at the cut). ``times`` holds every value, or a uniform sample of them.
+    """
+    ordered = np.sort(np.asarray(times, dtype=np.float64))
+    n = len(ordered)
+    cum = np.cumsum(parts) / sum(parts)
+
+    def cut(q: float) -> float:
+        k = int(np.ceil(q * n - 1e-9)) - 1
+        return float(ordered[min(max(k, 0), n - 1)])
+
+    return TimeCuts(cut(float(cum[0])), cut(float(cum[1])))
+
+
+def json_time(v: float) -> float | int:
+    """A time for meta.json: an int when whole (Unix seconds read as floats)."""
+    return int(v) if float(v).is_integer() and abs(v) < 2**63 else float(v)

@@ -116,6 +116,15 @@ class EncodedDataset:
             self._splits[name] = EncodedSplit(name, x, y, dense, bags)
         return self._splits[name]
 
+    def noisy_rows(self, name: str) -> np.ndarray | None:
+        """The per-row flags of a split's natural noise (the rows of noisy positives of the
+        MovieLens implicit protocol: ``<split>/noisy.npy``), or None when it has none."""
+        rel = self.meta.get("protocol", {}).get("implicit", {}).get("noisy_rows", {}).get(name)
+        if rel is None:
+            return None
+        flags = _load(self.path / rel, int(self.meta["splits"][name]), "bool")
+        return np.asarray(flags)
+
     def vocab(self, field: str) -> dict[str, Any]:
         """The saved vocabulary of a categorical or multi-valued field (``vocab/<field>.json``)."""
         path = self.path / "vocab" / f"{field}.json"
