@@ -11,7 +11,7 @@ growing with what was read), the anonymous memory is what the process itself hol
 check: anonymous memory grows with the vocabulary, not with the row count.
 
     python benchmarks/criteo_scale.py --rows 4000000,16000000,45000000 --steps 2000 \
-        --root bench-out/criteo-scale [--keep]
+        --root bench-out/criteo-scale [--keep] [--threads N]
 
 The raw file of each size is deleted after preparation unless ``--keep`` (45M rows take ~13 GB).
 """
@@ -66,7 +66,7 @@ def measured(args: list[str]) -> dict:
     return {"seconds": round(seconds, 1), **figures, "stdout": proc.stdout}
 
 
-def one_size(root: Path, rows: int, steps: int, keep: bool) -> list[dict]:
+def one_size(root: Path, rows: int, steps: int, keep: bool, threads: int) -> list[dict]:
     raw = root / f"criteo{rows}.txt"
     data = root / f"criteo{rows}"
     out = []
@@ -91,6 +91,7 @@ def one_size(root: Path, rows: int, steps: int, keep: bool) -> list[dict]:
             "--set",
             "train.eval_every_steps=0",
         ]
+        run += ["--threads", str(threads)] if threads else []
         res = measured(run)
         result = json.loads((root / f"run-{rows}-{loss}" / "result.json").read_text())
         out.append(
@@ -111,14 +112,19 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--root", type=Path, default=Path("bench-out/criteo-scale"))
     p.add_argument("--keep", action="store_true", help="keep the raw synthetic files")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the trainings (0: all)")
     args = p.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     print(machine_info())
-    print(f"DeepFM, batch 2000, {args.steps} steps per training, block shuffling (65,536 rows)\n")
+    threads = args.threads or "all"
+    print(
+        f"DeepFM, batch 2000, {args.steps} steps per training, block shuffling (65,536 rows), "
+        f"torch threads: {threads}\n"
+    )
     print("| rows | step | seconds | rows/s | peak RSS MB | peak anonymous MB | vocabulary |")
     print("|---|---|---|---|---|---|---|")
     for rows in (int(r) for r in args.rows.split(",")):
-        for r in one_size(args.root, rows, args.steps, args.keep):
+        for r in one_size(args.root, rows, args.steps, args.keep, args.threads):
             rate = f"{r['rows_per_s']:,.0f}" if "rows_per_s" in r else ""
             print(
                 f"| {rows:,} | {r['step']} | {r['seconds']} | {rate} | {r['peak_rss_mb']:,} | "
