@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Evidence on Frappe_x1 at other symmetric noise rates (20%, 40%, clean validation) and at 30%
+# with the validation split as noisy as the training split (no clean data at all). DeepFM, the
+# paper configuration, 30 epochs at most, the same settings for every method.
+# Usage: bash benchmarks/evidence_noise_rates.sh DATA OUT [SEEDS]   (tables: evidence_table.py OUT)
+set -euo pipefail
+DATA=${1:?prepared Frappe_x1 directory}
+OUT=${2:?output directory}
+SEEDS=${3:-5}
+AL=${AUTOLOSS:-autoloss}
+COMMON=(--data "$DATA" --models deepfm --seeds "$SEEDS" --epochs 30 --threads 1 --jobs "${JOBS:-1}"
+  --set train.log_every=20 --set data.noise_mode=symmetric --methods ce,gce,uniform,autoloss)
+$AL compare "${COMMON[@]}" --set data.label_noise=0.2 --set data.noise_on_valid=false \
+  --out "$OUT/sym20-methods"
+$AL compare "${COMMON[@]}" --set data.label_noise=0.4 --set data.noise_on_valid=false \
+  --out "$OUT/sym40-methods"
+$AL compare "${COMMON[@]}" --set data.label_noise=0.3 --set data.noise_on_valid=true \
+  --out "$OUT/sym30noisyvalid-methods"
