@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The rest of the method list on Frappe_x1 under 30% symmetric noise with a clean validation split
+# (evidence_frappe.sh has ce, gce, mae, uniform, autoloss and the variants): label smoothing (kl),
+# truncated CE (tce), SLF, CE selected by validation logloss, and AutoLoss/DARTS unrolled. Write
+# into the same OUT as evidence_frappe.sh: the tables pair every method with its ce.
+# Usage: bash benchmarks/evidence_frappe_methods.sh DATA OUT [SEEDS]
+set -euo pipefail
+DATA=${1:?prepared Frappe_x1 directory}
+OUT=${2:?output directory}
+SEEDS=${3:-5}
+AL=${AUTOLOSS:-autoloss}
+COMMON=(--data "$DATA" --models deepfm --seeds "$SEEDS" --epochs 30 --threads 1 --jobs "${JOBS:-2}"
+  --set train.log_every=20 --set data.label_noise=0.3 --set data.noise_mode=symmetric
+  --set data.noise_on_valid=false)
+$AL compare "${COMMON[@]}" --methods kl,tce,slf --out "$OUT/sym30-more"
+$AL compare "${COMMON[@]}" --methods ce --set train.select_by=logloss --out "$OUT/sym30-celogloss"
+$AL compare "${COMMON[@]}" --methods autoloss,darts --set loss.mode=unrolled \
+  --out "$OUT/sym30-unrolled"
