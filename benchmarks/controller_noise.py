@@ -27,11 +27,11 @@ import torch
 from _machine import machine_info  # type: ignore[import-not-found]
 from _runs import train_cached  # type: ignore[import-not-found]
 from autoloss.data.batches import BatchIterator
-from autoloss.data.conditions import Conditions, apply_conditions
 from autoloss.data.store import open_dataset
 from autoloss.losses.candidates import get_candidate
 from autoloss.policies.gumbel import load_controller
 from autoloss.train.run import load_run
+from autoloss.train.trainer import predict_logits, run_dataset
 
 
 def train_both(args: argparse.Namespace) -> dict[str, Path]:
@@ -49,28 +49,23 @@ def train_both(args: argparse.Namespace) -> dict[str, Path]:
     return runs
 
 
-def train_rows(run: Path, seed: int, args: argparse.Namespace) -> tuple[np.ndarray, ...]:
-    """The final model's probabilities on the training rows, the labels it trained on and the
-    clean labels (the same flips as the run: same seed, same conditions)."""
+def train_rows(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The final model's logits on the training rows, the labels it trained on (the run's own
+    data conditions, rebuilt from its config: the same flips) and the clean labels."""
     loaded = load_run(run)
-    ds = open_dataset(args.data)
-    cond = Conditions(label_noise=args.noise, noise_mode=args.mode, noise_on_valid=False)
-    noisy = apply_conditions(ds, cond, seed=seed).split("train")
-    clean_y = np.asarray(ds.split("train").y)
-    probs = []
-    with torch.no_grad():
-        for batch in BatchIterator(noisy, 20_000, shuffle=False).epoch(0):
-            probs.append(torch.sigmoid(loaded.model(*batch.inputs())).numpy())
-    return np.concatenate(probs), np.array(noisy.y), clean_y  # a writable copy for torch
+    noisy = run_dataset(loaded.cfg).split("train")
+    clean_y = np.asarray(open_dataset(loaded.cfg.data.path).split("train").y)
+    batches = BatchIterator(noisy, 20_000, shuffle=False).epoch(0)
+    logits, y = predict_logits(loaded.model, batches, torch.device("cpu"))
+    return logits.astype(np.float64), y.astype(np.int64), clean_y
 
 
 def candidate_terms(
-    candidates: list[str], p: np.ndarray, y: np.ndarray
+    candidates: list[str], logits: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each candidate's loss value ℓ_k and pull |∂ℓ_k/∂s| (both (N, K)) at logit s = logit(p)."""
-    pt = torch.from_numpy(np.clip(p, 1e-6, 1 - 1e-6)).double()
-    s = torch.log(pt / (1 - pt)).requires_grad_(True)
-    yt = torch.from_numpy(y).long()
+    """Each candidate's loss value ℓ_k and pull |∂ℓ_k/∂s| (both (N, K)) at the logits s."""
+    s = torch.from_numpy(logits).requires_grad_(True)
+    yt = torch.from_numpy(y)
     values, grads = [], []
     for name in candidates:
         loss = get_candidate(name).fn("binary")(s, yt)
@@ -82,9 +77,10 @@ def candidate_terms(
 
 def report(runs: dict[str, Path], args: argparse.Namespace) -> None:
     ctrl = load_controller(runs["autoloss"] / "controller.pt")
-    p, y, clean = train_rows(runs["autoloss"], args.seed, args)
-    alpha = ctrl.alpha(torch.from_numpy(y).long(), torch.from_numpy(p)).double().numpy()
-    values, g = candidate_terms(list(ctrl.candidates), p, y)
+    logits, y, clean = train_rows(runs["autoloss"])
+    p = 1 / (1 + np.exp(-logits))
+    alpha = ctrl.alpha(torch.from_numpy(y), torch.from_numpy(p).float()).double().numpy()
+    values, g = candidate_terms(list(ctrl.candidates), logits, y)
     learnt = (alpha * g).sum(axis=1)
     uniform = g.mean(axis=1)
     names = " | ".join(f"α {c}" for c in ctrl.candidates)

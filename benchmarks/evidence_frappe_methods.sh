@@ -8,10 +8,9 @@ set -euo pipefail
 DATA=${1:?prepared Frappe_x1 directory}
 OUT=${2:?output directory}
 SEEDS=${3:-5}
-AL=${AUTOLOSS:-autoloss}
-COMMON=(--data "$DATA" --models deepfm --seeds "$SEEDS" --epochs 30 --threads 1 --jobs "${JOBS:-2}"
-  --set train.log_every=20 --set data.label_noise=0.3 --set data.noise_mode=symmetric
-  --set data.noise_on_valid=false)
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
+frappe_common "$DATA" "$SEEDS" "${JOBS:-2}"
+COMMON+=(--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false)
 $AL compare "${COMMON[@]}" --methods kl,tce,slf --out "$OUT/sym30-more"
 $AL compare "${COMMON[@]}" --methods ce --set train.select_by=logloss --out "$OUT/sym30-celogloss"
 $AL compare "${COMMON[@]}" --methods autoloss,darts --set loss.mode=unrolled \

@@ -8,12 +8,8 @@ set -euo pipefail
 DATA=${1:?prepared Frappe_x1 directory}
 OUT=${2:?output directory}
 SEEDS=${3:-5}
-AL=${AUTOLOSS:-autoloss}
-COMMON=(--data "$DATA" --models deepfm --seeds "$SEEDS" --epochs 30 --threads 1 --jobs "${JOBS:-1}"
-  --set train.log_every=20)
-HIST=(--set loss.candidates=focal,kl,hinge,ce,gce,mae,tce
-  --set loss.controller_inputs=label,prediction,losses,margin,progress,history
-  --set loss.tau_anneal=1.0 --set loss.mode=unrolled)
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
+frappe_common "$DATA" "$SEEDS" "${JOBS:-1}"
 for rate in 05 02; do
   c="pos$rate"
   $AL compare "${COMMON[@]}" --set "data.pos_rate=0.$rate" \

@@ -6,7 +6,7 @@
 set -euo pipefail
 OUT=${1:?output directory}
 SEEDS=${2:-5}
-AL=${AUTOLOSS:-autoloss}
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 COMMON=(--models ipnn --seeds "$SEEDS" --epochs 10 --threads 1 --jobs "${JOBS:-1}"
   --set train.log_every=20)
 $AL compare "${COMMON[@]}" --set data.label_noise=0.3 --set data.noise_mode=symmetric \

@@ -6,7 +6,7 @@
 set -euo pipefail
 OUT=${1:?output directory}
 SEEDS=${2:-5}
-AL=${AUTOLOSS:-autoloss}
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 COMMON=(--models deepfm --seeds "$SEEDS" --epochs 10 --threads 1 --jobs 2 --set train.log_every=20)
 declare -A COND=(
   [clean]=""

@@ -5,11 +5,8 @@
 set -euo pipefail
 OUT=${1:?output directory}
 SEEDS=${2:-5}
-AL=${AUTOLOSS:-autoloss}
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 COMMON=(--models deepfm --seeds "$SEEDS" --epochs 10 --threads 1 --jobs 2 --set train.log_every=20)
-VARIANT=(--set loss.candidates=focal,kl,hinge,ce,gce,mae,tce
-  --set loss.controller_inputs=label,prediction,losses,margin,progress,history
-  --set loss.tau_anneal=1.0)
 declare -A COND=(
   [clean]=""
   [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false"
@@ -17,9 +14,9 @@ declare -A COND=(
 )
 for c in clean sym30 p2n30; do
   # shellcheck disable=SC2086
-  $AL compare "${COMMON[@]}" ${COND[$c]} "${VARIANT[@]}" --methods autoloss --out "$OUT/$c-history"
+  $AL compare "${COMMON[@]}" ${COND[$c]} "${HISTORY[@]}" --methods autoloss --out "$OUT/$c-history"
   # shellcheck disable=SC2086
-  $AL compare "${COMMON[@]}" ${COND[$c]} "${VARIANT[@]}" --methods autoloss --set loss.mode=unrolled \
+  $AL compare "${COMMON[@]}" ${COND[$c]} "${HISTORY[@]}" --methods autoloss --set loss.mode=unrolled \
     --out "$OUT/$c-historyunrolled"
   # shellcheck disable=SC2086
   $AL compare "${COMMON[@]}" ${COND[$c]} --methods uniform,darts,autoloss \

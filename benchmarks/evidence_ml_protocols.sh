@@ -8,16 +8,13 @@
 set -euo pipefail
 OUT=${1:?output directory}
 SEEDS=${2:-5}
-AL=${AUTOLOSS:-autoloss}
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 IMPL="$OUT/data/ml-implicit"
 TEMP="$OUT/data/ml-temporal"
 [ -f "$IMPL/meta.json" ] || $AL prepare --format movielens --task implicit --out "$IMPL"
 [ -f "$TEMP/meta.json" ] || $AL prepare --format movielens --split temporal --out "$TEMP"
 COMMON=(--models deepfm --seeds "$SEEDS" --epochs 10 --threads 1 --jobs "${JOBS:-1}"
   --set train.log_every=20)
-HIST=(--set loss.candidates=focal,kl,hinge,ce,gce,mae,tce
-  --set loss.controller_inputs=label,prediction,losses,margin,progress,history
-  --set loss.tau_anneal=1.0 --set loss.mode=unrolled)
 METHODS=ce,tce,gce,uniform,autoloss
 for c in implicit implicitclean temporal; do
   case $c in

@@ -9,9 +9,9 @@ set -euo pipefail
 DATA=${1:?prepared Frappe_x1 directory}
 OUT=${2:?output directory}
 SEEDS=${3:-5}
-AL=${AUTOLOSS:-autoloss}
-COMMON=(--data "$DATA" --models deepfm --seeds "$SEEDS" --epochs 30 --threads 1 --jobs "${JOBS:-1}"
-  --set train.log_every=20 --set data.noise_mode=symmetric --methods ce,gce,uniform,autoloss)
+source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
+frappe_common "$DATA" "$SEEDS" "${JOBS:-1}"
+COMMON+=(--set data.noise_mode=symmetric --methods ce,gce,uniform,autoloss)
 $AL compare "${COMMON[@]}" --set data.label_noise=0.2 --set data.noise_on_valid=false \
   --out "$OUT/sym20-methods"
 $AL compare "${COMMON[@]}" --set data.label_noise=0.4 --set data.noise_on_valid=false \

@@ -54,7 +54,7 @@ def run_demo(
     jobs: int = DEMO_JOBS,
 ) -> Path:
     """Run the demo into ``out``; returns the report's path."""
-    from autoloss.report.contents import experiment_reading, write_report
+    from autoloss.report.contents import experiment_report_and_reading
 
     t0 = time.perf_counter()
     print(
@@ -74,10 +74,10 @@ def run_demo(
     outcome = run_experiment(exp, jobs=jobs, log=print, quiet_runs=True)
     print()
     print(outcome.table)
+    report, reading = experiment_report_and_reading(out)
     print("Reading (paired t-tests over the seeds; p < 0.05 is beyond seed noise):")
-    for sentence in experiment_reading(out):
+    for sentence in reading:
         print(f"- {plain(sentence)}")
-    report = write_report(out)
     print(f"results: {out / 'results.csv'}")
     print(f"table:   {out / 'table.md'}")
     print(f"report:  {report}   (open it in a browser)")

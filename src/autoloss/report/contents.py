@@ -319,32 +319,24 @@ def _condition_tables(page: HtmlPage, summary: Summary, level: int) -> None:
     page.table(*significance_rows(summary))
 
 
-def _load_experiment(exp_dir: Path) -> tuple[Any, list[Any], Summary, str]:
-    """The experiment, its finished runs' rows, their summary and the task."""
+def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
+    """report.html of an experiment: tables (per condition with a grid), figures, all runs."""
+    return experiment_report_and_reading(exp_dir, out)[0]
+
+
+def experiment_report_and_reading(exp_dir: Path, out: Path | None = None) -> tuple[Path, list[str]]:
+    """:func:`experiment_report`, and its "In short" as markdown sentences (empty without
+    finished runs), for a caller that also prints them (the demo)."""
     from autoloss.experiments.compare import Experiment, collect_rows
 
     exp = Experiment.load(exp_dir)
+    out = out or exp_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     rows = collect_rows(exp)
     if not rows and (exp_dir / "results.csv").is_file():
         rows = read_results_csv(exp_dir / "results.csv")
     summary = summarize(rows, models=exp.models, methods=exp.methods)
     task = summary.task = summary.task or exp.task or "binary"
-    return exp, rows, summary, task
-
-
-def experiment_reading(exp_dir: Path) -> list[str]:
-    """The report's "In short" of an experiment as markdown sentences (empty without runs)."""
-    exp, rows, summary, task = _load_experiment(exp_dir)
-    if not rows:
-        return []
-    return in_short_items(exp, rows, summary, _cell_maps(exp, _runs_by_cell(exp)), task)
-
-
-def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
-    """report.html of an experiment: tables (per condition with a grid), figures, all runs."""
-    exp, rows, summary, task = _load_experiment(exp_dir)
-    out = out or exp_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
     page = HtmlPage(exp.title())
     total = len(exp.plan())
     if len(rows) < total:
@@ -353,10 +345,11 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
         page.note("No finished runs yet: nothing to tabulate or plot.")
         _setup(page, exp)
         _grid_and_base(page, exp)
-        return page.write(out / HTML_NAME)
+        return page.write(out / HTML_NAME), []
     cells = _runs_by_cell(exp)
     maps = _cell_maps(exp, cells)
-    _in_short(page, exp, rows, summary, maps, task)
+    reading = in_short_items(exp, rows, summary, maps, task)
+    _in_short(page, exp, reading)
     _setup(page, exp)
     if exp.grid:
         _grid_tables(page, out, exp, rows, task)
@@ -367,7 +360,7 @@ def experiment_report(exp_dir: Path, out: Path | None = None) -> Path:
     _policy_map_figures(page, out, exp, maps)
     _all_runs_table(page, exp, rows)
     _grid_and_base(page, exp)
-    return page.write(out / HTML_NAME)
+    return page.write(out / HTML_NAME), reading
 
 
 def _setup(page: HtmlPage, exp: Any) -> None:
@@ -571,16 +564,8 @@ def policy_sentence(label: str, maps: Sequence[PolicyMap], seeds: Sequence[int])
     return f"{head}{prefs}. The {seeds_text} agree (std of α across seeds at most {top:.2f})."
 
 
-def _in_short(
-    page: HtmlPage,
-    exp: Any,
-    rows: Sequence[Any],
-    summary: Summary,
-    maps: dict[tuple[str, str, str], Maps],
-    task: str,
-) -> None:
+def _in_short(page: HtmlPage, exp: Any, items: Sequence[str]) -> None:
     """The plain-language summary at the top of the page."""
-    items = in_short_items(exp, rows, summary, maps, task)
     if not items:
         return
     page.heading("In short")
