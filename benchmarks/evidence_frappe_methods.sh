@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# The rest of the method list on Frappe_x1 under 30% symmetric noise with a clean validation split
-# (evidence_frappe.sh has ce, gce, mae, uniform, autoloss and the variants): label smoothing (kl),
-# truncated CE (tce), SLF, CE selected by validation logloss, and AutoLoss/DARTS unrolled. Write
-# into the same OUT as evidence_frappe.sh: the tables pair every method with its ce.
-# Usage: bash benchmarks/evidence_frappe_methods.sh DATA OUT [SEEDS]
+# The rest of the method list on Frappe_x1 (evidence_frappe.sh, evidence_noise_rates.sh and
+# evidence_imbalance.sh have ce, gce, mae, uniform, autoloss and the variants): label smoothing
+# (kl), truncated CE (tce), SLF, CE selected by validation logloss, AutoLoss/DARTS unrolled and
+# AutoLoss over the robust candidates, under each condition of CONDITIONS (default sym30; any of
+# clean, sym30, sym40, p2n30, pos05, pos02; noisy labels with a clean validation split). Write into
+# the OUT that holds the condition's ce: the tables pair every method with its ce.
+# Usage: bash benchmarks/evidence_frappe_methods.sh DATA OUT [SEEDS] [CONDITIONS]
 set -euo pipefail
 DATA=${1:?prepared Frappe_x1 directory}
 OUT=${2:?output directory}
 SEEDS=${3:-5}
+CONDITIONS=${4:-sym30}
 source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 frappe_common "$DATA" "$SEEDS" "${JOBS:-2}"
-COMMON+=(--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false)
-$AL compare "${COMMON[@]}" --methods kl,tce,slf --out "$OUT/sym30-more"
-$AL compare "${COMMON[@]}" --methods ce --set train.select_by=logloss --out "$OUT/sym30-celogloss"
-$AL compare "${COMMON[@]}" --methods autoloss,darts --set loss.mode=unrolled \
-  --out "$OUT/sym30-unrolled"
+CLEANVALID=(--set data.noise_on_valid=false)
+declare -A COND=(
+  [clean]=""
+  [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric ${CLEANVALID[*]}"
+  [sym40]="--set data.label_noise=0.4 --set data.noise_mode=symmetric ${CLEANVALID[*]}"
+  [p2n30]="--set data.label_noise=0.3 --set data.noise_mode=pos2neg ${CLEANVALID[*]}"
+  [pos05]="--set data.pos_rate=0.05"
+  [pos02]="--set data.pos_rate=0.02"
+)
+for c in ${CONDITIONS//,/ }; do
+  [[ -v COND[$c] ]] || { echo "unknown condition $c" >&2; exit 2; }
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} --methods kl,tce,slf --out "$OUT/$c-more"
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} --methods ce --set train.select_by=logloss \
+    --out "$OUT/$c-celogloss"
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} --methods autoloss,darts --set loss.mode=unrolled \
+    --out "$OUT/$c-unrolled"
+  # shellcheck disable=SC2086
+  $AL compare "${COMMON[@]}" ${COND[$c]} --methods autoloss \
+    --set loss.candidates=focal,kl,hinge,ce,gce,mae,tce --out "$OUT/$c-robust"
+done

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import sys
 import time
 
@@ -39,6 +38,7 @@ from fuxictr.pytorch.layers import (
 )
 from fuxictr.pytorch.models import BaseModel
 from fuxictr.pytorch.torch_utils import seed_everything
+from peak import peak_rss_mb  # type: ignore[import-not-found]
 
 FRAPPE_FIELDS = [
     "user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather",
@@ -244,7 +244,7 @@ def main() -> int:
                 "valid_auc": float(valid["AUC"]),
                 "test_auc": float(test["AUC"]),
                 "test_logloss": float(test["logloss"]),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
+
+from peak import peak_rss_mb  # type: ignore[import-not-found]
 
 from autoloss.train.config import RunConfig
 from autoloss.train.run import train_run
@@ -69,7 +70,7 @@ def main() -> int:
                 "valid_auc": result["valid"]["auc"],
                 "test_auc": result["test"]["auc"],
                 "test_logloss": result["test"]["logloss"],
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from peak import peak_rss_mb  # type: ignore[import-not-found]
 from sklearn.metrics import log_loss, roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 from torchfm.model.dfm import DeepFactorizationMachineModel
@@ -207,7 +207,7 @@ def main() -> int:
                 "valid_auc": float(early_stopper.best_accuracy),
                 "test_auc": float(roc_auc_score(targets, predicts)),
                 "test_logloss": float(log_loss(targets, predicts, labels=[0, 1])),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )
