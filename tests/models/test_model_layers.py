@@ -14,11 +14,13 @@ from autoloss.models.layers import (
     CompressedInteraction,
     CrossNetwork,
     CrossNetworkV2,
+    Dropout,
     FactorizationMachine,
     FieldEmbedding,
     FieldLinear,
     InnerProduct,
     SelfAttentionInteraction,
+    dropout,
 )
 
 SPEC = FeatureSpec(
@@ -225,3 +227,39 @@ def test_mlp_layout_and_output_dim() -> None:
     assert mlp(torch.randn(7, 10)).shape == (7, 3)
     assert MLP(10, (8,), dropout=0.0, batch_norm=False).output_dim == 8
     assert MLP(10, ()).output_dim == 10
+
+
+def test_dropout_keeps_one_minus_p_scaled_and_passes_gradient_through_the_mask() -> None:
+    x = torch.full((400, 500), 3.0, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.2)
+    kept = y != 0
+    # 200,000 draws: the keep rate is within 5 standard deviations (0.0045) of 0.8
+    assert abs(kept.double().mean().item() - 0.8) < 0.0045
+    scale = 65536 / (65536 - round(0.2 * 65536))
+    assert torch.equal(y[kept], torch.full_like(y[kept], 3.0 * scale))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.double() * scale)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.2), y)  # the default generator reproduces the mask
+    assert not torch.equal(dropout(x, 0.2), y)
+
+
+def test_dropout_masks_are_independent_across_elements() -> None:
+    """Each 64-bit word feeds four neighbouring elements: their keep decisions must not agree
+    more often than independent draws would (p = 0.5: agreement 0.5)."""
+    torch.manual_seed(1)
+    kept = (dropout(torch.ones(100_000, 4), 0.5) != 0).double()
+    for a, b in itertools.combinations(range(4), 2):
+        agree = (kept[:, a] == kept[:, b]).double().mean().item()
+        assert abs(agree - 0.5) < 0.01  # 6 standard deviations of 100,000 draws
+
+
+def test_dropout_is_the_identity_in_evaluation_and_at_p_zero() -> None:
+    x = torch.randn(50, 7)
+    assert torch.equal(dropout(x, 0.3, training=False), x)
+    assert torch.equal(dropout(x, 0.0), x)
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    layer = Dropout(0.3).eval()
+    assert torch.equal(layer(x), x)
+    assert isinstance(MLP(7, (4,), dropout=0.3).net[3], Dropout)

@@ -8,9 +8,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoloss.data.spec import FeatureSpec
-from autoloss.models import build_model
+from autoloss.models import build_model, layers
 from autoloss.models.layers import _UniqueRowsLookup
 from autoloss.train.optim import RecommenderOptimizer, RowwiseAdam, split_parameters
+
+
+def unique_lookup(w: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The unique-row lookup with the batch's unique ids computed here."""
+    return _UniqueRowsLookup.apply(
+        w, ids, *torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
+    )
 
 
 def test_unique_lookup_gradient_equals_embedding_gradient() -> None:
@@ -21,7 +28,7 @@ def test_unique_lookup_gradient_equals_embedding_gradient() -> None:
     (F.embedding(ids, w, sparse=True) * up).sum().backward()
     ref = w.grad.coalesce().to_dense()
     w.grad = None
-    out = _UniqueRowsLookup.apply(w, ids)
+    out = unique_lookup(w, ids)
     assert torch.equal(out, F.embedding(ids, w))
     (out * up).sum().backward()
     idx = w.grad._indices()[0]
@@ -41,7 +48,7 @@ def test_rowwise_adam_matches_sparse_adam() -> None:
         target = torch.randn(16, 3, 3)
         for emb, opt, lookup in ((a, opt_a, True), (b, opt_b, False)):
             opt.zero_grad()
-            out = _UniqueRowsLookup.apply(emb.weight, ids) if lookup else emb(ids)
+            out = unique_lookup(emb.weight, ids) if lookup else emb(ids)
             ((out - target) ** 2).sum().backward()
             opt.step()
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6, msg=f"step {step}")
@@ -89,7 +96,7 @@ def test_dense_adam_on_a_table_equals_torch_adam() -> None:
         target = torch.randn(2, 3, 3)
         for emb, opt in zip(tables, opts, strict=True):
             opt.zero_grad()
-            out = _UniqueRowsLookup.apply(emb.weight, ids) if emb.sparse else emb(ids)
+            out = unique_lookup(emb.weight, ids) if emb.sparse else emb(ids)
             ((out - target) ** 2).sum().backward()
             opt.step()
         torch.testing.assert_close(dense.weight, ref.weight, rtol=1e-5, atol=1e-6, msg=f"{step}")
@@ -151,3 +158,41 @@ def test_clip_norm_counts_a_row_looked_up_twice_once() -> None:
     table.grad = torch.sparse_coo_tensor(idx, rows, (4, 2), check_invariants=True)
     opt = RowwiseAdam([table])
     assert clip_gradients([opt], 100.0) == pytest.approx(10.0)  # |(6, 0)|, |(0, 8)| -> 10
+
+
+def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeepFM's embedding and linear tables look up the same batch: one sort, not two; a new batch
+    or an in-place change of the same tensor computes again; gradients match a model without
+    the shared path."""
+    calls = []
+    real = torch.unique
+    monkeypatch.setattr(torch, "unique", lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = FeatureSpec(cat_names=("a", "b", "c"), cat_vocab=(5, 7, 3))
+    torch.manual_seed(0)
+    model = build_model("deepfm", spec, embed_dim=4, mlp=(8,))
+    x = torch.tensor([[1, 2, 0], [3, 4, 2], [1, 6, 0], [1, 2, 1]])
+    model(x).sum().backward()
+    assert len(calls) == 1
+    model(x.clone()).sum()
+    assert len(calls) == 2
+    x[0, 0] = 4  # same tensor, new contents
+    model(x).sum()
+    assert len(calls) == 3
+    uniq, inverse = layers._unique_ids(x, x + model.embedding.offsets, (0, 5, 12))
+    assert torch.equal(uniq[inverse].view(4, 3), x + model.embedding.offsets)
+    # gradients equal those of the same model computing every table's unique ids on its own
+    grads = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(layers, "_last_unique", None)
+            monkeypatch.setattr(
+                layers,
+                "_unique_ids",
+                lambda x, ids, o: real(ids.reshape(-1), sorted=True, return_inverse=True),
+            )
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        model(x).sum().backward()
+        grads.append([p.grad.to_dense().clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)

@@ -32,6 +32,7 @@ from torch import nn
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.files import load_state
 from autoloss.losses import CandidateSet, example_ce
+from autoloss.models.layers import dropout
 
 CONTROLLER_FORMAT = "autoloss-controller-1"
 INPUT_ENCODING = "binary: [y, sigmoid(logit)]; multiclass: [onehot(y), softmax(logits)]"
@@ -286,7 +287,7 @@ class LossController(nn.Module):
         for lin, bn in zip(self.linears, self.norms):
             x = F.relu(self._norm(bn, lin(x), learn))
             if learn:
-                x = F.dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training)
         return F.log_softmax(self.head(x), dim=-1)
 
     def forward(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
