@@ -35,6 +35,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/serving_throughput.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

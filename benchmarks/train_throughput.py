@@ -1,9 +1,11 @@
 """Training throughput of DeepFM (paper config) next to a plain hand-written PyTorch loop.
 
 Usage: python benchmarks/train_throughput.py [--rows 400000] [--steps 150] [--device cpu]
+                                            [--data PREPARED_DIR]
 
-Prepares a synthetic Criteo-format file whose vocabulary has about 1M rows (min-count 1), then in
-one process, on the same encoded arrays, times
+Prepares a synthetic Criteo-format file whose vocabulary has about 1M rows (min-count 1), or takes
+a prepared dataset of categorical fields (``--data``, e.g. Frappe_x1), then in one process, on the
+same encoded arrays, times
   * plain: a hand-written DeepFM (one sparse nn.Embedding + offsets, FM, MLP 128-128 with BatchNorm,
     ReLU, dropout 0.2), torch.optim.SparseAdam for the table and Adam for the rest, batch 2000;
   * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled,
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import synthetic_criteo
 from _machine import machine_info
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
@@ -128,48 +130,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--workdir", default="bench-out")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
+    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
     args = ap.parse_args()
     if args.threads > 0:  # on a shared machine one thread per process avoids OpenMP spin-waits
         torch.set_num_threads(args.threads)
     print(machine_info())
-    work = Path(args.workdir)
-    work.mkdir(exist_ok=True)
-    raw = work / f"criteo-synth-{args.rows}.txt"
-    data_dir = work / f"criteo-synth-{args.rows}-mc1"
-    if not raw.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "autoloss",
-                "synth",
-                "criteo",
-                "--rows",
-                str(args.rows),
-                "--out",
-                str(raw),
-            ],
-            check=True,
-        )
-    if not data_dir.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "autoloss",
-                "prepare",
-                "--format",
-                "criteo",
-                "--input",
-                str(raw),
-                "--out",
-                str(data_dir),
-                "--min-count",
-                "1",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
     data = EncodedDataset(data_dir)
     vocab = sum(data.spec.cat_vocab)
     print(

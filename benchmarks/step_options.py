@@ -1,0 +1,148 @@
+"""Options for a faster training step, measured against the current step in one process.
+
+Usage: python benchmarks/step_options.py [--rows 1000000] [--threads 1] [--rounds 5] [--steps 40]
+                                         [--data PREPARED_DIR]
+
+DeepFM (paper configuration), ``--loss ce``, batch 2000, on the synthetic Criteo-format data of
+``train_throughput.py`` (``--rows`` rows, ``--min-count 1``) or a prepared dataset (``--data``).
+Each option is one trainer built from the same seed; the options take turns on the same
+``--steps`` batches for ``--rounds`` rounds. Printed: the best round of each option, and the
+median over rounds of its time relative to ``current`` in the same round (a shared machine's
+bursts hit a round, not an option). Options:
+
+* current: the step as shipped;
+* unshared-unique: every table sorts the batch's ids on its own (the step before the embedding
+  and linear tables shared one ``torch.unique``);
+* torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element: the step before the
+  MLP's dropout drew four 16-bit uniforms per 64-bit random word, ``layers.Dropout``);
+* before: both of the above (the step before either change);
+* compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
+  lookup stays eager). Its compile seconds are printed; skipped where no compiler works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import synthetic_criteo
+from _machine import machine_info
+from autoloss.data.store import EncodedDataset
+from autoloss.models import layers
+from autoloss.train.config import RunConfig
+from autoloss.train.trainer import Trainer
+
+ACTIVE: set[str] = set()  # the option the next steps run under
+
+
+def patch() -> None:
+    """Route dropout and the unique ids through the option that is active."""
+    dropout_forward = layers.Dropout.forward
+    shared = layers._unique_ids
+
+    def dropout(self: layers.Dropout, x: torch.Tensor) -> torch.Tensor:
+        if "torch-dropout" in ACTIVE:
+            return nn.Dropout.forward(self, x)
+        return dropout_forward(self, x)
+
+    def unique_ids(
+        x: torch.Tensor, ids: torch.Tensor, offsets: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if "unshared-unique" in ACTIVE:
+            return torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
+        return shared(x, ids, offsets)
+
+    layers.Dropout.forward = dropout  # type: ignore[method-assign]
+    layers._unique_ids = unique_ids
+
+
+def trainer(data: EncodedDataset) -> Trainer:
+    cfg = RunConfig()
+    for key, value in {
+        "data.path": str(data.path),
+        "model.name": "deepfm",
+        "loss.method": "ce",
+        "train.seed": 1,
+        "train.progress": "off",
+    }.items():
+        cfg.set(key, value)
+    return Trainer(cfg, dataset=data, log=lambda s: None)
+
+
+def compiled(data: EncodedDataset, batches: list[Any]) -> Trainer | None:
+    tr = trainer(data)
+    model: Any = tr.model
+    t0 = time.perf_counter()
+    try:
+        model.mlp = torch.compile(model.mlp, dynamic=False)
+        model.fm = torch.compile(model.fm, dynamic=False)
+        for b in batches[:2]:
+            tr.train_step(b)
+    except Exception as exc:  # no C++ compiler, unsupported platform: report and go on
+        print(f"compiled: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        return None
+    print(f"compiled: first two steps (compilation) {time.perf_counter() - t0:.1f} s")
+    return tr
+
+
+def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
+    ACTIVE.clear()
+    ACTIVE.update(("unshared-unique", "torch-dropout") if option == "before" else (option,))
+    for b in batches[:3]:  # warm-up
+        tr.train_step(b)
+    t0 = time.perf_counter()
+    for b in batches[3:]:
+        tr.train_step(b)
+    return (time.perf_counter() - t0) / (len(batches) - 3) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--workdir", default="bench-out")
+    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
+    ap.add_argument("--no-compile", action="store_true", help="leave the compiled option out")
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    print(machine_info())
+    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
+    data = EncodedDataset(data_dir)
+    patch()
+    first = trainer(data)
+    it = first._iterator("train", train=True)
+    batches = [b for _, b in zip(range(args.steps + 3), it.epoch(0), strict=False)]
+    trainers = {o: trainer(data) for o in ("unshared-unique", "torch-dropout", "before")}
+    trainers = {"current": first, **trainers}
+    if not args.no_compile:
+        tr = compiled(data, batches)
+        if tr is not None:
+            trainers["compiled"] = tr
+    times: dict[str, list[float]] = {o: [] for o in trainers}
+    for r in range(args.rounds):
+        for option, tr in trainers.items():
+            times[option].append(ms_per_step(tr, option, batches))
+        print(f"round {r + 1}: " + ", ".join(f"{o} {t[-1]:.1f}" for o, t in times.items()))
+    base = times["current"]
+    print(
+        f"\n| option | ms per step (best of {args.rounds}) | time vs current (median of rounds) |"
+    )
+    print("|---|---|---|")
+    for option, t in times.items():
+        ratio = statistics.median(a / b for a, b in zip(t, base, strict=True))
+        print(f"| {option} | {min(t):.1f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
