@@ -8,7 +8,8 @@ prepared dataset (``--min-count 1``: a vocabulary of ~1M rows at 1M rows, as
 ``train_throughput.py``), trains DeepFM (paper configuration) for ``--steps`` steps so that a run
 directory with real weights exists, then times, best of ``--repeat``:
   * evaluate: the test split's logits from the prepared arrays (what ``autoloss evaluate`` and a
-    training's per-epoch validation do), batches of ``data.eval_batch_size``;
+    training's per-epoch validation do), batches of ``data.eval_batch_size``; again without the
+    heap trim after each batch (what bounding memory on large splits costs);
   * predict: ``autoloss predict`` on the whole raw file (read, encode with the run's vocabulary,
     score, write the CSV), with the encoding alone reported too;
   * onnx / torchscript: the exported model (``autoloss export``) on the encoded test split, same
@@ -34,6 +35,7 @@ from _data import synthetic_criteo
 from _machine import machine_info
 from autoloss.data.batches import BatchIterator
 from autoloss.data.encoder import RowEncoder
+from autoloss.train import trainer as trainer_module
 from autoloss.train.config import RunConfig
 from autoloss.train.run import load_run, train_run
 from autoloss.train.serving import ServingModel, export_run, predict_file
@@ -130,6 +132,11 @@ def main() -> None:
 
     secs, logits = best_of(args.repeat, evaluate)
     figures["evaluate (prepared split)"] = n_test / secs
+    trim = trainer_module._trim_heap
+    trainer_module._trim_heap = lambda: None  # what the per-batch malloc_trim costs
+    secs, _ = best_of(args.repeat, evaluate)
+    trainer_module._trim_heap = trim
+    figures["evaluate, heap not trimmed after each batch"] = n_test / secs
     reference = torch.sigmoid(torch.from_numpy(logits)).numpy()
 
     encoder = RowEncoder(test)
