@@ -8,11 +8,6 @@ OUT=${2:?output directory}
 SEEDS=${3:-5}
 source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 frappe_common "$DATA" "$SEEDS" 2
-declare -A COND=(
-  [clean]=""
-  [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false"
-  [p2n30]="--set data.label_noise=0.3 --set data.noise_mode=pos2neg --set data.noise_on_valid=false"
-)
 for c in sym30 p2n30 clean; do
   # shellcheck disable=SC2086
   $AL compare "${COMMON[@]}" ${COND[$c]} --methods ce,gce,mae,uniform,autoloss --out "$OUT/$c-methods"

@@ -13,15 +13,6 @@ SEEDS=${3:-5}
 CONDITIONS=${4:-sym30}
 source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 frappe_common "$DATA" "$SEEDS" "${JOBS:-2}"
-CLEANVALID=(--set data.noise_on_valid=false)
-declare -A COND=(
-  [clean]=""
-  [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric ${CLEANVALID[*]}"
-  [sym40]="--set data.label_noise=0.4 --set data.noise_mode=symmetric ${CLEANVALID[*]}"
-  [p2n30]="--set data.label_noise=0.3 --set data.noise_mode=pos2neg ${CLEANVALID[*]}"
-  [pos05]="--set data.pos_rate=0.05"
-  [pos02]="--set data.pos_rate=0.02"
-)
 for c in ${CONDITIONS//,/ }; do
   [[ -v COND[$c] ]] || { echo "unknown condition $c" >&2; exit 2; }
   # shellcheck disable=SC2086

@@ -7,11 +7,6 @@ OUT=${1:?output directory}
 SEEDS=${2:-5}
 source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 COMMON=(--models deepfm --seeds "$SEEDS" --epochs 10 --threads 1 --jobs 2 --set train.log_every=20)
-declare -A COND=(
-  [clean]=""
-  [sym30]="--set data.label_noise=0.3 --set data.noise_mode=symmetric --set data.noise_on_valid=false"
-  [p2n30]="--set data.label_noise=0.3 --set data.noise_mode=pos2neg --set data.noise_on_valid=false"
-)
 for c in clean sym30 p2n30; do
   # shellcheck disable=SC2086
   $AL compare "${COMMON[@]}" ${COND[$c]} "${HISTORY[@]}" --methods autoloss --out "$OUT/$c-history"

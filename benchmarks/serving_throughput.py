@@ -33,29 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import synthetic_criteo
 from _machine import machine_info
+from _runs import train_cached
 from autoloss.data.batches import BatchIterator
 from autoloss.data.encoder import RowEncoder
+from autoloss.data.store import EncodedDataset
 from autoloss.train import trainer as trainer_module
-from autoloss.train.config import RunConfig
-from autoloss.train.run import load_run, train_run
+from autoloss.train.run import load_run
 from autoloss.train.serving import ServingModel, export_run, predict_file
 from autoloss.train.trainer import predict_logits
-
-
-def train_once(data_dir: Path, run_dir: Path, steps: int) -> None:
-    if (run_dir / "model.pt").exists():
-        return
-    cfg = RunConfig()
-    for key, value in {
-        "data.path": str(data_dir),
-        "model.name": "deepfm",
-        "loss.method": "ce",
-        "train.max_steps": steps,
-        "train.progress": "off",
-        "out": str(run_dir),
-    }.items():
-        cfg.set(key, value)
-    train_run(cfg, overwrite=True, log=lambda *_: None)
 
 
 def best_of(repeat: int, fn: Any) -> tuple[float, Any]:
@@ -113,11 +98,9 @@ def main() -> None:
     work = Path(args.workdir)
     raw, data_dir = synthetic_criteo(work, args.rows)
     run_dir = work / f"serving-run-{args.rows}"
-    train_once(data_dir, run_dir, args.steps)
+    options = ["--data", str(data_dir), "--model", "deepfm", "--loss", "ce"]
+    train_cached(run_dir, [*options, "--set", f"train.max_steps={args.steps}"])
     run = load_run(run_dir)
-    test = run.run_dir / "dataset"
-    from autoloss.data.store import EncodedDataset
-
     split = EncodedDataset(data_dir).split("test")
     size = run.cfg.data.eval_batch_size
     n_test, n_raw = len(split), args.rows
@@ -139,7 +122,7 @@ def main() -> None:
     figures["evaluate, heap not trimmed after each batch"] = n_test / secs
     reference = torch.sigmoid(torch.from_numpy(logits)).numpy()
 
-    encoder = RowEncoder(test)
+    encoder = RowEncoder(run.run_dir / "dataset")  # the run's vocabulary, as predict uses
     secs, _ = best_of(args.repeat, lambda: encoder.encode_file(raw, labels=False))
     figures["encode raw rows (predict's first half)"] = n_raw / secs
     out_csv = work / "serving-predictions.csv"
