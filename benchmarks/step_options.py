@@ -11,11 +11,17 @@ median over rounds of its time relative to ``current`` in the same round (a shar
 bursts hit a round, not an option). Options:
 
 * current: the step as shipped;
-* unshared-unique: every table sorts the batch's ids on its own (the step before the embedding
-  and linear tables shared one ``torch.unique``);
-* torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element: the step before the
-  MLP's dropout drew four 16-bit uniforms per 64-bit random word, ``layers.Dropout``);
-* before: both of the above (the step before either change);
+* index-add: a lookup's backward sums its gradient rows per id with ``index_add_`` (the step
+  before the CSR product of ``layers.sum_rows``);
+* torch-words: the dropout masks' 64-bit words come from torch's ``random_`` (before NumPy's
+  SFC64 generator, seeded from torch's);
+* int64-sort: the ids are sorted as 64-bit keys (before 32-bit keys for tables under 2**31 rows);
+* unshared-unique: every table groups the batch's ids on its own (before the embedding and
+  linear tables shared one sort);
+* torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element, before four 16-bit
+  uniforms per 64-bit random word, ``layers.Dropout``);
+* previous: index-add, torch-words and int64-sort (the step shipped before those changes);
+* before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
   lookup stays eager). Its compile seconds are printed; skipped where no compiler works.
 """
@@ -43,25 +49,53 @@ from autoloss.train.trainer import Trainer
 ACTIVE: set[str] = set()  # the option the next steps run under
 
 
+#: option -> the changes it undoes
+UNDOES = {
+    "current": (),
+    "index-add": ("index-add",),
+    "torch-words": ("torch-words",),
+    "unshared-unique": ("unshared-unique",),
+    "torch-dropout": ("torch-dropout",),
+    "int64-sort": ("int64-sort",),
+    "previous": ("index-add", "torch-words", "int64-sort"),
+    "before": ("index-add", "int64-sort", "unshared-unique", "torch-dropout"),
+}
+
+
 def patch() -> None:
-    """Route dropout and the unique ids through the option that is active."""
+    """Route dropout, the id grouping and the row sums through the option that is active."""
     dropout_forward = layers.Dropout.forward
-    shared = layers._unique_ids
+    shared, summed, keep_mask = layers._batch_rows, layers.sum_rows, layers._keep_mask
 
     def dropout(self: layers.Dropout, x: torch.Tensor) -> torch.Tensor:
         if "torch-dropout" in ACTIVE:
             return nn.Dropout.forward(self, x)
         return dropout_forward(self, x)
 
-    def unique_ids(
-        x: torch.Tensor, ids: torch.Tensor, offsets: tuple[int, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def torch_words(shape: torch.Size, cut: int, dtype: torch.dtype) -> torch.Tensor:
+        if "torch-words" not in ACTIVE:
+            return keep_mask(shape, cut, dtype)
+        n = shape.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        uniform16 = words.view(torch.int16)[:n].view(shape)
+        return (uniform16 >= cut - 32768).to(dtype).mul_(65536 / (65536 - cut))
+
+    def batch_rows(x: torch.Tensor, ids: torch.Tensor, offsets: tuple[int, ...], n: int) -> Any:
+        num_rows = None if "int64-sort" in ACTIVE else n
         if "unshared-unique" in ACTIVE:
-            return torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
-        return shared(x, ids, offsets)
+            return layers.group_rows(ids, num_rows)
+        return shared(x, ids, offsets, num_rows)
+
+    def sum_rows(rows: Any, g: torch.Tensor) -> torch.Tensor:
+        if "index-add" not in ACTIVE:
+            return summed(rows, g)
+        out = torch.zeros(rows.uniq.numel(), g.shape[1], dtype=g.dtype)
+        return out.index_add_(0, rows.inverse, g)
 
     layers.Dropout.forward = dropout  # type: ignore[method-assign]
-    layers._unique_ids = unique_ids
+    layers._keep_mask = torch_words
+    layers._batch_rows = batch_rows
+    layers.sum_rows = sum_rows
 
 
 def trainer(data: EncodedDataset) -> Trainer:
@@ -95,7 +129,7 @@ def compiled(data: EncodedDataset, batches: list[Any]) -> Trainer | None:
 
 def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
     ACTIVE.clear()
-    ACTIVE.update(("unshared-unique", "torch-dropout") if option == "before" else (option,))
+    ACTIVE.update(UNDOES.get(option, ()))
     for b in batches[:3]:  # warm-up
         tr.train_step(b)
     t0 = time.perf_counter()
@@ -123,8 +157,7 @@ def main() -> None:
     first = trainer(data)
     it = first._iterator("train", train=True)
     batches = [b for _, b in zip(range(args.steps + 3), it.epoch(0), strict=False)]
-    trainers = {o: trainer(data) for o in ("unshared-unique", "torch-dropout", "before")}
-    trainers = {"current": first, **trainers}
+    trainers = {"current": first, **{o: trainer(data) for o in UNDOES if o != "current"}}
     if not args.no_compile:
         tr = compiled(data, batches)
         if tr is not None:

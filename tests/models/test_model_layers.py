@@ -154,6 +154,28 @@ def test_fm_and_bi_interaction_equal_pairwise_sums() -> None:
     torch.testing.assert_close(FactorizationMachine()(e), pairs.sum(1, keepdim=True))
 
 
+@pytest.mark.parametrize("layer", [FactorizationMachine(), BiInteractionPooling()])
+def test_fm_gradient_equals_autograd_of_the_pairwise_sum_to_second_order(
+    layer: FactorizationMachine,
+) -> None:
+    """The hand-written backward (training) gives autograd's gradient of the explicit pairwise
+    sum, its own second derivative is right (gradgradcheck: the unrolled hypergradient), and the
+    forward values equal evaluation's (no graph) bit for bit."""
+    torch.manual_seed(0)
+    e = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    out = layer(e)
+    assert out.grad_fn is not None and "PairwiseInteraction" in type(out.grad_fn).__name__
+    pairs = sum(e[:, i] * e[:, j] for i, j in itertools.combinations(range(4), 2))
+    assert isinstance(pairs, torch.Tensor)
+    ref = pairs.sum(1, keepdim=True) if layer.reduce_sum else pairs
+    up = torch.randn_like(ref)
+    got = torch.autograd.grad((out * up).sum(), e)[0]
+    torch.testing.assert_close(got, torch.autograd.grad((ref * up).sum(), e)[0])
+    assert torch.autograd.gradgradcheck(layer, (e,))
+    with torch.no_grad():
+        assert torch.equal(layer(e), out.detach())
+
+
 def test_inner_product_lists_all_pairs() -> None:
     e = torch.randn(5, 4, 3)
     out = InnerProduct(4)(e)

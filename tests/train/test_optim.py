@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -15,9 +17,7 @@ from autoloss.train.optim import RecommenderOptimizer, RowwiseAdam, split_parame
 
 def unique_lookup(w: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The unique-row lookup with the batch's unique ids computed here."""
-    return _UniqueRowsLookup.apply(
-        w, ids, *torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
-    )
+    return _UniqueRowsLookup.apply(w, ids, layers.group_rows(ids))
 
 
 def test_unique_lookup_gradient_equals_embedding_gradient() -> None:
@@ -165,8 +165,8 @@ def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.Monk
     or an in-place change of the same tensor computes again; gradients match a model without
     the shared path."""
     calls = []
-    real = torch.unique
-    monkeypatch.setattr(torch, "unique", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda *a, **k: calls.append(1) or real(*a, **k))
     spec = FeatureSpec(cat_names=("a", "b", "c"), cat_vocab=(5, 7, 3))
     torch.manual_seed(0)
     model = build_model("deepfm", spec, embed_dim=4, mlp=(8,))
@@ -178,17 +178,15 @@ def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.Monk
     x[0, 0] = 4  # same tensor, new contents
     model(x).sum()
     assert len(calls) == 3
-    uniq, inverse = layers._unique_ids(x, x + model.embedding.offsets, (0, 5, 12))
-    assert torch.equal(uniq[inverse].view(4, 3), x + model.embedding.offsets)
+    rows = layers._batch_rows(x, x + model.embedding.offsets, (0, 5, 12))
+    assert torch.equal(rows.uniq[rows.inverse].view(4, 3), x + model.embedding.offsets)
     # gradients equal those of the same model computing every table's unique ids on its own
     grads = []
     for shared in (True, False):
         if not shared:
-            monkeypatch.setattr(layers, "_last_unique", None)
+            monkeypatch.setattr(layers, "_last_rows", None)
             monkeypatch.setattr(
-                layers,
-                "_unique_ids",
-                lambda x, ids, o: real(ids.reshape(-1), sorted=True, return_inverse=True),
+                layers, "_batch_rows", lambda x, ids, o, n: layers.group_rows(ids, n)
             )
         model.zero_grad()
         torch.manual_seed(1)  # the same dropout masks
@@ -196,3 +194,52 @@ def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.Monk
         grads.append([p.grad.to_dense().clone() for p in model.parameters() if p.grad is not None])
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("width", [1, 3, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_summed_per_id_equal_index_add(width: int, dtype: torch.dtype) -> None:
+    """The CSR product (tables wider than one column on the CPU) and index_add_ agree, and the
+    grouping inverts: uniq[inverse] gives the ids back, order sorts them, starts count them."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 40, (25, 6))
+    rows = layers.group_rows(ids)
+    for a, b in zip(rows, layers.group_rows(ids, num_rows=40), strict=True):  # 32-bit sort keys
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    flat = ids.reshape(-1)
+    assert torch.equal(rows.uniq[rows.inverse], flat)
+    assert torch.equal(flat[rows.order], flat.sort().values)
+    assert torch.equal(rows.starts.diff(), torch.bincount(rows.inverse))
+    g = torch.randn(flat.numel(), width, dtype=dtype)
+    ref = torch.zeros(rows.uniq.numel(), width, dtype=dtype).index_add_(0, rows.inverse, g)
+    torch.testing.assert_close(layers.sum_rows(rows, g), ref)
+
+
+def test_rowwise_adam_continues_from_a_state_saved_with_separate_moments() -> None:
+    """Checkpoints written before the moments were interleaved (``exp_avg``, ``exp_avg_sq``) load
+    and continue exactly as the optimiser that saved them."""
+    torch.manual_seed(0)
+    a = nn.Embedding(20, 3, sparse=True)
+    b = nn.Embedding(20, 3, sparse=True)
+    opt_a = RowwiseAdam(a.parameters(), lr=0.01)
+    batches = [(torch.randint(0, 12, (8, 2)), torch.randn(8, 2, 3)) for _ in range(4)]
+
+    def step(emb: nn.Embedding, opt: RowwiseAdam, ids: torch.Tensor, up: torch.Tensor) -> None:
+        opt.zero_grad()
+        (unique_lookup(emb.weight, ids) * up).sum().backward()
+        opt.step()
+
+    for ids, up in batches[:3]:
+        step(a, opt_a, ids, up)
+    saved = copy.deepcopy(opt_a.state_dict())  # state_dict() shares the live tensors
+    moments = saved["state"][0].pop("moments")
+    assert moments.shape == (20, 2, 3)
+    saved["state"][0]["exp_avg"], saved["state"][0]["exp_avg_sq"] = moments[:, 0], moments[:, 1]
+    b.load_state_dict(a.state_dict())
+    opt_b = RowwiseAdam(b.parameters(), lr=0.01)
+    opt_b.load_state_dict(saved)
+    for emb, opt in ((a, opt_a), (b, opt_b)):
+        step(emb, opt, *batches[3])
+    assert torch.equal(a.weight, b.weight)
+    assert torch.equal(opt_a.state[a.weight]["moments"], opt_b.state[b.weight]["moments"])
+    assert "exp_avg" not in opt_b.state[b.weight]
