@@ -20,7 +20,10 @@ bursts hit a round, not an option). Options:
   linear tables shared one sort);
 * torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element, before four 16-bit
   uniforms per 64-bit random word, ``layers.Dropout``);
-* previous: index-add, torch-words and int64-sort (the step shipped before those changes);
+* fm-autograd: autograd's backward of the FM term (before its one-expression backward);
+* split-moments: the row-wise Adam keeps each table's two moments in two tensors (before they
+  were interleaved, one gather and one scatter per step);
+* previous: the five options above together (the step shipped before those changes);
 * before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
   lookup stays eager). Its compile seconds are printed; skipped where no compiler works.
@@ -29,6 +32,7 @@ bursts hit a round, not an option). Options:
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -43,6 +47,7 @@ from _data import synthetic_criteo
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
 from autoloss.models import layers
+from autoloss.train import optim
 from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
@@ -57,8 +62,17 @@ UNDOES = {
     "unshared-unique": ("unshared-unique",),
     "torch-dropout": ("torch-dropout",),
     "int64-sort": ("int64-sort",),
-    "previous": ("index-add", "torch-words", "int64-sort"),
-    "before": ("index-add", "int64-sort", "unshared-unique", "torch-dropout"),
+    "fm-autograd": ("fm-autograd",),
+    "split-moments": ("split-moments",),
+    "previous": ("index-add", "torch-words", "int64-sort", "fm-autograd", "split-moments"),
+    "before": (
+        "index-add",
+        "int64-sort",
+        "fm-autograd",
+        "split-moments",
+        "unshared-unique",
+        "torch-dropout",
+    ),
 }
 
 
@@ -92,6 +106,31 @@ def patch() -> None:
         out = torch.zeros(rows.uniq.numel(), g.shape[1], dtype=g.dtype)
         return out.index_add_(0, rows.inverse, g)
 
+    fm_forward, sparse_step = layers.FactorizationMachine.forward, optim._sparse_step
+    split: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fm(self: layers.FactorizationMachine, emb: torch.Tensor) -> torch.Tensor:
+        if "fm-autograd" in ACTIVE:
+            return layers._pairwise(emb, self.reduce_sum)
+        return fm_forward(self, emb)
+
+    def split_moments(p: torch.Tensor, grad: torch.Tensor, moments: torch.Tensor, group: dict,
+                      t: float) -> None:  # fmt: skip
+        if "split-moments" not in ACTIVE:
+            return sparse_step(p, grad, moments, group, t)
+        m_all, v_all = split.setdefault(id(p), (moments[:, 0].clone(), moments[:, 1].clone()))
+        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+        idx, g = grad._indices()[0], grad._values()
+        m = m_all.index_select(0, idx).lerp_(g, 1 - b1)
+        v = v_all.index_select(0, idx).mul_(b2).addcmul_(g, g, value=1 - b2)
+        m_all.index_copy_(0, idx, m)
+        v_all.index_copy_(0, idx, v)
+        denom = v.sqrt_().mul_(1 / math.sqrt(1 - b2**t)).add_(eps)
+        p.index_add_(0, idx, m.div_(denom), alpha=-lr / (1 - b1**t))
+        return None
+
+    layers.FactorizationMachine.forward = fm  # type: ignore[method-assign]
+    optim._sparse_step = split_moments
     layers.Dropout.forward = dropout  # type: ignore[method-assign]
     layers._keep_mask = torch_words
     layers._batch_rows = batch_rows
