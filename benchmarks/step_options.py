@@ -118,7 +118,9 @@ def patch() -> None:
                       t: float) -> None:  # fmt: skip
         if "split-moments" not in ACTIVE:
             return sparse_step(p, grad, moments, group, t)
-        m_all, v_all = split.setdefault(id(p), (moments[:, 0].clone(), moments[:, 1].clone()))
+        if id(p) not in split:
+            split[id(p)] = (moments[:, 0].clone(), moments[:, 1].clone())
+        m_all, v_all = split[id(p)]
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
         idx, g = grad._indices()[0], grad._values()
         m = m_all.index_select(0, idx).lerp_(g, 1 - b1)
