@@ -21,8 +21,9 @@ bursts hit a round, not an option). Options:
 * torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element, before four 16-bit
   uniforms per 64-bit random word, ``layers.Dropout``);
 * fm-autograd: autograd's backward of the FM term (before its one-expression backward);
-* split-moments: the row-wise Adam keeps each table's two moments in two tensors (before they
-  were interleaved, one gather and one scatter per step);
+* old-adam: the row-wise Adam as it was: each table's two moments in two tensors (before they
+  were interleaved, one gather and one scatter per step) and the update added by a scaled
+  ``index_add_`` (PyTorch's slow path; now the scale is applied first);
 * previous: the five options above together (the step shipped before those changes);
 * before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
@@ -63,13 +64,13 @@ UNDOES = {
     "torch-dropout": ("torch-dropout",),
     "int64-sort": ("int64-sort",),
     "fm-autograd": ("fm-autograd",),
-    "split-moments": ("split-moments",),
-    "previous": ("index-add", "torch-words", "int64-sort", "fm-autograd", "split-moments"),
+    "old-adam": ("old-adam",),
+    "previous": ("index-add", "torch-words", "int64-sort", "fm-autograd", "old-adam"),
     "before": (
         "index-add",
         "int64-sort",
         "fm-autograd",
-        "split-moments",
+        "old-adam",
         "unshared-unique",
         "torch-dropout",
     ),
@@ -116,7 +117,7 @@ def patch() -> None:
 
     def split_moments(p: torch.Tensor, grad: torch.Tensor, moments: torch.Tensor, group: dict,
                       t: float) -> None:  # fmt: skip
-        if "split-moments" not in ACTIVE:
+        if "old-adam" not in ACTIVE:
             return sparse_step(p, grad, moments, group, t)
         if id(p) not in split:
             split[id(p)] = (moments[:, 0].clone(), moments[:, 1].clone())

@@ -62,7 +62,7 @@ def group_rows(ids: torch.Tensor, num_rows: int | None = None) -> BatchRows:
         sorted_ids, return_inverse=True, return_counts=True
     )
     uniq = uniq.to(flat.dtype)
-    inverse = torch.empty_like(inverse_sorted).index_put_((order,), inverse_sorted)
+    inverse = torch.empty_like(inverse_sorted).scatter_(0, order, inverse_sorted)
     starts = torch.zeros(uniq.numel() + 1, dtype=torch.long, device=flat.device)
     torch.cumsum(counts, 0, out=starts[1:])
     return BatchRows(uniq, inverse, order, starts)
@@ -78,18 +78,32 @@ def sum_rows(rows: BatchRows, g: torch.Tensor) -> torch.Tensor:
     """
     if g.device.type == "cpu" and g.shape[1] > 1 and g.dtype in (torch.float32, torch.float64):
         ones = torch.ones(rows.order.numel(), dtype=g.dtype)
-        with warnings.catch_warnings():  # "CSR support is in beta": the product is long stable
-            warnings.simplefilter("ignore", UserWarning)
-            occurrences = torch.sparse_csr_tensor(
-                rows.starts,
-                rows.order,
-                ones,
-                (rows.uniq.numel(), g.shape[0]),
-                check_invariants=False,
-            )
+        shape = (rows.uniq.numel(), g.shape[0])
+        if not _csr_warned:
+            _first_csr()
+        occurrences = torch.sparse_csr_tensor(
+            rows.starts, rows.order, ones, shape, check_invariants=False
+        )
         return occurrences @ g
     out = torch.zeros(rows.uniq.numel(), g.shape[1], dtype=g.dtype, device=g.device)
     return out.index_add_(0, rows.inverse, g)
+
+
+_csr_warned = False
+
+
+def _first_csr() -> None:
+    """Build a first CSR tensor with PyTorch's once-per-process "CSR support is in beta" warning
+    silenced (the CSR-times-dense product has long been stable; the warning would otherwise reach
+    every user's first training step). Later constructions do not warn."""
+    global _csr_warned
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = torch.zeros(1, dtype=torch.long)
+        torch.sparse_csr_tensor(
+            one.repeat(2), one[:0], torch.ones(0), (1, 1), check_invariants=False
+        )
+    _csr_warned = True
 
 
 class _UniqueRowsLookup(torch.autograd.Function):
@@ -355,7 +369,7 @@ class _PairwiseInteraction(torch.autograd.Function):
 
     Autograd's own backward of the square-of-sum trick makes five passes over the (B, F, D)
     embeddings (both factors of ``e * e``, the two sums' expansions, their accumulation); this
-    makes two. The forward is :func:`_pairwise` itself, so training and evaluation compute the
+    makes one (``addcmul``). The forward is :func:`_pairwise` itself, so training and evaluation compute the
     same values; the backward is written in differentiable operations on the saved embeddings,
     so a second derivative (the unrolled hypergradient) is exact too.
     """
@@ -370,10 +384,8 @@ class _PairwiseInteraction(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (emb,) = ctx.saved_tensors
         g = grad.unsqueeze(2) if ctx.reduce_sum else grad.unsqueeze(1)  # (B, 1, 1) or (B, 1, D)
-        rest = emb.sum(dim=1, keepdim=True) - emb  # the other fields' sum, per field
-        if torch.is_grad_enabled():  # a graph of this backward is recorded: no in-place ops
-            return rest * g, None
-        return rest.mul_(g), None
+        # s·g - e·g: one pass over (B, F, D) (s·g is only (B, 1, D))
+        return torch.addcmul(emb.sum(dim=1, keepdim=True) * g, emb, g, value=-1), None
 
 
 class BiInteractionPooling(FactorizationMachine):

@@ -170,7 +170,7 @@ class _Perturbation:
             if idx is None:
                 p.add_(d, alpha=alpha)
             else:
-                p.index_add_(0, idx, d, alpha=alpha)
+                p.index_add_(0, idx, d * alpha)  # alpha=1: index_add_'s fast path
 
     @torch.no_grad()
     def restore(self) -> None:

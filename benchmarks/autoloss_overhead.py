@@ -1,0 +1,158 @@
+"""What AutoLoss adds to a CE step, part by part, and the least time it can take against CE.
+
+Usage: python benchmarks/autoloss_overhead.py [--rows 1000000] [--data PREPARED_DIR]
+                                              [--threads 1] [--rounds 7] [--steps 35]
+
+DeepFM (paper configuration), batch 2000, on the synthetic Criteo-format data of
+``train_throughput.py`` or a prepared dataset (``--data``). In one process, interleaved over
+``--rounds`` rounds on the same ``--steps`` batches, it times a whole training step with
+``--loss ce`` and with ``--loss autoloss`` (first-order, the controller's update every f = 7
+steps included), and the parts of AutoLoss's extra work:
+
+* controller: the controller's forward over the batch (``[y, ŷ]`` -> α, no gradient);
+* gumbel: drawing the Gumbel-softmax weights from α;
+* candidates: the K candidate losses forward and backward, minus CE's own;
+* update / f: the controller's validation update (a recommender forward on a validation batch in
+  evaluation mode, then the controller's own forward, backward and Adam step), per step;
+  of which ``valid forward`` (the recommender's forward on the validation batch) and
+  ``controller step`` (the controller's forward and backward in its learning mode).
+
+The floor is CE's step plus the per-step parts: the time AutoLoss cannot go below whatever the
+recommender's step costs, printed as a ratio to CE next to the measured ratio (medians over
+rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import synthetic_criteo
+from _machine import machine_info
+from autoloss.data.store import EncodedDataset
+from autoloss.losses import evaluation_loss
+from autoloss.policies.base import call_model
+from autoloss.policies.bilevel import recommender_mode
+from autoloss.train.config import RunConfig
+from autoloss.train.trainer import Trainer
+
+
+def trainer(data: EncodedDataset, method: str) -> Trainer:
+    cfg = RunConfig()
+    for key, value in {
+        "data.path": str(data.path),
+        "model.name": "deepfm",
+        "loss.method": method,
+        "train.seed": 1,
+        "train.progress": "off",
+    }.items():
+        cfg.set(key, value)
+    tr = Trainer(cfg, dataset=data, log=lambda s: None)
+    tr.model.train()
+    return tr
+
+
+def ms(fn: Callable[[Any], object], items: list[Any]) -> float:
+    """Milliseconds per call of ``fn`` over ``items`` (after one warm-up call)."""
+    fn(items[0])
+    t0 = time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - t0) / len(items) * 1000
+
+
+def parts(ce: Trainer, al: Trainer, batches: list[Any]) -> dict[str, float]:
+    """One round: every timing, on the same batches."""
+    pol: Any = al.policy
+    sel = pol.selector
+    with torch.no_grad():
+        logits = [(al.model(*b.inputs()), b.y) for b in batches]
+    leaves = [(s.detach().requires_grad_(True), y) for s, y in logits]
+    valid = [al._valid_stream().next() for _ in batches]
+
+    def controller(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        with torch.no_grad():
+            sel.log_alpha(item[0], item[1], pol.num_steps, learn=False)
+
+    def gumbel(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        with torch.no_grad():
+            sel.sample(sel.log_alpha(item[0], item[1], pol.num_steps, learn=False), pol.num_steps)
+
+    def candidates(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        pol.candidate_set(*item).mean(0).sum().backward()
+
+    def ce_loss(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        evaluation_loss(*item).backward()
+
+    def valid_forward(vb: Any) -> None:
+        with recommender_mode(al.model, False), torch.no_grad():
+            call_model(al.model, vb.inputs())
+
+    def controller_step(item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        sel.log_alpha(item[0], item[1], pol.num_steps, learn=True).sum().backward()
+
+    out = {
+        "ce step": ms(ce.train_step, batches),
+        "autoloss step": ms(al.train_step, batches),
+        "controller": ms(controller, logits),
+        "gumbel": ms(gumbel, logits) - ms(controller, logits),
+        "candidates": ms(candidates, leaves) - ms(ce_loss, leaves),
+        "update": ms(lambda b: al._update_policy(b), batches[:8]),
+        "valid forward": ms(valid_forward, valid[:8]),
+        "controller step": ms(controller_step, leaves[:8]),
+    }
+    pol.zero_grad(set_to_none=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=35)
+    ap.add_argument("--workdir", default="bench-out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_info())
+    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
+    data = EncodedDataset(data_dir)
+    ce, al = trainer(data, "ce"), trainer(data, "autoloss")
+    it = ce._iterator("train", train=True)
+    batches = [b for _, b in zip(range(args.steps), it.epoch(0), strict=False)]
+    f = al.policy.update_every
+    rounds: list[dict[str, float]] = []
+    for r in range(args.rounds):
+        rounds.append(parts(ce, al, batches))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in rounds[-1].items()))
+    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    per_step = med["controller"] + med["gumbel"] + med["candidates"] + med["update"] / f
+    floor = statistics.median(
+        (x["ce step"] + x["controller"] + x["gumbel"] + x["candidates"] + x["update"] / f)
+        / x["ce step"]
+        for x in rounds
+    )
+    measured = statistics.median(x["autoloss step"] / x["ce step"] for x in rounds)
+    print(f"\nmedians of {args.rounds} rounds, ms ({len(batches)} batches of 2000, f = {f}):")
+    print("| part | ms | per step | share of a CE step |")
+    print("|---|---|---|---|")
+    for k in ("ce step", "autoloss step", "controller", "gumbel", "candidates"):
+        print(f"| {k} | {med[k]:.2f} | {med[k]:.2f} | {med[k] / med['ce step']:.1%} |")
+    for k in ("update", "valid forward", "controller step"):
+        v = med[k] / f
+        print(f"| {k} (every {f} steps) | {med[k]:.2f} | {v:.2f} | {v / med['ce step']:.1%} |")
+    print(f"\nAutoLoss's added work per step: {per_step:.2f} ms")
+    print(f"floor, time vs CE (CE step + the parts): {floor:.2f}x; measured: {measured:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
