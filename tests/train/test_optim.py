@@ -12,7 +12,12 @@ from torch.nn import functional as F
 from autoloss.data.spec import FeatureSpec
 from autoloss.models import build_model, layers
 from autoloss.models.layers import _UniqueRowsLookup
-from autoloss.train.optim import RecommenderOptimizer, RowwiseAdam, split_parameters
+from autoloss.train.optim import (
+    RecommenderOptimizer,
+    RowwiseAdam,
+    fused_adam,
+    split_parameters,
+)
 
 
 def unique_lookup(w: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -243,3 +248,10 @@ def test_rowwise_adam_continues_from_a_state_saved_with_separate_moments() -> No
     assert torch.equal(a.weight, b.weight)
     assert torch.equal(opt_a.state[a.weight]["moments"], opt_b.state[b.weight]["moments"])
     assert "exp_avg" not in opt_b.state[b.weight]
+
+
+def test_dense_adam_is_fused_on_the_cpu_and_the_default_elsewhere() -> None:
+    cpu = fused_adam([nn.Parameter(torch.zeros(3))], lr=1e-3)
+    assert cpu.defaults["fused"] is True
+    meta = fused_adam([nn.Parameter(torch.zeros(3, device="meta"))], lr=1e-3)
+    assert not meta.defaults["fused"]
