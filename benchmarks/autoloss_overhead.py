@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/autoloss_overhead.py [--rows 1000000] [--data PREPARED_DIR]
                                               [--threads 1] [--rounds 7] [--steps 35]
+                                              [--set loss.controller_hidden=32,32 ...]
 
 DeepFM (paper configuration), batch 2000, on the synthetic Criteo-format data of
 ``train_throughput.py`` or a prepared dataset (``--data``). In one process, interleaved over
@@ -45,7 +46,7 @@ from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
 
-def trainer(data: EncodedDataset, method: str) -> Trainer:
+def trainer(data: EncodedDataset, method: str, settings: tuple[str, ...] = ()) -> Trainer:
     cfg = RunConfig()
     for key, value in {
         "data.path": str(data.path),
@@ -54,6 +55,9 @@ def trainer(data: EncodedDataset, method: str) -> Trainer:
         "train.seed": 1,
         "train.progress": "off",
     }.items():
+        cfg.set(key, value)
+    for item in settings:  # --set KEY=VALUE, as on the command line
+        key, _, value = item.partition("=")
         cfg.set(key, value)
     tr = Trainer(cfg, dataset=data, log=lambda s: None)
     tr.model.train()
@@ -121,12 +125,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=35)
     ap.add_argument("--workdir", default="bench-out")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a setting of the AutoLoss run, e.g. loss.controller_hidden=32,32 (repeatable)",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_info())
     data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
     data = EncodedDataset(data_dir)
-    ce, al = trainer(data, "ce"), trainer(data, "autoloss")
+    ce, al = trainer(data, "ce"), trainer(data, "autoloss", tuple(args.set))
     it = ce._iterator("train", train=True)
     batches = [b for _, b in zip(range(args.steps), it.epoch(0), strict=False)]
     f = al.policy.update_every
