@@ -53,7 +53,8 @@ def group_rows(ids: torch.Tensor, num_rows: int | None = None) -> BatchRows:
     """Group the ids (any shape, flattened) by row: one stable sort, one pass over it.
 
     With ``num_rows`` (the table's size) below 2**31 the sort runs on 32-bit keys: torch's radix
-    sort then makes half the passes (1.3 vs 3.1 ms for a Criteo-scale batch of 78k ids).
+    sort then makes half the passes (1.3 vs 2.9 ms for a Criteo-scale batch of 78k ids,
+    ``benchmarks/step_kernels.py``).
     """
     flat = ids.reshape(-1)
     narrow = num_rows is not None and num_rows < 2**31 and flat.dtype == torch.int64
@@ -72,9 +73,9 @@ def sum_rows(rows: BatchRows, g: torch.Tensor) -> torch.Tensor:
     """Sum the gradient rows ``g`` (N, W) of the occurrences per distinct id: (U, W).
 
     On the CPU a table wider than one column multiplies by the occurrence matrix in CSR form
-    (MKL's sparse-dense product), 2.9x faster than ``index_add_`` on a Criteo-scale batch (78k
-    occurrences of 64k rows, width 16; docs/benchmarks.md); ``index_add_`` elsewhere (it is the
-    faster of the two for one column, and CUDA's atomics make it cheap).
+    (MKL's sparse-dense product), about twice as fast as ``index_add_`` on a Criteo-scale batch
+    (78k occurrences of 64k rows, width 16: 1.25 vs 2.58 ms, ``benchmarks/step_kernels.py``);
+    ``index_add_`` elsewhere (the faster of the two for one column; CUDA's atomics make it cheap).
     """
     if g.device.type == "cpu" and g.shape[1] > 1 and g.dtype in (torch.float32, torch.float64):
         ones = torch.ones(rows.order.numel(), dtype=g.dtype)
@@ -369,9 +370,9 @@ class _PairwiseInteraction(torch.autograd.Function):
 
     Autograd's own backward of the square-of-sum trick makes five passes over the (B, F, D)
     embeddings (both factors of ``e * e``, the two sums' expansions, their accumulation); this
-    makes one (``addcmul``). The forward is :func:`_pairwise` itself, so training and evaluation compute the
-    same values; the backward is written in differentiable operations on the saved embeddings,
-    so a second derivative (the unrolled hypergradient) is exact too.
+    makes one (``addcmul``). The forward is :func:`_pairwise` itself, so training and evaluation
+    compute the same values; the backward is written in differentiable operations on the saved
+    embeddings, so a second derivative (the unrolled hypergradient) is exact too.
     """
 
     @staticmethod
