@@ -35,6 +35,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/step_kernels.py
+	$(BIN)/python benchmarks/autoloss_overhead.py
 	$(BIN)/python benchmarks/serving_throughput.py
 
 clean:
