@@ -166,8 +166,11 @@ def test_cli_train_then_evaluate_reproduces_result(
     )
     again = json.loads((tmp_path / "again" / "result.json").read_text())
     assert again["test"] == result["test"]
-    # an existing run dir is refused without --overwrite
+    # an existing run dir is refused without --overwrite, saying what it holds
+    capsys.readouterr()
     assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(a finished run)" in err[0] and "--resume" not in err[0]
 
 
 def test_corrupt_checkpoint_is_one_line_error(

@@ -60,7 +60,11 @@ def check_run_dir(rd: RunDir, *, resume: bool, overwrite: bool) -> None:
     """Refuse a non-empty directory for a fresh run (unless ``overwrite``), and a resume of a
     directory that holds no run."""
     if rd.path.exists() and not resume and not rd.is_empty() and not overwrite:
-        hint = " (an unfinished run: add --resume)" if rd.config.exists() else ""
+        hint = ""
+        if rd.result.exists():
+            hint = " (a finished run)"
+        elif rd.config.exists():
+            hint = " (an unfinished run: add --resume)"
         raise ConfigError(
             f"--out {rd.path}: directory exists and is not empty{hint}; use --overwrite to replace it"
         )
