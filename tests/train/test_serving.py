@@ -11,8 +11,9 @@ import torch
 from autoloss.cli import main
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
+from autoloss.errors import DataError
 from autoloss.train.run import load_run
-from autoloss.train.serving import ServingModel
+from autoloss.train.serving import ServingModel, predict_file
 
 
 @pytest.fixture
@@ -138,6 +139,17 @@ def test_predict_raw_movielens_rows(tmp_path: Path) -> None:
 
     enc = RowEncoder(data).encode_file(new)
     assert enc.x[1, 0] == 0  # an unseen user maps to the OOV id
+    # A file streams through in chunks: the same CSV as in one chunk; a bad row in a later chunk
+    # stops it with its line and leaves no output (the file appears only when every row scored).
+    one, streamed = tmp_path / "one.csv", tmp_path / "streamed.csv"
+    assert predict_file(run, raw, one) == n
+    assert predict_file(run, raw, streamed, chunk_rows=256) == n
+    assert one.read_bytes() == streamed.read_bytes()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(raw.read_text() + "1,notanumber,4.0,5\n")
+    with pytest.raises(DataError, match=f"bad.csv:{n + 2} "):
+        predict_file(run, bad, tmp_path / "never.csv", chunk_rows=256)
+    assert not (tmp_path / "never.csv").exists()
     r = load_run(run)
     with torch.no_grad():
         ref = torch.sigmoid(r.model(*enc.batch().inputs())).numpy()

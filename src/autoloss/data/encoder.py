@@ -8,6 +8,7 @@ unseen or rare values -> 0, quantile edges and dense mean/std from the dataset.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,28 @@ class RowEncoder:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         labels: bool = True,
     ) -> EncodedRows:
-        """Encode every row of ``path`` (bad rows raise DataError with their line).
+        """Encode every row of ``path`` into one :class:`EncodedRows` (bad rows raise DataError
+        with their line; an empty file too). See :meth:`iter_encoded` for the options."""
+        parts = list(self.iter_encoded(path, chunk_rows=chunk_rows, labels=labels))
+        if not parts:
+            raise DataError("no data rows", path=Path(path))
+        return EncodedRows(
+            x=np.concatenate([p.x for p in parts]),
+            y=None if parts[0].y is None else np.concatenate([p.y for p in parts]),  # type: ignore[misc]
+            dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),  # type: ignore[misc]
+            bags=None if parts[0].bags is None else np.concatenate([p.bags for p in parts]),  # type: ignore[misc]
+        )
+
+    def iter_encoded(
+        self,
+        path: str | Path,
+        *,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        labels: bool = True,
+    ) -> Iterator[EncodedRows]:
+        """Encode ``path`` chunk by chunk (``chunk_rows`` rows each): memory holds one chunk, so a
+        file of any size streams through. A bad row raises DataError with its line when its chunk
+        is reached; an empty file yields nothing.
 
         With ``labels`` a label column, when the file has one, is read and checked (``y``);
         without, it is neither read nor checked (``predict`` ignores labels)."""
@@ -110,7 +132,6 @@ class RowEncoder:
             raise DataError(
                 f"columns do not match the dataset's fields ({', '.join(expected)})", path=path
             )
-        parts: list[EncodedRows] = []
         for chunk in iter_chunks(
             path, layout, columns, chunk_rows=chunk_rows, skip_bad=False, bad=BadRows()
         ):
@@ -124,15 +145,7 @@ class RowEncoder:
                     line=chunk.first_line + idx,
                     column=printable(problem.column),
                 )
-            parts.append(self.encode_chunk(data))
-        if not parts:
-            raise DataError("no data rows", path=path)
-        return EncodedRows(
-            x=np.concatenate([p.x for p in parts]),
-            y=np.concatenate([p.y for p in parts]) if has_label else None,  # type: ignore[misc]
-            dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),  # type: ignore[misc]
-            bags=None if parts[0].bags is None else np.concatenate([p.bags for p in parts]),  # type: ignore[misc]
-        )
+            yield self.encode_chunk(data)
 
     def encode_chunk(self, data: ChunkData) -> EncodedRows:
         """Encode one converted chunk (see :meth:`RawFormat.transform`)."""

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoloss.data.spec import FeatureSpec
-from autoloss.errors import ConfigError
+from autoloss.data.prepare import DEFAULT_CHUNK_ROWS
+from autoloss.data.spec import Batch, FeatureSpec
+from autoloss.errors import ConfigError, DataError
 from autoloss.files import atomic_output, atomic_path, check_creatable
 from autoloss.train.run import load_run
 
@@ -100,35 +101,62 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
 
 
 def predict_file(
-    run_dir: str | Path, input_path: str | Path, out: str | Path, batch_size: int = 20000
+    run_dir: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    batch_size: int = 20000,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> int:
-    """Score the raw rows of ``input_path``; writes a CSV, returns the number of rows."""
+    """Score the raw rows of ``input_path``; writes a CSV, returns the number of rows.
+
+    The file streams through chunk by chunk (``chunk_rows`` rows: read, encode, score, write), so
+    memory holds one chunk whatever the file's size. The CSV appears atomically when every row
+    was scored: a bad row stops the command with its line and leaves no output."""
     from autoloss.data.encoder import RowEncoder
 
-    out = output_file(out, inputs=[Path(input_path)])
+    path = Path(input_path)
+    out = output_file(out, inputs=[path])
     run = load_run(run_dir, device="cpu")
-    # Labels are ignored: a label column, if any, is neither read nor checked.
-    encoded = RowEncoder(run.run_dir / "dataset").encode_file(input_path, labels=False)
+    encoder = RowEncoder(run.run_dir / "dataset")
     model = ServingModel(run.model, run.spec).eval()
-    n = len(encoded)
-    probs = []
-    whole = encoded.batch()
-    with torch.no_grad():
-        for a in range(0, n, batch_size):
-            part = [None if t is None else t[a : a + batch_size] for t in whole.inputs()]
-            probs.append(model(*part).numpy())
-    p = np.concatenate(probs) if probs else np.zeros((0,))
+    n = 0
     with atomic_output(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        if p.ndim == 1:
-            w.writerow(["prob"])
-            w.writerows([[f"{v:.6f}"] for v in p])
-        else:
-            w.writerow(["pred", *[f"p{c}" for c in range(int(p.shape[-1]))]])
-            pred = p.argmax(1)
-            for i in range(n):
-                w.writerow([int(pred[i]), *[f"{v:.6f}" for v in p[i]]])
+        # Labels are ignored: a label column, if any, is neither read nor checked.
+        for rows in encoder.iter_encoded(path, chunk_rows=chunk_rows, labels=False):
+            p = _score(model, rows.batch(), batch_size)
+            if n == 0:
+                header = (
+                    ["prob"] if p.ndim == 1 else ["pred", *[f"p{c}" for c in range(p.shape[1])]]
+                )
+                w.writerow(header)
+            _write_predictions(w, p)
+            n += len(p)
+        if n == 0:
+            raise DataError("no data rows", path=path)
     return n
+
+
+@torch.no_grad()
+def _score(model: nn.Module, batch: Batch, batch_size: int) -> np.ndarray:
+    """The model's probabilities of ``batch``'s rows, ``batch_size`` rows at a time."""
+    whole = batch.inputs()
+    n = len(batch)
+    parts = []
+    for a in range(0, n, batch_size):
+        part = [None if t is None else t[a : a + batch_size] for t in whole]
+        parts.append(model(*part).numpy())
+    return np.concatenate(parts)
+
+
+def _write_predictions(w: Any, p: np.ndarray) -> None:
+    """CSV rows of probabilities (B,) -> ``prob``, or (B, C) -> ``pred, p0..pC-1``."""
+    if p.ndim == 1:
+        w.writerows([[f"{v:.6f}"] for v in p])
+        return
+    pred = p.argmax(1)
+    w.writerows([[int(c), *[f"{v:.6f}" for v in row]] for c, row in zip(pred, p)])
 
 
 def output_file(out: str | Path, inputs: Sequence[Path] = ()) -> Path:
