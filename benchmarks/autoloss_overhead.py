@@ -36,30 +36,18 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import synthetic_criteo
+from _data import add_data_options, bench_data, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
 from autoloss.losses import evaluation_loss
 from autoloss.policies.base import call_model
 from autoloss.policies.bilevel import recommender_mode
-from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
 
-def trainer(data: EncodedDataset, method: str, settings: tuple[str, ...] = ()) -> Trainer:
-    cfg = RunConfig()
-    for key, value in {
-        "data.path": str(data.path),
-        "model.name": "deepfm",
-        "loss.method": method,
-        "train.seed": 1,
-        "train.progress": "off",
-    }.items():
-        cfg.set(key, value)
-    for item in settings:  # --set KEY=VALUE, as on the command line
-        key, _, value = item.partition("=")
-        cfg.set(key, value)
-    tr = Trainer(cfg, dataset=data, log=lambda s: None)
+def trainer(data: EncodedDataset, method: str, settings: list[str]) -> Trainer:
+    """The benchmark's trainer; ``settings``: ``KEY=VALUE`` strings, as ``--set`` takes them."""
+    tr = deepfm_trainer(data, method, dict(item.partition("=")[::2] for item in settings))
     tr.model.train()
     return tr
 
@@ -119,12 +107,10 @@ def parts(ce: Trainer, al: Trainer, batches: list[Any]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
+    add_data_options(ap, rows=1_000_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=35)
-    ap.add_argument("--workdir", default="bench-out")
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a setting of the AutoLoss run, e.g. loss.controller_hidden=32,32 (repeatable)",
@@ -132,9 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_info())
-    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
-    data = EncodedDataset(data_dir)
-    ce, al = trainer(data, "ce"), trainer(data, "autoloss", tuple(args.set))
+    data = bench_data(args)
+    ce, al = trainer(data, "ce", []), trainer(data, "autoloss", args.set)
     it = ce._iterator("train", train=True)
     batches = [b for _, b in zip(range(args.steps), it.epoch(0), strict=False)]
     f = al.policy.update_every

@@ -44,12 +44,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import synthetic_criteo
+from _data import add_data_options, bench_data, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
 from autoloss.models import layers
 from autoloss.train import optim
-from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
 ACTIVE: set[str] = set()  # the option the next steps run under
@@ -141,16 +140,7 @@ def patch() -> None:
 
 
 def trainer(data: EncodedDataset) -> Trainer:
-    cfg = RunConfig()
-    for key, value in {
-        "data.path": str(data.path),
-        "model.name": "deepfm",
-        "loss.method": "ce",
-        "train.seed": 1,
-        "train.progress": "off",
-    }.items():
-        cfg.set(key, value)
-    return Trainer(cfg, dataset=data, log=lambda s: None)
+    return deepfm_trainer(data, "ce", {})
 
 
 def compiled(data: EncodedDataset, batches: list[Any]) -> Trainer | None:
@@ -182,19 +172,16 @@ def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    add_data_options(ap, rows=1_000_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--workdir", default="bench-out")
-    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
     ap.add_argument("--no-compile", action="store_true", help="leave the compiled option out")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(machine_info())
-    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
-    data = EncodedDataset(data_dir)
+    data = bench_data(args)
     patch()
     first = trainer(data)
     it = first._iterator("train", train=True)

@@ -28,12 +28,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import synthetic_criteo
+from _data import add_data_options, bench_data, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
-from autoloss.train.config import RunConfig
-from autoloss.train.trainer import Trainer
 
 
 class PlainDeepFM(nn.Module):
@@ -104,20 +102,12 @@ def ours(
     device: str,
     **loss_kw: object,
 ) -> float:
-    cfg = RunConfig()
-    cfg.data.path = str(data.path)
-    cfg.model.name = "deepfm"
-    cfg.loss.method = method
-    for k, v in loss_kw.items():
-        cfg.set(f"loss.{k}", v)
-    cfg.optim.batch_size = batch
-    cfg.train.seed = seed
-    cfg.train.device = device
-    cfg.train.max_steps = steps
-    cfg.train.epochs = 1000
-    cfg.train.progress = "off"
-    cfg.train.patience = 10**9
-    trainer = Trainer(cfg, dataset=data, log=lambda s: None)
+    settings = {f"loss.{k}": v for k, v in loss_kw.items()}
+    settings.update({
+        "optim.batch_size": batch, "train.seed": seed, "train.device": device,
+        "train.max_steps": steps, "train.epochs": 1000, "train.patience": 10**9,
+    })  # fmt: skip
+    trainer = deepfm_trainer(data, method, settings)
     # Time the training loop only (the evaluation that max_steps triggers is excluded by the trainer).
     trainer.fit()
     return trainer.rows_seen / trainer.train_seconds
@@ -125,21 +115,18 @@ def ours(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=400_000)
+    add_data_options(ap, rows=400_000)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--workdir", default="bench-out")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
-    ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
     args = ap.parse_args()
     if args.threads > 0:  # on a shared machine one thread per process avoids OpenMP spin-waits
         torch.set_num_threads(args.threads)
     print(machine_info())
-    data_dir = Path(args.data) if args.data else synthetic_criteo(Path(args.workdir), args.rows)[1]
-    data = EncodedDataset(data_dir)
+    data = bench_data(args)
     vocab = sum(data.spec.cat_vocab)
     print(
         f"data: {len(data.split('train')):,} train rows, {len(data.spec.cat_vocab)} fields, "

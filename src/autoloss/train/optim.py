@@ -48,12 +48,15 @@ class RowwiseAdam(torch.optim.Optimizer):
                     continue
                 grad = p.grad if self.lazy or not p.grad.is_sparse else p.grad.to_dense()
                 state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
                 moments = _moments(state, p)
                 state["step"] += 1
+                t = float(state["step"])
                 if grad.is_sparse:
-                    _sparse_step(p, grad, moments, group, float(state["step"]))
+                    _sparse_step(p, grad, moments, group, t)
                 else:  # a dense gradient (e.g. sparse=False tables): plain Adam
-                    _dense_step(p, grad, moments, group, float(state["step"]))
+                    _dense_step(p, grad, moments, group, t)
         return None
 
 
@@ -64,10 +67,8 @@ def _moments(state: dict[str, torch.Tensor], p: torch.Tensor) -> torch.Tensor:
         if "exp_avg" in state:
             state["moments"] = torch.stack([state.pop("exp_avg"), state.pop("exp_avg_sq")], 1)
         else:
-            state["step"] = torch.zeros((), dtype=torch.float64)
-            state["moments"] = torch.zeros(
-                (p.shape[0], 2, *p.shape[1:]), dtype=p.dtype, device=p.device
-            )
+            shape = (p.shape[0], 2, *p.shape[1:])
+            state["moments"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
     return state["moments"]
 
 
