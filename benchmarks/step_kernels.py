@@ -16,7 +16,9 @@ side and their ratio. Pairs (shipped first):
 * the row-wise Adam's moments of the distinct rows: one gather/scatter of interleaved
   ``(rows, 2, 16)`` vs two of ``(rows, 16)``;
 * the update added to the table: ``index_add_`` of pre-scaled rows vs a scaled ``index_add_``;
-* Adam on DeepFM's dense layers: fused vs the default per-tensor implementation.
+* Adam on DeepFM's dense layers: fused vs the default per-tensor implementation;
+* AutoLoss's softmax and log-softmax over K = 4 candidates (2000 x 4), and a 5-class
+  log-softmax (ratings): over dim 0 of the transposed view vs over the last dimension.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
     mv = torch.zeros(rows_total, 2, 16)
     m_sep, v_sep = torch.zeros(rows_total, 16), torch.zeros(rows_total, 16)
     upd2, upd = torch.randn(uniq.numel(), 2, 16), torch.randn(uniq.numel(), 16)
+    z4, z5 = torch.randn(2000, 4, generator=gen), torch.randn(2000, 5, generator=gen)
 
     def index_add(g: torch.Tensor) -> Kernel:
         return lambda: torch.zeros(uniq.numel(), g.shape[1]).index_add_(0, rows.inverse, g)
@@ -121,6 +124,18 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
             lambda: table.index_add_(0, uniq, upd, alpha=-1e-3),
         ),
         "Adam, DeepFM dense layers: fused vs default": (adam(True), adam(False)),
+        "softmax 2000x4: transposed vs last dim": (
+            lambda: layers.row_softmax(z4),
+            lambda: F.softmax(z4, -1),
+        ),
+        "log-softmax 2000x4: transposed vs last dim": (
+            lambda: layers.row_log_softmax(z4),
+            lambda: F.log_softmax(z4, -1),
+        ),
+        "log-softmax 2000x5 (ratings): transposed vs last dim": (
+            lambda: layers.row_log_softmax(z5),
+            lambda: F.log_softmax(z5, -1),
+        ),
     }
 
 

@@ -1,9 +1,9 @@
 """Options for a faster training step, measured against the current step in one process.
 
 Usage: python benchmarks/step_options.py [--rows 1000000] [--threads 1] [--rounds 5] [--steps 40]
-                                         [--data PREPARED_DIR]
+                                         [--data PREPARED_DIR] [--loss ce|autoloss|...]
 
-DeepFM (paper configuration), ``--loss ce``, batch 2000, on the synthetic Criteo-format data of
+DeepFM (paper configuration), ``--loss ce`` (or the method given), batch 2000, on the synthetic Criteo-format data of
 ``train_throughput.py`` (``--rows`` rows, ``--min-count 1``) or a prepared dataset (``--data``).
 Each option is one trainer built from the same seed; the options take turns on the same
 ``--steps`` batches for ``--rounds`` rounds. Printed: the best round of each option, and the
@@ -24,6 +24,9 @@ bursts hit a round, not an option). Options:
 * old-adam: the row-wise Adam as it was: each table's two moments in two tensors (before they
   were interleaved, one gather and one scatter per step) and the update added by a scaled
   ``index_add_`` (PyTorch's slow path; now the scale is applied first);
+* lastdim-softmax: softmax and log-softmax over a narrow last dimension with PyTorch's own
+  last-dimension kernel (before ``layers.row_softmax``'s transposed route; AutoLoss's
+  controller and Gumbel weights, and multi-class losses);
 * previous: the five options above together (the step shipped before those changes);
 * before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
@@ -64,6 +67,7 @@ UNDOES = {
     "int64-sort": ("int64-sort",),
     "fm-autograd": ("fm-autograd",),
     "old-adam": ("old-adam",),
+    "lastdim-softmax": ("lastdim-softmax",),
     "previous": ("index-add", "torch-words", "int64-sort", "fm-autograd", "old-adam"),
     "before": (
         "index-add",
@@ -80,6 +84,10 @@ def patch() -> None:
     """Route dropout, the id grouping and the row sums through the option that is active."""
     dropout_forward = layers.Dropout.forward
     shared, summed, keep_mask = layers._batch_rows, layers.sum_rows, layers._keep_mask
+    narrow_rows = layers._narrow_rows
+
+    def narrow(z: torch.Tensor) -> bool:
+        return "lastdim-softmax" not in ACTIVE and narrow_rows(z)
 
     def dropout(self: layers.Dropout, x: torch.Tensor) -> torch.Tensor:
         if "torch-dropout" in ACTIVE:
@@ -137,14 +145,15 @@ def patch() -> None:
     layers._keep_mask = torch_words
     layers._batch_rows = batch_rows
     layers.sum_rows = sum_rows
+    layers._narrow_rows = narrow
 
 
-def trainer(data: EncodedDataset) -> Trainer:
-    return deepfm_trainer(data, "ce", {})
+def trainer(data: EncodedDataset, loss: str) -> Trainer:
+    return deepfm_trainer(data, loss, {})
 
 
-def compiled(data: EncodedDataset, batches: list[Any]) -> Trainer | None:
-    tr = trainer(data)
+def compiled(data: EncodedDataset, loss: str, batches: list[Any]) -> Trainer | None:
+    tr = trainer(data, loss)
     model: Any = tr.model
     t0 = time.perf_counter()
     try:
@@ -177,18 +186,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--no-compile", action="store_true", help="leave the compiled option out")
+    ap.add_argument("--loss", default="ce", help="the trainers' --loss method (default ce)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(machine_info())
     data = bench_data(args)
     patch()
-    first = trainer(data)
+    first = trainer(data, args.loss)
     it = first._iterator("train", train=True)
     batches = [b for _, b in zip(range(args.steps + 3), it.epoch(0), strict=False)]
-    trainers = {"current": first, **{o: trainer(data) for o in UNDOES if o != "current"}}
+    trainers = {"current": first, **{o: trainer(data, args.loss) for o in UNDOES if o != "current"}}
     if not args.no_compile:
-        tr = compiled(data, batches)
+        tr = compiled(data, args.loss, batches)
         if tr is not None:
             trainers["compiled"] = tr
     times: dict[str, list[float]] = {o: [] for o in trainers}

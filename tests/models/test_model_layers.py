@@ -21,6 +21,8 @@ from autoloss.models.layers import (
     InnerProduct,
     SelfAttentionInteraction,
     dropout,
+    row_log_softmax,
+    row_softmax,
 )
 
 SPEC = FeatureSpec(
@@ -285,3 +287,27 @@ def test_dropout_is_the_identity_in_evaluation_and_at_p_zero() -> None:
     layer = Dropout(0.3).eval()
     assert torch.equal(layer(x), x)
     assert isinstance(MLP(7, (4,), dropout=0.3).net[3], Dropout)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 5, 15, 16, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_softmaxes_equal_torch_over_the_last_dimension(width: int, dtype: torch.dtype) -> None:
+    # narrow rows take the transposed kernel, wide ones F.*softmax: both must agree with torch
+    gen = torch.Generator().manual_seed(width)
+    z = (torch.randn(300, width, generator=gen, dtype=dtype) * 6).requires_grad_()
+    w = torch.randn(300, width, generator=gen, dtype=dtype)
+    for ours, theirs in ((row_softmax, torch.softmax), (row_log_softmax, torch.log_softmax)):
+        a, b = ours(z), theirs(z, -1)
+        assert a.shape == (300, width)
+        torch.testing.assert_close(a, b)
+        ga = torch.autograd.grad((a * w).sum(), z)[0]
+        gb = torch.autograd.grad((b * w).sum(), z)[0]
+        torch.testing.assert_close(ga, gb)
+    assert torch.equal(row_log_softmax(z), torch.log_softmax(z, -1))  # same kernel's arithmetic
+    assert row_softmax(z[:0]).shape == (0, width)
+
+
+def test_row_softmax_is_twice_differentiable() -> None:
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(row_softmax, (z,))
+    assert torch.autograd.gradgradcheck(row_log_softmax, (z,))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autoloss.errors import ConfigError, RegistryError
+from autoloss.models.layers import row_log_softmax
 
 Task = Literal["binary", "multiclass"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -119,7 +120,7 @@ class _MulticlassTerms:
 
     @cached_property
     def logp(self) -> Tensor:  # (B, C)
-        return F.log_softmax(self.s, dim=1)
+        return row_log_softmax(self.s)
 
     @cached_property
     def log_pt(self) -> Tensor:  # (B,) log p_y
@@ -663,10 +664,12 @@ def candidate_losses(
 
 def example_ce(logits: Tensor, y: Tensor) -> Tensor:
     """Plain cross-entropy per example, as PyTorch computes it: BCE with logits (B,) or CE with
-    logits (B, C); shape (B,). The evaluation loss, and the loss history of a controller."""
+    logits (B, C) (``F.cross_entropy``'s own ``nll_loss`` of ``log_softmax``, the latter by
+    :func:`~autoloss.models.layers.row_log_softmax`); shape (B,). The evaluation loss, and the
+    loss history of a controller."""
     if logits.dim() == 1:
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
-    return F.cross_entropy(logits, y.long(), reduction="none")
+    return F.nll_loss(row_log_softmax(logits), y.long(), reduction="none")
 
 
 def evaluation_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -676,7 +679,7 @@ def evaluation_loss(logits: Tensor, y: Tensor) -> Tensor:
     in the last bits: the recorded runs use this one."""
     if logits.dim() == 1:
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
-    return F.cross_entropy(logits, y.long())
+    return F.nll_loss(row_log_softmax(logits), y.long())
 
 
 def weighted_loss(weights: Tensor, losses: Tensor) -> Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.files import load_state
 from autoloss.losses import CandidateSet, example_ce
-from autoloss.models.layers import dropout
+from autoloss.models.layers import dropout, row_log_softmax, row_softmax
 
 CONTROLLER_FORMAT = "autoloss-controller-1"
 INPUT_ENCODING = "binary: [y, sigmoid(logit)]; multiclass: [onehot(y), softmax(logits)]"
@@ -57,7 +57,7 @@ def controller_input(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``[onehot(y), softmax(s)]``.
     """
     s = logits.detach()
-    probs = torch.sigmoid(s) if s.dim() == 1 else torch.softmax(s, dim=1)
+    probs = torch.sigmoid(s) if s.dim() == 1 else row_softmax(s)
     return controller_input_from_probs(y, probs)
 
 
@@ -216,7 +216,7 @@ def gumbel_softmax(
     (straight-through).
     """
     g = sample_gumbel(log_alpha) if noise is None else noise
-    soft = torch.softmax((log_alpha + g) / tau, dim=-1)
+    soft = row_softmax((log_alpha + g) / tau)
     if not hard:
         return soft
     index = soft.argmax(dim=-1, keepdim=True)
@@ -288,7 +288,7 @@ class LossController(nn.Module):
             x = F.relu(self._norm(bn, lin(x), learn))
             if learn:
                 x = dropout(x, self.dropout, self.training)
-        return F.log_softmax(self.head(x), dim=-1)
+        return row_log_softmax(self.head(x))
 
     def forward(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
         return self.log_alpha(x, learn=learn).exp()
