@@ -401,7 +401,9 @@ NARROW_ROW_BYTES = 64
 
 
 def _narrow_rows(z: torch.Tensor) -> bool:
-    return z.device.type == "cpu" and z.dim() == 2 and z.shape[1] * z.element_size() < NARROW_ROW_BYTES
+    return (
+        z.device.type == "cpu" and z.dim() == 2 and z.shape[1] * z.element_size() < NARROW_ROW_BYTES
+    )
 
 
 def row_softmax(z: torch.Tensor) -> torch.Tensor:
