@@ -8,7 +8,9 @@ a prepared dataset of categorical fields (``--data``, e.g. Frappe_x1), then in o
 same encoded arrays, times
   * plain: a hand-written DeepFM (one sparse nn.Embedding + offsets, FM, MLP 128-128 with BatchNorm,
     ReLU, dropout 0.2), torch.optim.SparseAdam for the table and Adam for the rest, batch 2000;
-  * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled,
+  * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled, and on
+    request (``--methods``) ``autoloss-c32f14``: AutoLoss with a 32-32 controller updated every 14
+    steps (the cheaper controller of docs/method.md, "The controller's cost on a CPU"),
 and prints rows/s, time relative to CE (of the best rounds, and the median over rounds of the
 ratio within each round: a burst of load on a shared machine hits a round, not a method), and
 peak RSS. Figures are ratios within one run.
@@ -113,6 +115,13 @@ def ours(
     return trainer.rows_seen / trainer.train_seconds
 
 
+#: --methods names that are AutoLoss with other settings: name -> loss settings
+VARIANTS: dict[str, dict[str, object]] = {
+    "unrolled": {"mode": "unrolled"},
+    "autoloss-c32f14": {"controller_hidden": "32,32", "update_every": 14},
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_options(ap, rows=400_000)
@@ -139,10 +148,9 @@ def main() -> None:
         for m in results:
             if m == "plain":
                 rps = plain_loop(data, args.steps, args.batch_size, r)
-            elif m == "unrolled":
-                rps = ours(
-                    data, "autoloss", args.steps, args.batch_size, r, args.device, mode="unrolled"
-                )
+            elif m in VARIANTS:
+                rps = ours(data, "autoloss", args.steps, args.batch_size, r, args.device,
+                           **VARIANTS[m])  # fmt: skip
             else:
                 rps = ours(data, m, args.steps, args.batch_size, r, args.device)
             results[m].append(rps)
