@@ -3,8 +3,9 @@
 Usage: python benchmarks/step_options.py [--rows 1000000] [--threads 1] [--rounds 5] [--steps 40]
                                          [--data PREPARED_DIR] [--loss ce|autoloss|...]
 
-DeepFM (paper configuration), ``--loss ce`` (or the method given), batch 2000, on the synthetic Criteo-format data of
-``train_throughput.py`` (``--rows`` rows, ``--min-count 1``) or a prepared dataset (``--data``).
+DeepFM (paper configuration), ``--loss ce`` (or the method given), batch 2000, on the synthetic
+Criteo-format data of ``train_throughput.py`` (``--rows`` rows, ``--min-count 1``) or a prepared
+dataset (``--data``).
 Each option is one trainer built from the same seed; the options take turns on the same
 ``--steps`` batches for ``--rounds`` rounds. Printed: the best round of each option, and the
 median over rounds of its time relative to ``current`` in the same round (a shared machine's
@@ -27,7 +28,8 @@ bursts hit a round, not an option). Options:
 * lastdim-softmax: softmax and log-softmax over a narrow last dimension with PyTorch's own
   last-dimension kernel (before ``layers.row_softmax``'s transposed route; AutoLoss's
   controller and Gumbel weights, and multi-class losses);
-* previous: the five options above together (the step shipped before those changes);
+* previous: index-add, torch-words, int64-sort, fm-autograd and old-adam together (the step
+  shipped before those changes);
 * before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
   lookup stays eager). Its compile seconds are printed; skipped where no compiler works.
