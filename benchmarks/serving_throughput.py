@@ -37,7 +37,7 @@ from _runs import train_cached
 from autoloss.data.batches import BatchIterator
 from autoloss.data.encoder import RowEncoder
 from autoloss.data.store import EncodedDataset
-from autoloss.train import trainer as trainer_module
+from autoloss.train import heap
 from autoloss.train.run import load_run
 from autoloss.train.serving import ServingModel, export_run, predict_file
 from autoloss.train.trainer import predict_logits
@@ -115,10 +115,10 @@ def main() -> None:
 
     secs, logits = best_of(args.repeat, evaluate)
     figures["evaluate (prepared split)"] = n_test / secs
-    trim = trainer_module._trim_heap
-    trainer_module._trim_heap = lambda: None  # what the per-batch malloc_trim costs
+    trim = heap.trim
+    heap.trim = lambda: None  # what the per-batch malloc_trim costs
     secs, _ = best_of(args.repeat, evaluate)
-    trainer_module._trim_heap = trim
+    heap.trim = trim
     figures["evaluate, heap not trimmed after each batch"] = n_test / secs
     reference = torch.sigmoid(torch.from_numpy(logits)).numpy()
 

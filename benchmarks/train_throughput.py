@@ -11,9 +11,10 @@ same encoded arrays, times
   * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled, and on
     request (``--methods``) ``autoloss-c32f14``: AutoLoss with a 32-32 controller updated every 14
     steps (the cheaper controller of docs/method.md, "The controller's cost on a CPU"),
-and prints rows/s, time relative to CE (of the best rounds, and the median over rounds of the
-ratio within each round: a burst of load on a shared machine hits a round, not a method), and
-peak RSS. Figures are ratios within one run.
+all in a process under one C heap policy (``--heap``: ``keep``, the trainer's default
+``train.heap``, or glibc's ``system``; the plain loop runs under it too), and prints rows/s, time
+relative to CE (of the best rounds, and the median over rounds of the ratio within each round: a
+burst of load on a shared machine hits a round, not a method), and peak RSS. Figures are ratios within one run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from _data import add_data_options, bench_data, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
+from autoloss.train import heap
 
 
 class PlainDeepFM(nn.Module):
@@ -95,19 +97,14 @@ def plain_loop(data: EncodedDataset, steps: int, batch: int, seed: int) -> float
     return rows / (time.perf_counter() - t0)
 
 
-def ours(
-    data: EncodedDataset,
-    method: str,
-    steps: int,
-    batch: int,
-    seed: int,
-    device: str,
-    **loss_kw: object,
-) -> float:
-    settings = {f"loss.{k}": v for k, v in loss_kw.items()}
+def ours(data: EncodedDataset, method: str, args: argparse.Namespace, seed: int,
+         **loss_kw: object) -> float:  # fmt: skip
+    """rows/s of our trainer with ``--loss method`` (and ``loss.*`` settings ``loss_kw``)."""
+    settings: dict[str, object] = {f"loss.{k}": v for k, v in loss_kw.items()}
     settings.update({
-        "optim.batch_size": batch, "train.seed": seed, "train.device": device,
-        "train.max_steps": steps, "train.epochs": 1000, "train.patience": 10**9,
+        "optim.batch_size": args.batch_size, "train.seed": seed, "train.device": args.device,
+        "train.heap": args.heap, "train.max_steps": args.steps, "train.epochs": 1000,
+        "train.patience": 10**9,
     })  # fmt: skip
     trainer = deepfm_trainer(data, method, settings)
     # Time the training loop only (the evaluation that max_steps triggers is excluded by the trainer).
@@ -131,7 +128,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
+    ap.add_argument("--heap", choices=("keep", "system"), default="keep",
+                    help="the C heap policy of the whole process (train.heap; default keep)")  # fmt: skip
     args = ap.parse_args()
+    if args.heap == "keep":
+        heap.keep_freed_memory()
     if args.threads > 0:  # on a shared machine one thread per process avoids OpenMP spin-waits
         torch.set_num_threads(args.threads)
     print(machine_info())
@@ -149,10 +150,9 @@ def main() -> None:
             if m == "plain":
                 rps = plain_loop(data, args.steps, args.batch_size, r)
             elif m in VARIANTS:
-                rps = ours(data, "autoloss", args.steps, args.batch_size, r, args.device,
-                           **VARIANTS[m])  # fmt: skip
+                rps = ours(data, "autoloss", args, r, **VARIANTS[m])
             else:
-                rps = ours(data, m, args.steps, args.batch_size, r, args.device)
+                rps = ours(data, m, args, r)
             results[m].append(rps)
             print(f"round {r + 1} {m:>10}: {rps:10,.0f} rows/s", flush=True)
     best = {m: max(v) for m, v in results.items()}

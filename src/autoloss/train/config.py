@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 2021
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # 0 = torch default
+    heap: str = "keep"  # keep: freed C heap memory kept for the next step (train/heap.py) | system
     max_steps: int = 0  # 0 = no limit (useful for smoke tests and budgets)
     progress: str = "auto"  # auto | on | off
     checkpoint_every: int = 0  # also checkpoint every N steps (0 = only by time and per epoch)
@@ -194,6 +195,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.select_by": (lambda v: v in ("auc", "logloss"), "auc or logloss"),
     "train.num_threads": (lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    "train.heap": (lambda v: v in ("keep", "system"), "keep or system"),
     "train.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
     "train.progress": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
     "train.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"),
@@ -202,7 +204,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 #: Settings that do not change what a run computes (where it writes, how fast, what it shows).
-NEUTRAL_SETTINGS = frozenset({"out", "train.progress", "train.num_threads", "train.device"})
+NEUTRAL_SETTINGS = frozenset(
+    {"out", "train.progress", "train.num_threads", "train.device", "train.heap"}
+)
 
 #: Settings a resumed run may change: the neutral ones, when to checkpoint, and what to do with a
 #: non-finite loss from now on.

@@ -9,7 +9,6 @@ public criterion API a hand-written loop uses (docs/api.md).
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 import random
@@ -34,7 +33,7 @@ from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
 from autoloss.policies.registry import build_policy
-from autoloss.train import distributed
+from autoloss.train import distributed, heap
 from autoloss.train.config import RunConfig
 from autoloss.train.distributed import Batches
 from autoloss.train.optim import RecommenderOptimizer
@@ -109,27 +108,9 @@ def predict_logits(
         b = b.to(device)
         outs.append(model(*b.inputs()).float().cpu())
         ys.append(b.y.cpu())
-        _trim_heap()
+        heap.trim()
     model.train(was_training)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
-
-
-def _load_malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _trim_heap() -> None:
-    """Give the heap's free memory back to the system (glibc). Scoring a whole split allocates
-    ~100 MB of temporaries per batch; glibc keeps them as a fragmented heap, which made a
-    training process's memory grow with the split's size (docs/benchmarks.md, "Criteo size")."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def model_regularization(model: nn.Module) -> torch.Tensor:
@@ -250,6 +231,8 @@ class Trainer:
             self._join_run(self.dist)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
+        if cfg.train.heap == "keep":
+            heap.keep_freed_memory()
         self.device = resolve_device(cfg.train.device)
         if self.dist is not None:
             self.device = distributed.rank_device(cfg.train.device, self.dist.local_rank)
