@@ -40,6 +40,20 @@ def add_data_options(ap: argparse.ArgumentParser, rows: int) -> None:
     ap.add_argument("--data", help="a prepared dataset to time on instead of the synthetic file")
 
 
+def bench_parser(
+    doc: str | None, *, rows: int, threads: int, rounds: int, steps: int
+) -> argparse.ArgumentParser:
+    """The parser an in-process throughput benchmark starts from: its description (the first line
+    of ``doc``), the data options (:func:`add_data_options`), ``--threads`` (0: torch's default),
+    ``--rounds`` and ``--steps`` with the benchmark's defaults."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    add_data_options(ap, rows=rows)
+    ap.add_argument("--threads", type=int, default=threads, help="torch CPU threads (0: default)")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--steps", type=int, default=steps)
+    return ap
+
+
 def bench_data(args: argparse.Namespace) -> EncodedDataset:
     """The prepared dataset ``--data``, else the synthetic file of ``--rows`` rows prepared under
     ``--workdir`` (:func:`synthetic_criteo`)."""

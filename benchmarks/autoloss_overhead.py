@@ -25,7 +25,6 @@ rounds).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_data_options, bench_data, deepfm_trainer
+from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
 from autoloss.losses import evaluation_loss
@@ -106,11 +105,7 @@ def parts(ce: Trainer, al: Trainer, batches: list[Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_options(ap, rows=1_000_000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=35)
+    ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=7, steps=35)
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a setting of the AutoLoss run, e.g. loss.controller_hidden=32,32 (repeatable)",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_data_options, bench_data, deepfm_trainer
+from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
 
 POLICIES = ("system", "keep")
@@ -67,11 +67,7 @@ def run_child(args: argparse.Namespace, policy: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_options(ap, rows=1_000_000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=50)
+    ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=5, steps=50)
     ap.add_argument("--methods", default="ce,autoloss")
     ap.add_argument("--child", choices=POLICIES, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -37,7 +37,6 @@ bursts hit a round, not an option). Options:
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -49,7 +48,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_data_options, bench_data, deepfm_trainer
+from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.store import EncodedDataset
 from autoloss.models import layers
@@ -182,11 +181,7 @@ def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_options(ap, rows=1_000_000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40)
+    ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=5, steps=40)
     ap.add_argument("--no-compile", action="store_true", help="leave the compiled option out")
     ap.add_argument("--loss", default="ce", help="the trainers' --loss method (default ce)")
     args = ap.parse_args()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import add_data_options, bench_data, deepfm_trainer
+from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
@@ -120,13 +120,9 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_options(ap, rows=400_000)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap = bench_parser(__doc__, rows=400_000, threads=0, rounds=3, steps=60)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
     ap.add_argument("--heap", choices=("keep", "system"), default="keep",
                     help="the C heap policy of the whole process (train.heap; default keep)")  # fmt: skip
