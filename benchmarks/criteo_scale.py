@@ -66,7 +66,9 @@ def measured(args: list[str]) -> dict:
     return {"seconds": round(seconds, 1), **figures, "stdout": proc.stdout}
 
 
-def one_size(root: Path, rows: int, steps: int, keep: bool, threads: int) -> list[dict]:
+def one_size(
+    root: Path, rows: int, steps: int, keep: bool, threads: int, settings: list[str]
+) -> list[dict]:
     raw = root / f"criteo{rows}.txt"
     data = root / f"criteo{rows}"
     out = []
@@ -92,6 +94,7 @@ def one_size(root: Path, rows: int, steps: int, keep: bool, threads: int) -> lis
             "train.eval_every_steps=0",
         ]
         run += ["--threads", str(threads)] if threads else []
+        run += [arg for kv in settings for arg in ("--set", kv)]
         res = measured(run)
         result = json.loads((root / f"run-{rows}-{loss}" / "result.json").read_text())
         out.append(
@@ -113,6 +116,8 @@ def main() -> int:
     p.add_argument("--root", type=Path, default=Path("bench-out/criteo-scale"))
     p.add_argument("--keep", action="store_true", help="keep the raw synthetic files")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the trainings (0: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the trainings, e.g. train.heap=system (repeatable)")  # fmt: skip
     args = p.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     print(machine_info())
@@ -124,7 +129,7 @@ def main() -> int:
     print("| rows | step | seconds | rows/s | peak RSS MB | peak anonymous MB | vocabulary |")
     print("|---|---|---|---|---|---|---|")
     for rows in (int(r) for r in args.rows.split(",")):
-        for r in one_size(args.root, rows, args.steps, args.keep, args.threads):
+        for r in one_size(args.root, rows, args.steps, args.keep, args.threads, args.set):
             rate = f"{r['rows_per_s']:,.0f}" if "rows_per_s" in r else ""
             print(
                 f"| {rows:,} | {r['step']} | {r['seconds']} | {rate} | {r['peak_rss_mb']:,} | "
