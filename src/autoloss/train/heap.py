@@ -55,7 +55,10 @@ def keep_freed_memory() -> bool:
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (_M_TOP_PAD, TOP_PAD),
     )
-    return all(_LIBC.mallopt(param, value) == 1 for param, value in settings)
+    applied = [
+        _LIBC.mallopt(param, value) == 1 for param, value in settings
+    ]  # each, even if one fails
+    return all(applied)
 
 
 def trim() -> None:
