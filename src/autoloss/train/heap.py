@@ -55,9 +55,8 @@ def keep_freed_memory() -> bool:
         (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (_M_TOP_PAD, TOP_PAD),
     )
-    applied = [
-        _LIBC.mallopt(param, value) == 1 for param, value in settings
-    ]  # each, even if one fails
+    # each one, even if another is refused
+    applied = [_LIBC.mallopt(param, value) == 1 for param, value in settings]
     return all(applied)
 
 
