@@ -13,16 +13,15 @@ SEEDS=${3:-5}
 CONDITIONS=${4:-clean,sym30}
 source "$(dirname "${BASH_SOURCE[0]}")/_evidence.sh"
 frappe_common "$DATA" "$SEEDS" 2
-C32=(--set loss.controller_hidden=32,32)
-F14=(--set loss.update_every=14)
+C32="--set loss.controller_hidden=32,32"
+F14="--set loss.update_every=14"
+# the AutoLoss variants by name (unquoted on use, like COND)
+declare -A VARIANT=([c32]="$C32" [f14]="$F14" [c32f14]="$C32 $F14")
 for c in ${CONDITIONS//,/ }; do
   # shellcheck disable=SC2086
   $AL compare "${COMMON[@]}" ${COND[$c]} --methods ce,autoloss --out "$OUT/$c-methods"
-  # shellcheck disable=SC2086
-  $AL compare "${COMMON[@]}" ${COND[$c]} "${C32[@]}" --methods autoloss --out "$OUT/$c-c32"
-  # shellcheck disable=SC2086
-  $AL compare "${COMMON[@]}" ${COND[$c]} "${F14[@]}" --methods autoloss --out "$OUT/$c-f14"
-  # shellcheck disable=SC2086
-  $AL compare "${COMMON[@]}" ${COND[$c]} "${C32[@]}" "${F14[@]}" --methods autoloss \
-    --out "$OUT/$c-c32f14"
+  for v in c32 f14 c32f14; do
+    # shellcheck disable=SC2086
+    $AL compare "${COMMON[@]}" ${COND[$c]} ${VARIANT[$v]} --methods autoloss --out "$OUT/$c-$v"
+  done
 done

@@ -58,10 +58,9 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"methods": out, "peak_rss_mb": peak}))
 
 
-def run_child(args: argparse.Namespace, policy: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", policy, "--threads", str(args.threads)]
-    cmd += ["--steps", str(args.steps), "--methods", args.methods, "--workdir", args.workdir]
-    cmd += ["--rows", str(args.rows)] + (["--data", args.data] if args.data else [])
+def run_child(policy: str) -> dict:
+    """One measuring process under ``policy``, with this command's own options."""
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--child", policy]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -79,7 +78,7 @@ def main() -> None:
     bench_data(args)  # prepares the synthetic file once, outside the timed processes
     rounds: list[dict[str, dict]] = []
     for r in range(args.rounds):
-        rounds.append({p: run_child(args, p) for p in POLICIES})
+        rounds.append({p: run_child(p) for p in POLICIES})
         line = [
             f"{m} {p} {rounds[-1][p]['methods'][m]['ms']:.2f} ms"
             for m in args.methods.split(",")
