@@ -130,7 +130,7 @@ def test_grid_values_are_checked_and_name_the_runs(tiny_dataset: Path, tmp_path:
         (["model.name=deepfm,ipnn"], "use --models"),
         (["loss.method=ce"], "use --methods"),
         (["train.seed=1,2"], "use --seed"),
-        (["train.num_threads=1,2"], "does not change"),
+        (["train.progress=on,off"], "does not change"),
         (["data.label_noise=0,0.0"], "listed twice"),
         (["model.act=a/b;a_b"], "same run name"),
     ]:

@@ -3,6 +3,7 @@ job-array tasks or Ray tasks, merged by one experiment directory."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import types
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from autoloss.cli import main
 from autoloss.errors import ConfigError
@@ -29,7 +31,7 @@ from autoloss.experiments.executors import (
 from autoloss.experiments.tables import read_results_csv
 from autoloss.train.config import RunConfig
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)
 
 # tiny runs: a few steps of a small DeepFM (as the other compare tests)
 TINY = ["--epochs", "1", "--max-steps", "3", "--batch-size", "256", "--embed-dim", "4", "--mlp", "8",
@@ -138,6 +140,36 @@ def test_two_shards_merged_give_the_rows_of_one_full_compare(
     assert "4 finished, 0 to train" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
+def test_the_table_does_not_depend_on_jobs_or_shards(tiny_dataset: Path, tmp_path: Path) -> None:
+    # no --threads: every run computes with compare's one thread, wherever and beside whatever
+    # it runs (this process has two threads, as a fresh process on a 2-core machine would)
+    at = TINY.index("--threads")
+    tiny = TINY[:at] + TINY[at + 2 :]
+    common = ["compare", "--data", str(tiny_dataset), "--models", "deepfm",
+              "--methods", "ce,uniform", "--seeds", "2", *tiny]  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([*common, "--out", str(tmp_path / "serial")]) == 0
+        assert main([*common, "--out", str(tmp_path / "jobs2"), "--jobs", "2"]) == 0
+        for shard in ("1/2", "2/2"):
+            assert main([*common, "--out", str(tmp_path / "shards"), "--shard", shard]) == 0
+    finally:
+        torch.set_num_threads(before)
+    tables = {
+        name: read_results_csv(tmp_path / name / "results.csv")
+        for name in ("serial", "jobs2", "shards")
+    }
+    assert len(tables["serial"]) == 4
+    assert computed(tables["jobs2"]) == computed(tables["serial"])
+    assert computed(tables["shards"]) == computed(tables["serial"])
+    for run in (tmp_path / "jobs2" / "runs").glob("deepfm-*"):
+        assert "num_threads: 1" in (run / "config.yaml").read_text()
+        assert json.loads((run / "result.json").read_text())["threads"] == 1
+    assert "num_threads: 1" in (tmp_path / "serial" / "experiment.yaml").read_text()
+
+
 # ---------------------------------------------------------------------------------- executors
 def test_executor_options_are_checked_in_one_line(
     tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -222,10 +254,10 @@ def test_an_executor_failure_is_reported_like_a_local_one(
     )
     original = compare.train_locked
 
-    def flaky(cfg: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:
+    def flaky(cfg: dict[str, Any], quiet: bool) -> tuple[str, dict[str, Any]]:
         if str(cfg["out"]).endswith("deepfm-uniform-s2021"):
             raise _Crash("boom")
-        return original(cfg, threads, quiet)
+        return original(cfg, quiet)
 
     monkeypatch.setattr(compare, "train_locked", flaky)
     logged: list[str] = []
@@ -332,10 +364,10 @@ def test_ray_executor_runs_each_run_as_a_task_of_the_same_function(
     )
     original = compare.train_locked
 
-    def flaky(cfg: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:
+    def flaky(cfg: dict[str, Any], quiet: bool) -> tuple[str, dict[str, Any]]:
         if str(cfg["out"]).endswith("deepfm-uniform-s2021"):
             raise _Crash("boom")
-        return original(cfg, threads, quiet)
+        return original(cfg, quiet)
 
     monkeypatch.setattr(compare, "train_locked", flaky)
     logged: list[str] = []
@@ -345,14 +377,15 @@ def test_ray_executor_runs_each_run_as_a_task_of_the_same_function(
     outcome = run_experiment(exp, executor=executor, log=logged.append, quiet_runs=True)
     assert fake.options == {"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 0}
     assert fake.inits == [{"address": None, "include_dashboard": False}] and fake.shutdowns == 1
-    cwd, fn, cfg, threads, _ = fake.args[0]
-    assert fn is flaky and cwd == str(tmp_path) and threads == 1  # --threads 1 wins over cpus
+    cwd, fn, cfg, _ = fake.args[0]
+    assert fn is flaky and cwd == str(tmp_path)
+    assert cfg["train"]["num_threads"] == 1  # the run's own count, not the task's CPUs
     assert Path(cfg["out"]).is_absolute() and Path(cfg["out"]).parent == tmp_path / "exp" / "runs"
     assert outcome.trained == ["deepfm-ce-s2021"]
     assert list(outcome.failed) == ["deepfm-uniform-s2021"] and "boom" in str(outcome.failed)
     assert any("run deepfm-uniform-s2021 failed" in line for line in logged)
 
-    def user_error(cfg: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:
+    def user_error(cfg: dict[str, Any], quiet: bool) -> tuple[str, dict[str, Any]]:
         raise ConfigError("setting 'optim.lr' must be > 0")
 
     monkeypatch.setattr(compare, "train_locked", user_error)

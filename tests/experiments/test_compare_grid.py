@@ -198,10 +198,19 @@ def test_grid_defaults_seeds_and_settings_mismatch(tiny_dataset: Path, tmp_path:
     )
     with pytest.raises(ConfigError, match=r"other settings \(optim.lr"):
         prepare_experiment(other)
-    # settings that do not change results (threads, progress) and a larger grid are fine
+    # the thread count changes what runs compute (the last bits): not another table's runs
+    threads = experiment_from_config(
+        tiny_cfg(tiny_dataset, **{"train.num_threads": 2}),
+        tmp_path / "exp",
+        models=["deepfm"],
+        methods=["ce"],
+    )
+    with pytest.raises(ConfigError, match=r"other settings \(train.num_threads: 1 -> 2\)"):
+        prepare_experiment(threads)
+    # settings that do not change results (progress, heap) and a larger grid are fine
     same = experiment_from_config(
         tiny_cfg(
-            tiny_dataset, **{"train.seed": 100, "train.num_threads": 2, "train.progress": "on"}
+            tiny_dataset, **{"train.seed": 100, "train.heap": "system", "train.progress": "on"}
         ),
         tmp_path / "exp",
         models=["deepfm", "ipnn"],

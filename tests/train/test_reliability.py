@@ -25,7 +25,8 @@ QUIET: Any = lambda s: None  # noqa: E731
     [
         (["--epochs", "0"], "'train.epochs' (from --epochs) must be >= 1, got 0"),
         (["--epochs", "-1"], "'train.epochs' (from --epochs) must be >= 1"),
-        (["--threads", "-3"], "'train.num_threads' (from --threads) must be >= 0"),
+        (["--threads", "-3"], "'train.num_threads' (from --threads) must be in 0..1024 (0: auto)"),
+        (["--threads", "100000"], "'train.num_threads' (from --threads) must be in 0..1024"),
         (["--lr", "-0.1"], "'optim.lr' (from --lr) must be finite and > 0"),
         (["--lr", "nan"], "'optim.lr' (from --lr) must be finite and > 0"),
         (["--batch-size", "0"], "'optim.batch_size' (from --batch-size) must be >= 1"),
@@ -140,9 +141,26 @@ def test_resume_refuses_changed_settings_and_accepts_harmless_ones(
     err = capsys.readouterr().err
     assert "optim.lr: 0.003 -> 0.5" in err and "train.seed: 2021 -> 99" in err
     assert err.count("\n") == 1
-    # the run's own settings come from its config.yaml; --threads does not change the result
-    assert main(["train", "--resume", "--out", str(out), "--threads", "1"]) == 0
+    # the run's own settings come from its config.yaml; where it writes and shows may change
+    assert main(["train", "--resume", "--out", str(out), "--progress", "off"]) == 0
     assert json.loads((out / "result.json").read_text())["epochs"] == 3
+
+
+def test_a_run_records_its_thread_count_and_a_resume_keeps_it(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    # 0 = auto: the count this process computes with is what config.yaml records
+    _interrupted_run(tiny_dataset, out, 11, train__checkpoint_every=4, train__num_threads=0)
+    saved = (out / "config.yaml").read_text()
+    used = torch.get_num_threads()
+    assert f"num_threads: {used}" in saved
+    other = used + 1
+    assert main(["train", "--resume", "--out", str(out), "--threads", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"train.num_threads: {used} -> {other}" in err and err.count("\n") == 1
+    assert main(["train", "--resume", "--out", str(out)]) == 0  # its own count
+    assert json.loads((out / "result.json").read_text())["threads"] == used
 
 
 def test_resume_before_the_first_checkpoint_starts_again(

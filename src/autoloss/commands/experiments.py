@@ -44,13 +44,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     refuse_per_run_options(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
-    executor = make_executor(  # before anything is written: a missing Ray is one line
-        args.executor,
-        jobs=args.jobs,
-        address=args.address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-    )
     models, methods = args.models, args.methods
     grid = parse_grid(args.grid or [])
     cfg = config_from_args(args)
@@ -61,6 +54,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         methods=_names(methods or ",".join(PAPER_METHODS)),
         num_seeds=args.seeds,
         grid=grid,
+    )
+    cpus = args.cpus_per_run
+    if cpus is None and args.executor == "ray":  # a task reserves the threads its run uses
+        cpus = float(exp.base.train.num_threads)
+    executor = make_executor(  # before anything is written: a missing Ray is one line
+        args.executor,
+        jobs=args.jobs,
+        address=args.address,
+        cpus_per_run=cpus,
+        gpus_per_run=args.gpus_per_run,
     )
     prepare_experiment(exp, overwrite=args.overwrite)
     outcome = run_experiment(exp, executor=executor, shard=shard)
@@ -168,7 +171,7 @@ def register(sub: Any) -> None:
         "--cpus-per-run",
         type=float,
         metavar="N",
-        help="--executor ray: CPUs each run asks for (default 1; also its torch threads)",
+        help="--executor ray: CPUs each run asks for (default: the runs' --threads)",
     )
     p.add_argument(
         "--gpus-per-run",

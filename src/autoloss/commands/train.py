@@ -24,8 +24,8 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "loss.method",
         str,
         "METHOD",
-        "loss method: ce, focal, kl, hinge, mse, uniform, weights:a,b,..., search, darts, slf, "
-        "autoloss-soft, autoloss",
+        "loss method: ce, focal, kl, hinge, mse, gce, mae, tce (one fixed loss), uniform, "
+        "weights:a,b,..., search, darts, slf, autoloss-soft, autoloss",
     ),
     "--candidates": ("loss.candidates", str, "NAMES", "candidate losses, e.g. focal,kl,hinge,ce"),
     "--epochs": ("train.epochs", int, "N", "maximum epochs"),
@@ -37,7 +37,13 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str, str]] = {
     "--dropout": ("model.dropout", float, "P", "dropout of MLP layers"),
     "--seed": ("train.seed", int, "N", "random seed"),
     "--device": ("train.device", str, "DEVICE", "auto | cpu | cuda | cuda:N"),
-    "--threads": ("train.num_threads", int, "N", "CPU threads (0 = torch default)"),
+    "--threads": (
+        "train.num_threads",
+        int,
+        "N",
+        "CPU threads of a run (default 0 = auto: train, torch's count for this machine; compare, "
+        "1 per run); results depend on it, config.yaml records it",
+    ),
     "--controller": ("loss.controller", str, "PATH", "a saved controller.pt to transfer (frozen)"),
     "--update-every": ("loss.update_every", int, "N", "controller update frequency f"),
     "--mode": ("loss.mode", str, "MODE", "hypergradient: first-order | unrolled"),

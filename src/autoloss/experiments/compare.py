@@ -16,9 +16,11 @@ applied with :meth:`RunConfig.set` on every run's configuration and named in its
 
 Running the same command again resumes: runs with ``result.json`` are skipped, an interrupted run
 with a checkpoint continues from it, and any other leftover directory is restarted cleanly.
-``jobs > 1`` trains runs in spawned worker processes, each with ``cores // jobs`` torch threads;
-an :class:`~autoloss.experiments.executors.Executor` (``--executor ray``: Ray tasks) may run them
-elsewhere, always through the same :func:`train_locked`. ``--shard I/N`` (:func:`shard_runs`)
+``jobs > 1`` trains runs in spawned worker processes; an
+:class:`~autoloss.experiments.executors.Executor` (``--executor ray``: Ray tasks) may run them
+elsewhere, always through the same :func:`train_locked`. Every run computes with the experiment's
+thread count (``train.num_threads``, :data:`COMPARE_THREADS` when not given), whatever the executor,
+``--jobs`` or ``--shard``: the table does not depend on how the grid was spread. ``--shard I/N`` (:func:`shard_runs`)
 trains the I-th of N disjoint parts of the grid (job arrays), into the same directory.
 
 Several ``compare`` processes may share one experiment directory: the process that trains a run
@@ -73,6 +75,10 @@ from autoloss.experiments.tables import (
 from autoloss.files import TMP_SUFFIX, atomic_output, write_text
 from autoloss.train.config import RunConfig
 from autoloss.train.rundir import RunDir
+
+#: CPU threads of every run of a grid when ``--threads`` is not given: one, so that a serial grid,
+#: ``--jobs N``, shards and Ray tasks compute the same table (and N runs use N cores side by side).
+COMPARE_THREADS = 1
 
 #: The paper's protocol (Table 2): every baseline, DeepFM and IPNN, 5 seeds.
 PAPER_METHODS: tuple[str, ...] = (
@@ -156,6 +162,10 @@ class Experiment:
     task: str = ""
     #: The conditions' dimensions (``--grid``), in order; empty: one condition, the base.
     grid: list[GridAxis] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # every run's thread count fixed here, not by where it runs (experiment.yaml records it)
+        self.base.train.num_threads = self.base.train.num_threads or COMPARE_THREADS
 
     @property
     def runs_dir(self) -> Path:
@@ -323,10 +333,9 @@ def _base_differences(old: RunConfig, new: RunConfig, grid_keys: Sequence[str]) 
 # ---------------------------------------------------------------------------------- validation
 def validate_names(exp: Experiment) -> None:
     """Unknown models or methods fail before any run starts, naming the option."""
-    from autoloss.experiments.search import METHOD as SEARCH
     from autoloss.policies.registry import method_names, parse_method
 
-    known = {*method_names(), SEARCH}
+    known = set(method_names())
     for m in exp.methods:
         name, _ = parse_method(m, exp.base.loss)
         if name not in known and name != "weights":
@@ -395,16 +404,10 @@ def _user_files(out: Path) -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------------------------- running
-def train_planned(
-    cfg_dict: dict[str, Any], state: str, threads: int, quiet: bool
-) -> dict[str, Any]:
+def train_planned(cfg_dict: dict[str, Any], state: str, quiet: bool) -> dict[str, Any]:
     """Train one run (in this process or a worker): resume, restart or start it."""
     from autoloss.experiments.search import train_any
 
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(cfg_dict)
     name = Path(str(cfg.out)).name
 
@@ -420,7 +423,7 @@ def train_planned(
     return train_any(cfg, overwrite=state != "new", log=log)[1]
 
 
-def train_locked(cfg_dict: dict[str, Any], threads: int, quiet: bool) -> tuple[str, dict[str, Any]]:
+def train_locked(cfg_dict: dict[str, Any], quiet: bool) -> tuple[str, dict[str, Any]]:
     """Lock the run, read its state again and train it (in this process or a worker).
 
     Returns ``("trained", result)``, ``("done", {})`` when another process finished it since it
@@ -435,7 +438,7 @@ def train_locked(cfg_dict: dict[str, Any], threads: int, quiet: bool) -> tuple[s
         state = run_state(Path(str(cfg_dict["out"])))
         if state == "done":
             return "done", {}
-        return "trained", train_planned(cfg_dict, state, threads, quiet)
+        return "trained", train_planned(cfg_dict, state, quiet)
 
 
 @dataclass
@@ -506,13 +509,12 @@ def _train(
 ) -> None:
     """Train ``todo`` with ``executor``: each run is one call of :func:`train_locked`, wherever
     the executor runs it."""
-    threads = executor.threads_per_run(exp.base.train.num_threads)
     calls, runs = [], {}
     for run in todo:
         cfg = run.config(exp.base)
         if executor.concurrent and cfg.train.progress == "auto":
             cfg.train.progress = "off"  # bars of parallel runs would interleave
-        calls.append(RunCall(run.name, cfg.to_dict(), threads, quiet))
+        calls.append(RunCall(run.name, cfg.to_dict(), quiet))
         runs[run.name] = run
     with closing(executor.execute(train_locked, calls, tally.log)) as answers:
         for call, answer in answers:

@@ -10,7 +10,7 @@ call happens and how many happen at once:
 * :class:`SerialExecutor`: one after the other, in this process (``--jobs 1``);
 * :class:`ProcessExecutor`: ``--jobs N`` spawned worker processes on this machine;
 * :class:`RayExecutor`: one Ray task per run (``--executor ray``), each asking for
-  ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs, on a local Ray instance or the cluster at
+  ``--cpus-per-run`` CPUs (default: the runs' thread count) and ``--gpus-per-run`` GPUs, on a local Ray instance or the cluster at
   ``--address``. The run directories must be on storage every node sees.
 
 Ray is optional (``pip install 'autoloss-rec[ray]'``): it is imported only by
@@ -30,8 +30,9 @@ from typing import Any
 
 from autoloss.errors import AutolossError, ConfigError
 
-#: The function every executor calls for a run: ``fn(config, threads, quiet) -> (status, payload)``.
-RunFn = Callable[[dict[str, Any], int, bool], tuple[str, dict[str, Any]]]
+#: The function every executor calls for a run: ``fn(config, quiet) -> (status, payload)``. The
+#: run's thread count is in its config (``train.num_threads``): where it runs never changes it.
+RunFn = Callable[[dict[str, Any], bool], tuple[str, dict[str, Any]]]
 #: A run's answer: what the function returned, or the exception it raised.
 Answer = tuple[str, dict[str, Any]] | BaseException
 Log = Callable[[str], None]
@@ -48,11 +49,10 @@ class RunCall:
 
     name: str
     config: dict[str, Any]
-    threads: int
     quiet: bool
 
-    def args(self) -> tuple[dict[str, Any], int, bool]:
-        return self.config, self.threads, self.quiet
+    def args(self) -> tuple[dict[str, Any], bool]:
+        return self.config, self.quiet
 
 
 class Executor:
@@ -60,10 +60,6 @@ class Executor:
 
     #: Whether several runs train at once (their progress bars would interleave).
     concurrent = False
-
-    def threads_per_run(self, configured: int) -> int:
-        """Torch threads of each run: ``configured`` (``train.num_threads``; 0 = torch's own)."""
-        return configured
 
     def describe(self) -> str:
         """How the runs execute, appended to compare's first log line (empty: in this process)."""
@@ -95,15 +91,8 @@ class SerialExecutor(Executor):
             yield call, answer
 
 
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class ProcessExecutor(Executor):
-    """``jobs`` spawned worker processes on this machine, each with ``cores // jobs`` threads."""
+    """``jobs`` spawned worker processes on this machine (each run with its own thread count)."""
 
     concurrent = True
 
@@ -111,9 +100,6 @@ class ProcessExecutor(Executor):
         if jobs < 1:
             raise ConfigError(f"--jobs {jobs}: need at least 1")
         self.jobs = jobs
-
-    def threads_per_run(self, configured: int) -> int:
-        return configured or max(1, available_cores() // self.jobs)
 
     def describe(self) -> str:
         return f" in {self.jobs} worker processes"
@@ -154,12 +140,12 @@ def import_ray() -> Any:
     return ray
 
 
-def _in_dir(cwd: str, fn: RunFn, config: dict[str, Any], threads: int, quiet: bool) -> Any:
+def _in_dir(cwd: str, fn: RunFn, config: dict[str, Any], quiet: bool) -> Any:
     """A Ray task: ``fn`` run from the driver's working directory where this node has it (so
     that relative paths in the configuration mean what they meant to the driver)."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    return fn(config, threads, quiet)
+    return fn(config, quiet)
 
 
 class RayExecutor(Executor):
@@ -185,9 +171,6 @@ class RayExecutor(Executor):
         self.ray = import_ray()
         self.address = address or None
         self.cpus, self.gpus = float(cpus), float(gpus)
-
-    def threads_per_run(self, configured: int) -> int:
-        return configured or max(1, int(self.cpus))
 
     def describe(self) -> str:
         where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
@@ -243,7 +226,7 @@ class RayExecutor(Executor):
             for call in calls:
                 # the run directory as every node sees it: an absolute path on shared storage
                 config = {**call.config, "out": os.path.abspath(str(call.config["out"]))}
-                pending[task.remote(cwd, fn, config, call.threads, call.quiet)] = call
+                pending[task.remote(cwd, fn, config, call.quiet)] = call
             try:
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1)

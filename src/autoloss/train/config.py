@@ -70,7 +70,7 @@ class TrainConfig:
     log_every: int = 50  # policy statistics every N steps
     seed: int = 2021
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_threads: int = 0  # 0 = torch default
+    num_threads: int = 0  # 0 = auto (trainer.run_threads); config.yaml records the count used
     heap: str = "keep"  # keep: freed C heap memory kept for the next step (train/heap.py) | system
     max_steps: int = 0  # 0 = no limit (useful for smoke tests and budgets)
     progress: str = "auto"  # auto | on | off
@@ -163,6 +163,10 @@ class RunConfig:
         return obj
 
 
+#: The most CPU threads a run may ask for (more is a typo, and crashes OpenMP on some machines).
+MAX_THREADS = 1024
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -194,7 +198,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.select_by": (lambda v: v in ("auc", "logloss"), "auc or logloss"),
-    "train.num_threads": (lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    "train.num_threads": (lambda v: 0 <= v <= MAX_THREADS, f"in 0..{MAX_THREADS} (0: auto)"),
     "train.heap": (lambda v: v in ("keep", "system"), "keep or system"),
     "train.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
     "train.progress": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
@@ -204,9 +208,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 #: Settings that do not change what a run computes (where it writes, how fast, what it shows).
-NEUTRAL_SETTINGS = frozenset(
-    {"out", "train.progress", "train.num_threads", "train.device", "train.heap"}
-)
+#: The thread count is not one: it changes how reductions split, and so the last bits of every
+#: step (docs/reliability.md).
+NEUTRAL_SETTINGS = frozenset({"out", "train.progress", "train.device", "train.heap"})
 
 #: Settings a resumed run may change: the neutral ones, when to checkpoint, and what to do with a
 #: non-finite loss from now on.

@@ -18,7 +18,7 @@ from autoloss.errors import CheckpointError, ConfigError
 from autoloss.train import distributed
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
 from autoloss.train.rundir import RunDir
-from autoloss.train.trainer import Trainer, build_recommender, resolve_device
+from autoloss.train.trainer import Trainer, build_recommender, resolve_device, run_threads
 
 
 @dataclass
@@ -76,6 +76,9 @@ def check_resumable(rd: RunDir, cfg: RunConfig) -> None:
     """A resumed run must compute what it started computing: refuse changed settings."""
     saved = RunConfig.from_yaml(rd.config)
     given = cfg.copy()
+    # 0 (auto) keeps the run's own count; a config.yaml from before runs recorded theirs has 0
+    if given.train.num_threads == 0 or saved.train.num_threads == 0:
+        given.train.num_threads = saved.train.num_threads
     if given.data.path is not None:
         given.data.path = str(Path(given.data.path).resolve())
     diff = saved.differences(given, ignore=RESUMABLE_CHANGES)
@@ -85,6 +88,17 @@ def check_resumable(rd: RunDir, cfg: RunConfig) -> None:
             f"--resume {rd.path}: these settings differ from the run's config.yaml ({shown}); "
             "resume with the run's own settings, or start a new run"
         )
+
+
+def _with_threads(cfg: RunConfig, resumed: RunDir | None, ctx: Any) -> RunConfig:
+    """``cfg`` with the thread count it computes with (config.yaml records it): the setting, the
+    resumed run's own count for 0 (auto), else :func:`run_threads`'s."""
+    cfg = cfg.copy()
+    threads = cfg.train.num_threads
+    if threads == 0 and resumed is not None:
+        threads = RunConfig.from_yaml(resumed.config).train.num_threads
+    cfg.train.num_threads = run_threads(threads, ctx)
+    return cfg
 
 
 def train_run(
@@ -110,6 +124,7 @@ def train_run(
     if ctx is not None:
         rd = RunDir(distributed.broadcast_object(str(rd.path)), read_only=not ctx.is_main)
     check_run_dir(rd, resume=resume, overwrite=overwrite)
+    cfg = _with_threads(cfg, rd if resume else None, ctx)
     if resume:
         check_resumable(rd, cfg)
         if not rd.checkpoint.exists():

@@ -81,6 +81,17 @@ def run_dataset(cfg: RunConfig) -> EncodedDataset:
     return apply_conditions(dataset, conditions, cfg.train.seed)
 
 
+def run_threads(configured: int, ctx: distributed.Context | None = None) -> int:
+    """The CPU threads a run computes with: ``configured`` (``train.num_threads``), or for 0
+    (auto) this process's torch count, the machine's cores shared among the ranks of a
+    distributed run on it. Results depend on it: a run records it and a resume keeps it."""
+    if configured > 0:
+        return configured
+    if ctx is not None and ctx.device.type == "cpu":
+        return distributed.threads_per_rank(ctx.local_world_size)
+    return torch.get_num_threads()
+
+
 def build_recommender(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
     m = cfg.model
     return build_model(
@@ -229,8 +240,9 @@ class Trainer:
         if self.dist is not None:
             distributed.check_config(cfg)
             self._join_run(self.dist)
-        if cfg.train.num_threads > 0:
-            torch.set_num_threads(cfg.train.num_threads)
+        #: CPU threads of this process (result.json's ``threads``; docs/reliability.md)
+        self.threads = run_threads(cfg.train.num_threads, self.dist)
+        torch.set_num_threads(self.threads)
         if cfg.train.heap == "keep":
             heap.keep_freed_memory()
         self.device = resolve_device(cfg.train.device)
@@ -283,12 +295,9 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
 
     def _join_run(self, ctx: distributed.Context) -> None:
-        """One rank of a distributed run: rank 0 alone logs; the machine's CPU threads are
-        shared by its ranks unless ``train.num_threads`` says otherwise."""
+        """One rank of a distributed run: rank 0 alone logs."""
         if not ctx.is_main:
             self.log = lambda s: None
-        if self.cfg.train.num_threads == 0 and ctx.device.type == "cpu":
-            torch.set_num_threads(distributed.threads_per_rank(ctx.local_world_size))
 
     def planned_steps(self) -> int:
         """The recommender steps the run is planned for (epochs, or ``max_steps`` when smaller)."""
@@ -689,6 +698,7 @@ class Trainer:
             "task": self.spec.task,
             "candidates": list(self.policy.candidates),
             "device": str(self.device),
+            "threads": self.threads,
             "policy": {**self.policy.describe(), **self.policy_info},
             "autoloss_version": __version__,
         }
