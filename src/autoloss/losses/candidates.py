@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,57 @@ class CandidateLoss:
 
 # --------------------------------------------------------------------------------------------
 # Shared intermediates. Each property is computed at most once per CandidateSet call.
+
+
+def check_labels(
+    y: Any, task: str, classes: int | None = None, *, rows: int | None = None, name: str = "y"
+) -> None:
+    """A ``ValueError`` naming ``name`` unless ``y`` is a (rows,) tensor of labels of ``task``:
+    0/1 (bool, integer, or float 0.0/1.0) for binary, integer class ids 0..classes-1 otherwise
+    (at least 0 where ``classes`` is None)."""
+    if not isinstance(y, Tensor):
+        raise ValueError(f"{name}: expected a torch tensor of labels, got {type(y).__name__}")
+    if y.dim() != 1 or (rows is not None and y.shape[0] != rows):
+        want = f"({rows},), one label per row of the logits" if rows is not None else "(B,)"
+        raise ValueError(f"{name}: shape {tuple(y.shape)}; expected {want}")
+    if y.shape[0] == 0:
+        raise ValueError(f"{name}: a batch of zero rows")
+    if y.dtype == torch.bool and task == "binary":
+        return
+    if y.is_complex() or y.dtype == torch.bool or (y.is_floating_point() and task != "binary"):
+        raise ValueError(f"{name}: dtype {y.dtype}; class ids must be integers")
+    top = 1 if task == "binary" else None if classes is None else classes - 1
+    if y.is_floating_point():
+        bad = (y != 0) & (y != 1)
+    else:
+        bad = y < 0 if top is None else (y < 0) | (y > top)
+    if bool(bad.any()):
+        allowed = "{0, 1}" if task == "binary" else "0..C-1" if top is None else f"0..{top}"
+        raise ValueError(f"{name}: label {y[bad][0].item()!r} outside {allowed}")
+
+
+def check_batch(logits: Any, y: Any, task: str, num_classes: int | None = None) -> None:
+    """A ``ValueError`` naming the argument unless ``logits`` and ``y`` are a batch of ``task``:
+    floating-point logits (B,) for binary or (B, C) for multi-class (C = ``num_classes`` when
+    given), B >= 1, and labels as :func:`check_labels` says."""
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits: expected a torch tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits: dtype {logits.dtype}; expected floating-point raw scores")
+    shape = tuple(logits.shape)
+    if task == "binary" and logits.dim() != 1:
+        hint = " (logits.squeeze(-1))" if logits.dim() == 2 and shape[1] == 1 else ""
+        raise ValueError(
+            f"logits: shape {shape}; a binary task takes one logit per row, (B,){hint}"
+        )
+    if task != "binary":
+        width = num_classes or (shape[1] if logits.dim() == 2 else 0)
+        if logits.dim() != 2 or shape[1] != width or width < 2:
+            want = f"(B, {num_classes})" if num_classes else "(B, C) with C >= 2"
+            raise ValueError(f"logits: shape {shape}; this multiclass criterion takes {want}")
+    if shape[0] == 0:
+        raise ValueError("logits: a batch of zero rows")
+    check_labels(y, task, None if task == "binary" else shape[1], rows=shape[0])
 
 
 class _BinaryTerms:
@@ -570,6 +621,7 @@ class CandidateSet:
 
         ``step``: the recommender step (only ``tce`` uses it); ``None`` falls back to ``self.step``.
         """
+        check_batch(logits, y, self.task)
         if step is None:
             step = self.step
         terms = self.terms(logits, y)

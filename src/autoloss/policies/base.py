@@ -133,13 +133,25 @@ class LossPolicy(nn.Module):
         """
         self.candidate_set.step = self.num_steps  # step-dependent candidates (tce's ramp)
         self._step_rows = rows
-        losses = self.candidate_set(logits, y)
+        self._check_width(logits)
+        losses = self.candidate_set(logits, y)  # checks logits and labels (one ValueError)
         w = self.weights(logits, y, losses, self.num_steps)
         if self.training:  # eval-mode calls (e.g. a validation loss) change no statistics
             classes = 2 if logits.dim() == 1 else int(logits.shape[1])
             self._last = (y.detach(), w.detach(), classes, losses.detach())
             self.num_steps += 1
         return weighted_loss(w, losses)
+
+    def _check_width(self, logits: torch.Tensor) -> None:
+        """Multi-class logits as wide as the class count the policy was built for, if it has one."""
+        classes = getattr(self, "num_classes", None)
+        if self.task != "multiclass" or not classes or not isinstance(logits, torch.Tensor):
+            return
+        if logits.dim() == 2 and logits.shape[1] != classes:
+            raise ValueError(
+                f"logits: shape {tuple(logits.shape)}; this criterion was built for {classes} "
+                f"classes, (B, {classes})"
+            )
 
     def weights(
         self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor, step: int

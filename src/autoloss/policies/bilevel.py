@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from autoloss.errors import ConfigError
-from autoloss.losses import CandidateSet, evaluation_loss, weighted_loss
+from autoloss.losses import CandidateSet, check_labels, evaluation_loss, weighted_loss
 from autoloss.policies.base import GradSync, LossPolicy, Regularization, call_model, model_args
 
 MODES = ("first-order", "unrolled")
@@ -481,6 +481,7 @@ class BilevelPolicy(LossPolicy):
             return {}
         if model is None or y_valid is None:
             raise ValueError(f"{self.name}.update needs the model and a validation batch")
+        check_labels(y_valid, self.task, getattr(self, "num_classes", None), name="y_valid")
         train, train_rows = None, None
         if train_batch is not None:
             train = (train_batch[0], train_batch[1])
