@@ -31,7 +31,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -410,7 +410,7 @@ def _write_dataset(
     meta = _meta(fmt, inputs, opts, digests, fields_meta, counts, label_counts)
     meta["protocol"].update(pre.protocol)
     meta["bad_rows"] = p.bad.as_dict()
-    meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta["autoloss_version"] = __version__
     if side:
         meta["side_data"] = side

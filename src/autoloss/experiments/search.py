@@ -25,7 +25,7 @@ from typing import Any
 from autoloss.data.store import EncodedDataset
 from autoloss.errors import ConfigError
 from autoloss.policies.base import config_candidates
-from autoloss.policies.registry import check_controller_option
+from autoloss.policies.registry import SEARCH_METHOD, check_controller_option
 from autoloss.train import run as runs
 from autoloss.train.config import RunConfig
 from autoloss.train.run import (
@@ -37,7 +37,7 @@ from autoloss.train.run import (
 )
 from autoloss.train.trainer import Trainer, run_dataset
 
-METHOD = "search"
+METHOD = SEARCH_METHOD
 #: Validation evaluations (pruning checkpoints) per trial epoch.
 REPORTS_PER_EPOCH = 4
 U_MIN = 1e-4

@@ -47,9 +47,14 @@ def register_policy(name: str, factory: PolicyFactory) -> None:
     _FACTORIES[name] = factory
 
 
+#: ``--loss search``: fixed weights chosen by an outer loop of trainings
+#: (:mod:`autoloss.experiments.search`), not a criterion this registry builds.
+SEARCH_METHOD = "search"
+
+
 def method_names() -> list[str]:
-    """Every ``--loss`` method this registry builds."""
-    return sorted({*candidate_names(), "weights:a,b,...", *_FACTORIES})
+    """Every ``--loss`` method: those this registry builds, and ``search``."""
+    return sorted({*candidate_names(), "weights:a,b,...", SEARCH_METHOD, *_FACTORIES})
 
 
 def parse_method(method: str, cfg: LossConfig) -> tuple[str, LossConfig]:
@@ -97,5 +102,10 @@ def build_policy(
     if method in _FACTORIES:
         return _FACTORIES[method](
             cfg, task, num_classes, total_steps=total_steps, split_rows=split_rows
+        )
+    if method == SEARCH_METHOD:
+        raise RegistryError(
+            "--loss search chooses fixed weights by training several runs: it is a method of "
+            "autoloss train and compare, not a criterion (use weights:a,b,... with the weights)"
         )
     raise RegistryError(f"unknown loss method '{cfg.method}'; known: {', '.join(method_names())}")
