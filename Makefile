@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint format bench clean venv
+.PHONY: demo test test-all lint format bench clean venv golden
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ demo: $(STAMP)
 	$(BIN)/autoloss demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --timeout=600 -m "not slow"
+	$(BIN)/python -m pytest -q --timeout=600 -m "not slow"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=1200
+
+# Bit-exact behaviour guard on this machine: the golden runs recorded with the code of BASE
+# (default: the last commit) into .golden/, then the working tree compared against them.
+BASE ?= HEAD
+golden: $(STAMP)
+	$(BIN)/python tests/golden/training.py --base $(BASE) --out .golden/training.json
+	AUTOLOSS_GOLDEN=.golden/training.json $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_golden_training.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs/examples
@@ -40,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving_throughput.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .golden build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,13 @@
 """Golden references of every ``--loss`` method on a fixed tiny dataset (behaviour guard).
 
-``python tests/golden/training.py`` records ``training.json`` beside this file; the test
-``tests/test_golden_training.py`` trains the same runs and asserts the figures are unchanged:
-test/valid metrics, every logged policy record (candidate probabilities, α, τ, controller
-objective) and digests of the saved model and controller tensors. On the CPU capability the
-references were recorded on the comparison is exact (bit-identical); on another capability
-(other vector kernels) it falls back to a relative tolerance.
+``python tests/golden/training.py [--out PATH] [--base REV] [CASE ...]`` trains the runs and
+records their figures: test/valid metrics, every logged policy record (candidate probabilities,
+α, τ, controller objective) and digests of the saved model and controller tensors, with the
+fingerprint of the machine (tests/golden/fingerprint.py). ``tests/test_golden_training.py``
+trains them again and asserts every figure is bit-identical, where the fingerprint matches
+exactly; elsewhere it is skipped (a whole training's last bits differ between CPUs).
+``make golden`` records with the committed code (``--base HEAD``) into ``.golden/`` and compares
+the working tree against it, bit for bit, on this machine.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ GOLDEN = HERE / "training.json"
 sys.path.insert(0, str(HERE.parent))
 
 from encoded_fixtures import write_encoded_dataset  # noqa: E402
+from golden.fingerprint import fingerprint  # noqa: E402
+
+#: Torch threads of every case (a part of the fingerprint).
+THREADS = 1
 
 COMMON = [
     "--model", "deepfm", "--embed-dim", "4", "--mlp", "16,16", "--batch-size", "200",
-    "--epochs", "2", "--threads", "1", "--device", "cpu", "--progress", "off",
+    "--epochs", "2", "--threads", str(THREADS), "--device", "cpu", "--progress", "off",
     "--set", "train.log_every=3", "--set", "data.eval_batch_size=500",
 ]  # fmt: skip
 
@@ -114,21 +120,70 @@ def run_case(name: str, root: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def record(out: Path, names: list[str]) -> None:
+    """Train ``names`` with the code this process imports and write them into ``out`` (other
+    cases recorded there before are kept where the fingerprint is the same)."""
     import tempfile
 
-    names = sys.argv[1:] or list(CASES)
-    cases = json.loads(GOLDEN.read_text())["cases"] if GOLDEN.exists() else {}
+    here = fingerprint(THREADS)
+    old = json.loads(out.read_text()) if out.exists() else {}
+    cases = old.get("cases", {}) if old.get("fingerprint") == here else {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             cases[name] = run_case(name, Path(tmp))
             print(name, cases[name]["result"]["test"], flush=True)
-    payload = {
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-        "cases": cases,
-    }
-    GOLDEN.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    payload = {"fingerprint": here, "cases": cases}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    tmp_out.replace(out)
+
+
+def record_at(rev: str, out: Path, names: list[str]) -> None:
+    """:func:`record` with the package as committed at git revision ``rev`` (a temporary
+    worktree put first on ``PYTHONPATH``): the reference a refactoring is compared against."""
+    import os
+    import subprocess
+    import tempfile
+
+    repo = HERE.parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--quiet", "--detach", str(tree), rev],
+            check=True,
+        )
+        try:
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(tree / "src"), str(HERE.parent)]),
+            }
+            code = f"import autoloss; assert autoloss.__file__.startswith({str(tree)!r})"
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            cmd = [sys.executable, __file__, "--out", str(out.resolve()), *names]
+            subprocess.run(cmd, check=True, env=env)
+        finally:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False
+            )
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="record golden training references")
+    p.add_argument("cases", nargs="*", help=f"cases to record (default all: {', '.join(CASES)})")
+    p.add_argument("--out", type=Path, default=GOLDEN, help="where (default: the tracked file)")
+    p.add_argument("--base", metavar="REV", help="record with the code of git revision REV")
+    args = p.parse_args()
+    unknown = [n for n in args.cases if n not in CASES]
+    if unknown:
+        p.error(f"unknown cases: {', '.join(unknown)}")
+    names = args.cases or list(CASES)
+    if args.base:
+        record_at(args.base, args.out, names)
+    else:
+        record(args.out, names)
 
 
 if __name__ == "__main__":
