@@ -197,7 +197,7 @@ def test_model_inputs_as_tuple_or_dict() -> None:
 
 def test_import_autoloss_does_not_import_torch() -> None:
     code = "import sys, autoloss; assert 'torch' not in sys.modules; autoloss.AutoLoss"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 @pytest.mark.parametrize("example", ["own_model.py", "pytorch_fm_style.py"])

@@ -611,7 +611,7 @@ def test_case4_sigterm_removes_the_build_directory(tmp_path: Path) -> None:
     assert proc.stdout.readline().strip() == "writing"
     assert any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir())
     proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err == "autoloss prepare: terminated (SIGTERM)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
 

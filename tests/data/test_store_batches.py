@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +130,12 @@ def test_bad_iterator_options() -> None:
         BatchIterator(fake_split(10), 2, rank=2, world_size=2)
 
 
-def test_iterator_throughput(tmp_path: Path) -> None:
-    """1M rows x 39 fields from a memmap: far above the trainer's 100k rows/s."""
+def test_iterator_over_a_memmap_yields_every_row_once(tmp_path: Path) -> None:
+    """1M rows x 39 fields from a memmap (its speed: benchmarks/batch_iterator.py)."""
     n = 1_000_000
     x = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.int32, (n, 39))
-    x[:] = 7
+    x[:, 0] = np.arange(n)
     x.flush()
     split = EncodedSplit("train", np.load(tmp_path / "x.npy", mmap_mode="r"), np.zeros(n, np.int32))
-    it = BatchIterator(split, 2000, seed=0)
-    start = time.perf_counter()
-    rows = sum(len(b) for b in it.epoch(0))
-    rate = rows / (time.perf_counter() - start)
-    assert rows == n and rate > 1_000_000, f"{rate:,.0f} rows/s"
+    seen = np.concatenate([b.x[:, 0].numpy() for b in BatchIterator(split, 2000, seed=0).epoch(0)])
+    assert len(seen) == n and np.array_equal(np.sort(seen), np.arange(n))

@@ -51,7 +51,7 @@ def _faults(policy: str) -> int:
         [sys.executable, "-c", PROBE, policy],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=True,
     )
     return int(out.stdout.strip())
