@@ -22,7 +22,7 @@ from autoloss.experiments.compare import (
     prepare_experiment,
 )
 from autoloss.experiments.grid import parse_grid
-from autoloss.experiments.tables import SPEC_COLUMNS, fmt_p, read_results_csv
+from autoloss.experiments.tables import BEST_FIXED_MARK, SPEC_COLUMNS, fmt_p, read_results_csv
 from autoloss.train.config import RunConfig
 from experiments.fake_runs import write_fake_experiment
 
@@ -213,7 +213,7 @@ def test_compare_grid_end_to_end_tables_resume_and_changed_grid(
     for cond in ("label_noise=0", "label_noise=0.3"):
         section = table.split(f"## Condition {cond}\n", 1)[1]
         sig = _section_rows(section, "### Mean ± std and significance")
-        assert [(r[0], r[1].replace(" (best baseline)", ""), r[2]) for r in sig] == [
+        assert [(r[0], r[1].replace(BEST_FIXED_MARK, ""), r[2]) for r in sig] == [
             ("deepfm", "ce", "2"),
             ("deepfm", "uniform", "2"),
         ]

@@ -15,11 +15,16 @@ from scipy import stats
 from autoloss.errors import DataError
 from autoloss.experiments.compare import finish_experiment
 from autoloss.experiments.tables import (
+    AUTOLOSS_METHODS,
+    BEST_FIXED_MARK,
+    LEARNT_METHODS,
     SPEC_COLUMNS,
     MethodStats,
     best_baseline,
     fmt_p,
     read_results_csv,
+    render_markdown,
+    significance_rows,
     summarize,
 )
 from autoloss.metrics import welch_ttest
@@ -84,12 +89,20 @@ def test_table_numbers_equal_those_recomputed_from_results_csv(tmp_path: Path) -
     rows = _section_rows(table, "## Mean ± std and significance")
     assert len(rows) == len(exp.models) * len(exp.methods)
     for model, g in df.groupby("model"):
-        means = g.groupby("method")["test_auc"].mean()
-        best_base = means.drop(["autoloss"]).idxmax()
-        assert best_base == "slf"
+        # the best fixed loss: by validation AUC, among the fixed methods (slf and darts learn)
+        valid = g[~g.method.isin(LEARNT_METHODS)].groupby("method")["valid_auc"].mean()
+        best_base = valid.idxmax()
+        assert best_base == "ce"
+        assert g.groupby("method")["test_auc"].mean().drop(["autoloss"]).idxmax() == "slf"
+        line = next(
+            ln
+            for ln in table.splitlines()
+            if ln.startswith("Best fixed loss (by validation AUC): ")
+        )
+        assert f"{model}: ce (mean valid AUC {valid['ce']:.4f})" in line
         for row in (r for r in rows if r[0] == model):
-            method = row[1].replace(" (best baseline)", "")
-            assert (method == best_base) == row[1].endswith("(best baseline)")
+            method = row[1].replace(BEST_FIXED_MARK, "")
+            assert (method == best_base) == row[1].endswith(BEST_FIXED_MARK)
             sel = g[g.method == method]
             assert int(row[2]) == len(sel) == 5
             for metric, (val, p_ce, p_best) in (("test_auc", row[3:6]), ("test_logloss", row[6:9])):
@@ -128,14 +141,30 @@ def test_table_numbers_equal_those_recomputed_from_results_csv(tmp_path: Path) -
         assert float(row[5]) == pytest.approx(sel.epochs.mean(), abs=0.05)
 
 
-def test_best_baseline_never_autoloss_and_single_seed_has_no_test() -> None:
+def _cell(
+    method: str, test_auc: float, valid_auc: float, valid_logloss: float = 0.4
+) -> MethodStats:
+    values = {
+        "test_auc": np.array([test_auc]),
+        "valid_auc": np.array([valid_auc]),
+        "valid_logloss": np.array([valid_logloss]),
+    }
+    return MethodStats("m", method, [1], values)
+
+
+def test_best_baseline_is_a_fixed_method_and_single_seed_has_no_test() -> None:
+    assert AUTOLOSS_METHODS < LEARNT_METHODS
+    assert {"darts", "slf", "reweight"} < LEARNT_METHODS
     cells = [
-        MethodStats("m", "ce", [1], {"test_auc": np.array([0.80])}),
-        MethodStats("m", "autoloss", [1], {"test_auc": np.array([0.90])}),
-        MethodStats("m", "autoloss-soft", [1], {"test_auc": np.array([0.85])}),
-        MethodStats("m", "darts", [1], {"test_auc": np.array([0.81])}),
+        _cell("ce", 0.80, 0.79),
+        _cell("autoloss", 0.90, 0.90),
+        _cell("autoloss-soft", 0.85, 0.85),
+        _cell("darts", 0.81, 0.88),
+        _cell("slf", 0.82, 0.87),
+        _cell("reweight", 0.83, 0.86),
     ]
-    assert best_baseline(cells) == "darts"
+    assert best_baseline(cells) == "ce"
+    assert best_baseline(cells[1:]) is None  # only learnt methods: no best fixed loss
     rows = [
         {
             "model": "m",
@@ -150,6 +179,58 @@ def test_best_baseline_never_autoloss_and_single_seed_has_no_test() -> None:
     s = summarize(rows)
     assert math.isnan(s.models[0].p_vs_ce[("autoloss", "test_auc")])
     assert math.isnan(s.models[0].cells[0].std("test_auc"))
+
+
+def test_best_fixed_loss_is_chosen_by_validation_not_test() -> None:
+    cells = [
+        _cell("ce", test_auc=0.800, valid_auc=0.790),
+        _cell("focal", test_auc=0.810, valid_auc=0.785),  # best on test
+        _cell("uniform", test_auc=0.795, valid_auc=0.795),  # best on validation
+        _cell("search", test_auc=0.790, valid_auc=math.nan),  # no validation AUC: skipped
+        _cell("weights:1,0,0,1", test_auc=0.799, valid_auc=0.792),
+        _cell("autoloss", test_auc=0.820, valid_auc=0.820),
+        _cell("darts", test_auc=0.815, valid_auc=0.815),
+    ]
+    assert best_baseline(cells) == "uniform"
+    # a tie on validation AUC goes to the lower validation logloss, whatever the test says
+    tied = [
+        _cell("kl", test_auc=0.81, valid_auc=0.79, valid_logloss=0.45),
+        _cell("hinge", test_auc=0.80, valid_auc=0.79, valid_logloss=0.44),
+    ]
+    assert best_baseline(tied) == "hinge"
+    assert best_baseline([_cell("ce", 0.8, math.nan)]) is None
+    # cells without validation columns at all (older tables): no best fixed loss, no error
+    assert best_baseline([MethodStats("m", "ce", [1], {"test_auc": np.array([0.8])})]) is None
+
+
+def test_table_marks_the_best_fixed_loss_by_validation(tmp_path: Path) -> None:
+    rows = [
+        {
+            "model": "m",
+            "method": meth,
+            "seed": seed,
+            "test_auc": test + 0.001 * seed,
+            "test_logloss": 0.4,
+            "valid_auc": valid + 0.001 * seed,
+            "valid_logloss": 0.4,
+            "task": "binary",
+        }
+        for meth, test, valid in (
+            ("ce", 0.80, 0.79),
+            ("focal", 0.81, 0.78),
+            ("reweight", 0.83, 0.83),
+            ("slf", 0.82, 0.82),
+        )
+        for seed in (1, 2, 3)
+    ]
+    summary = summarize(rows)
+    assert summary.models[0].best_baseline == "ce"
+    header, table_rows = significance_rows(summary)
+    assert header.count("p vs best fixed loss") == 2
+    assert [r[1] for r in table_rows] == ["ce" + BEST_FIXED_MARK, "focal", "reweight", "slf"]
+    text = render_markdown(summary)
+    assert "Best fixed loss (by validation AUC): m: ce (mean valid AUC 0.7920)." in text
+    assert "highest mean validation AUC" in text and "test AUC for that model" not in text
 
 
 def test_results_csv_errors_name_the_file(tmp_path: Path) -> None:
