@@ -22,7 +22,7 @@ def _listed(text: str) -> set[str]:
 
 def test_the_registry_knows_every_method_the_trainer_accepts() -> None:
     assert {"ce", "focal", "kl", "hinge", "mse", "gce", "mae", "tce", "uniform", "weights",
-            "search", "darts", "slf", "autoloss-soft", "autoloss"} == set(METHODS)  # fmt: skip
+            "search", "darts", "slf", "autoloss-soft", "autoloss", "reweight"} == set(METHODS)  # fmt: skip
 
 
 def test_train_help_lists_every_method() -> None:

@@ -11,7 +11,7 @@ searched loss in a hand-written loop::
         crit.update(model, x_valid, y_valid, train_batch=(x, y))
 
 Criteria (``nn.Module``\\s, :mod:`autoloss.policies`): :class:`AutoLoss`, :class:`DARTSLoss`,
-:class:`SLFLoss`, :func:`candidate_loss` (one fixed candidate), :class:`LossPolicy` (their base).
+:class:`SLFLoss`, :class:`Reweight` (per-example weights), :func:`candidate_loss` (one fixed candidate), :class:`LossPolicy` (their base).
 Candidate losses (:mod:`autoloss.losses`): :func:`candidate_losses`, :func:`register_candidate`.
 Models (:mod:`autoloss.models`): :func:`build_model`, :func:`model_names`.
 Data (:mod:`autoloss.data`): :func:`open_dataset`, :class:`EncodedDataset`, :class:`BatchIterator`,
@@ -36,12 +36,14 @@ if TYPE_CHECKING:
     from autoloss.policies.base import LossPolicy
     from autoloss.policies.darts import DARTSLoss
     from autoloss.policies.fixed import candidate_loss
+    from autoloss.policies.reweight import Reweight
     from autoloss.policies.slf import SLFLoss
 
 _WHERE = {
     "AutoLoss": "autoloss.policies.autoloss",
     "DARTSLoss": "autoloss.policies.darts",
     "SLFLoss": "autoloss.policies.slf",
+    "Reweight": "autoloss.policies.reweight",
     "LossPolicy": "autoloss.policies.base",
     "candidate_loss": "autoloss.policies.fixed",
     "candidate_losses": "autoloss.losses",
@@ -74,6 +76,7 @@ __all__ = [
     "EncodedDataset",
     "FeatureSpec",
     "LossPolicy",
+    "Reweight",
     "SLFLoss",
     "__version__",
     "build_model",

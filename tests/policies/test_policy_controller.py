@@ -109,7 +109,7 @@ def test_multiclass_needs_num_classes_and_sizes_the_controller() -> None:
 @pytest.mark.parametrize("method", ["slf", "darts", "uniform", "ce", "weights:1,1,1,1"])
 def test_controller_option_only_for_autoloss(method: str) -> None:
     name = method.split(":")[0]
-    with pytest.raises(ConfigError, match=f"autoloss / autoloss-soft, not {name}$"):
+    with pytest.raises(ConfigError, match=f"autoloss / autoloss-soft / reweight, not {name}$"):
         build_policy(LossConfig(method=method, controller="ctrl.pt"), "binary")
 
 

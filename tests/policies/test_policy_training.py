@@ -196,6 +196,7 @@ def test_policy_state_with_optimizer_round_trips_weights_only(
         "slf",
         "darts",
         "autoloss",
+        "reweight",
     ],
 )
 def test_resumed_run_matches_uninterrupted(

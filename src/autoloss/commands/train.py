@@ -25,7 +25,8 @@ TRAINING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         str,
         "METHOD",
         "loss method: ce, focal, kl, hinge, mse, gce, mae, tce (one fixed loss), uniform, "
-        "weights:a,b,..., search, darts, slf, autoloss-soft, autoloss",
+        "weights:a,b,..., search, darts, slf, autoloss-soft, autoloss, reweight (per-example "
+        "weights)",
     ),
     "--candidates": ("loss.candidates", str, "NAMES", "candidate losses, e.g. focal,kl,hinge,ce"),
     "--epochs": ("train.epochs", int, "N", "maximum epochs"),

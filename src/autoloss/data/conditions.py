@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +41,7 @@ from autoloss.data.store import EncodedDataset, EncodedSplit
 from autoloss.errors import ConfigError
 
 NOISE_MODES = ("symmetric", "pos2neg", "neg2pos")
+META_USES = ("policy", "train")
 #: ``pos_rate`` is refused when the test split would keep fewer positives (an unstable AUC).
 MIN_TEST_POSITIVES = 200
 #: The seed of the positive subsample when ``noise_seed`` is not set (the same for every run).
@@ -62,6 +64,12 @@ class Conditions:
             the noise and :data:`SUBSAMPLE_SEED` for the subsample.
         pos_rate: the positive rate of every split after subsampling positives, in (0, 1);
             None = off. Binary only.
+        meta_fraction: the share of the (conditioned) valid split moved to a ``meta`` split,
+            seeded like the noise; 0 = off. Learnt policies update on ``meta``; early stopping
+            and model selection use the rest (still called ``valid``).
+        meta_use: ``policy`` (the default) or ``train``: the meta rows are appended to the
+            train split instead (the ``[ce+meta]`` control: the same clean rows as training
+            data); then there is no ``meta`` split.
     """
 
     label_noise: float = 0.0
@@ -69,8 +77,16 @@ class Conditions:
     noise_on_valid: bool = True
     noise_seed: int | None = None
     pos_rate: float | None = None
+    meta_fraction: float = 0.0
+    meta_use: str = "policy"
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.meta_fraction) and 0 <= self.meta_fraction < 1):
+            raise ConfigError(f"data.meta_fraction must be in [0, 1), got {self.meta_fraction!r}")
+        if self.meta_use not in META_USES:
+            raise ConfigError(
+                f"data.meta_use must be one of {', '.join(META_USES)}, got {self.meta_use!r}"
+            )
         if not (math.isfinite(self.label_noise) and 0 <= self.label_noise < 1):
             raise ConfigError(f"data.label_noise must be in [0, 1), got {self.label_noise!r}")
         if self.noise_mode not in NOISE_MODES:
@@ -85,7 +101,7 @@ class Conditions:
     @property
     def active(self) -> bool:
         """Whether any condition is on (otherwise the dataset is used as it is)."""
-        return self.label_noise > 0 or self.pos_rate is not None
+        return self.label_noise > 0 or self.pos_rate is not None or self.meta_fraction > 0
 
 
 class RowSubset:
@@ -149,6 +165,82 @@ class RowSubset:
         return f"RowSubset({self.shape}, {self.dtype}, of {self.base.shape[0]} rows)"
 
 
+class RowConcat:
+    """The rows of several arrays (or :class:`RowSubset` views) one after the other, read lazily:
+    the same interface as :class:`RowSubset` (the ``[ce+meta]`` control's train split: the train
+    rows, then the meta rows)."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self.bounds = np.cumsum([0, *(len(p) for p in self.parts)])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.bounds[-1]), *self.parts[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.parts[0].dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1])
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range for {len(self)} rows")
+        out = np.empty((rows.size, *self.shape[1:]), dtype=self.dtype)
+        part_of = np.searchsorted(self.bounds, rows, side="right") - 1
+        for i, part in enumerate(self.parts):
+            sel = np.flatnonzero(part_of == i)
+            if sel.size:
+                out[sel] = np.take(part, rows[sel] - self.bounds[i], axis=0)
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, int | np.integer):
+            return self._gather(np.array([int(key)]))[0]
+        if isinstance(key, tuple):
+            rows, rest = (key[0], key[1:]) if key else (slice(None), ())
+            if isinstance(rows, int | np.integer):
+                return self[rows][rest]
+            return self[rows][(slice(None), *rest)]
+        if isinstance(key, slice):
+            return self._gather(np.arange(len(self))[key])
+        return self._gather(np.asarray(key))
+
+    def take(
+        self,
+        indices: Any,
+        axis: int | None = None,
+        out: np.ndarray | None = None,
+        mode: str = "raise",
+    ) -> np.ndarray:
+        if axis != 0:
+            return np.take(np.asarray(self), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
+        got = self._gather(np.asarray(indices)).reshape(*np.shape(indices), *self.shape[1:])
+        if out is not None:
+            out[...] = got
+            return out
+        return got
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        arr = self._gather(np.arange(len(self)))
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"RowConcat({self.shape}, {self.dtype}, of {len(self.parts)} parts)"
+
+
 class ConditionedDataset(EncodedDataset):
     """An encoded dataset with data conditions applied: same interface as its base dataset.
 
@@ -165,8 +257,10 @@ class ConditionedDataset(EncodedDataset):
         conditions: Conditions,
         splits: dict[str, EncodedSplit],
         summary: dict[str, Any],
+        flipped: dict[str, np.ndarray] | None = None,
     ) -> None:
         # Deliberately not EncodedDataset.__init__: nothing is read from disk again.
+        self._flipped = dict(flipped or {})
         self.base = base
         self.conditions = conditions
         self.path = base.path
@@ -182,6 +276,14 @@ class ConditionedDataset(EncodedDataset):
     def conditions_summary(self) -> dict[str, Any]:
         """The realised conditions, for ``result.json`` (a copy)."""
         return copy.deepcopy(self._summary)
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(self._splits)
+
+    def flipped(self, split: str) -> np.ndarray | None:
+        """Which rows of ``split`` had their label flipped by the label noise (None: none)."""
+        return self._flipped.get(split)
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{k}={v}" for k, v in self.meta["splits"].items())
@@ -218,6 +320,7 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
     splits: dict[str, EncodedSplit] = {}
     rows: dict[str, int] = {}
     flips: dict[str, int] = {}
+    flipped: dict[str, np.ndarray] = {}
     subsampled_rate: dict[str, float] = {}
     dropped: dict[str, dict[str, int]] = {}
     for name in dataset.split_names:
@@ -245,12 +348,18 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
         ):
             rng = _rng("label_noise", noise_seed, name)
             noisy = _flip(y, conditions.label_noise, conditions.noise_mode, spec.num_classes, rng)
-            flips[name] = int(np.count_nonzero(noisy != y))
+            flipped[name] = noisy != y
+            flips[name] = int(np.count_nonzero(flipped[name]))
             y, changed = noisy, True
         splits[name] = _split(split, y, index) if changed else split
         rows[name] = len(splits[name])
 
+    if conditions.meta_fraction > 0:
+        meta = _split_meta(splits, flipped, conditions, noise_seed)
+        rows = {name: len(split) for name, split in splits.items()}
     summary: dict[str, Any] = {"rows": rows}
+    if conditions.meta_fraction > 0:
+        summary["meta"] = meta
     if not multiclass:
         summary["positive_rate"] = {n: _rate(np.asarray(s.y)) for n, s in splits.items()}
     if conditions.label_noise > 0:
@@ -261,7 +370,7 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
             noise_seed=noise_seed,
             flips=flips,
         )
-    original_rows = {n: int(dataset.meta["splits"][n]) for n in splits}
+    original_rows = {n: int(dataset.meta["splits"][n]) for n in dataset.split_names}
     if conditions.pos_rate is not None:
         summary.update(
             pos_rate=conditions.pos_rate,
@@ -271,7 +380,86 @@ def apply_conditions(dataset: EncodedDataset, conditions: Conditions, seed: int)
         )
     if dropped:
         summary.update(noise_on_valid=False, noisy_dropped=dropped, original_rows=original_rows)
-    return ConditionedDataset(dataset, conditions, splits, summary)
+    return ConditionedDataset(dataset, conditions, splits, summary, flipped)
+
+
+def _split_meta(
+    splits: dict[str, EncodedSplit],
+    flipped: dict[str, np.ndarray],
+    conditions: Conditions,
+    seed: int,
+) -> dict[str, Any]:
+    """Move a seeded ``meta_fraction`` of the valid rows to a ``meta`` split (or, with
+    ``meta_use=train``, to the end of the train split), in place; returns the summary."""
+    if "valid" not in splits:
+        raise ConfigError("data.meta_fraction needs a valid split to divide")
+    valid = splits["valid"]
+    n = len(valid)
+    k = round(conditions.meta_fraction * n)
+    if not 1 <= k < n:
+        raise ConfigError(
+            f"data.meta_fraction={conditions.meta_fraction:g} of {n} valid rows leaves no "
+            "meta or no selection rows"
+        )
+    order = _rng("meta", seed, "valid").permutation(n)
+    meta_rows, kept = np.sort(order[:k]), np.sort(order[k:])
+    meta = _take_rows(valid, meta_rows, "meta")
+    splits["valid"] = _take_rows(valid, kept, "valid")
+    if "valid" in flipped:
+        flipped["meta"], flipped["valid"] = flipped["valid"][meta_rows], flipped["valid"][kept]
+    if conditions.meta_use == "train":
+        n_train = len(splits["train"])
+        splits["train"] = _concat_rows(splits["train"], meta)
+        if flipped:
+            flipped["train"] = np.concatenate(
+                [
+                    flipped.get("train", np.zeros(n_train, bool)),
+                    flipped.pop("meta", np.zeros(k, bool)),
+                ]
+            )
+    else:
+        ordered = {}
+        for name, split in splits.items():  # train, valid, meta, test
+            ordered[name] = split
+            if name == "valid":
+                ordered["meta"] = meta
+        splits.clear()
+        splits.update(ordered)
+    return {
+        "fraction": conditions.meta_fraction,
+        "use": conditions.meta_use,
+        "rows": k,
+        "seed": seed,
+    }
+
+
+def _take_rows(split: EncodedSplit, index: np.ndarray, name: str) -> EncodedSplit:
+    """Rows ``index`` (sorted) of ``split``, as views, under the split name ``name``."""
+
+    def rows(a: Any) -> Any:
+        if a is None:
+            return None
+        if isinstance(a, RowSubset):
+            return RowSubset(a.base, a.index[index])
+        return RowSubset(a, index)
+
+    y = np.ascontiguousarray(np.asarray(split.y)[index], dtype=np.int32)
+    y.setflags(write=False)
+    return EncodedSplit(name, rows(split.x), y, rows(split.dense), rows(split.bags))
+
+
+def _concat_rows(first: EncodedSplit, second: EncodedSplit) -> EncodedSplit:
+    """``first``'s rows, then ``second``'s, under ``first``'s name (lazy views)."""
+
+    def both(a: Any, b: Any) -> Any:
+        return None if a is None else RowConcat([a, b])
+
+    y = np.concatenate([np.asarray(first.y), np.asarray(second.y)]).astype(np.int32)
+    y.setflags(write=False)
+    return EncodedSplit(
+        first.name, both(first.x, second.x), y, both(first.dense, second.dense),
+        both(first.bags, second.bags),
+    )  # fmt: skip
 
 
 def _rng(purpose: str, seed: int, split: str) -> np.random.Generator:

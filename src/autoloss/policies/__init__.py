@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         parse_method,
         register_policy,
     )
+    from autoloss.policies.reweight import Reweight
     from autoloss.policies.slf import SLFLoss
 
 _WHERE = {
@@ -40,6 +41,7 @@ _WHERE = {
     "method_names": "registry",
     "parse_method": "registry",
     "register_policy": "registry",
+    "Reweight": "reweight",
     "SLFLoss": "slf",
 }
 
@@ -57,6 +59,7 @@ __all__ = [
     "FixedWeights",
     "LossConfig",
     "LossPolicy",
+    "Reweight",
     "SLFLoss",
     "SingleLoss",
     "UniformWeights",

@@ -96,6 +96,9 @@ class LossPolicy(nn.Module):
     #: :meth:`update` needs a validation batch (bi-level methods); False: it learns from the
     #: training loss's own gradients (call it right after ``loss.backward()``).
     uses_validation: bool = False
+    #: A run ends by writing a sample of the training rows' weights (``example_weights.npz``):
+    #: for policies whose per-example total weight varies (``reweight``).
+    weights_sample: bool = False
 
     def __init__(self, candidate_set: CandidateSet) -> None:
         super().__init__()

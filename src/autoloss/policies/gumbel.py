@@ -228,8 +228,15 @@ def gumbel_softmax(
 # The controller network
 
 
+#: What a controller's head gives: ``softmax`` (α on the simplex: AutoLoss, SLF) or ``magnitude``
+#: (``2·sigmoid``, each in (0, 2), starting at 1: the per-example weights of ``reweight``).
+OUTPUTS = ("softmax", "magnitude")
+
+
 class LossController(nn.Module):
-    """``x -> α``: MLP (Linear, BatchNorm, ReLU, dropout per hidden layer), Linear to K, softmax.
+    """``x -> α``: MLP (Linear, [BatchNorm], ReLU, dropout per hidden layer), Linear to K, then
+    softmax (``output="softmax"``) or ``2·sigmoid`` (``output="magnitude"``, head initialised to
+    zero so that every magnitude starts at exactly 1).
 
     ``learn=False`` (the recommender's step) uses the batch's statistics without recording them
     and no dropout; a batch of one example uses the running statistics.
@@ -247,23 +254,34 @@ class LossController(nn.Module):
         in_dim: int,
         hidden: Sequence[int] = (128, 128),
         dropout: float = 0.2,
+        *,
+        batch_norm: bool = True,
+        output: str = "softmax",
     ) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
             raise ConfigError(f"loss.controller_dropout must be in [0, 1), got {dropout}")
         if any(h < 1 for h in hidden):
             raise ConfigError(f"loss.controller_hidden sizes must be >= 1, got {list(hidden)}")
+        if output not in OUTPUTS:
+            raise ConfigError(f"controller output {output!r}: one of {', '.join(OUTPUTS)}")
         self.in_dim = int(in_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
+        self.batch_norm = bool(batch_norm)
+        self.output = output
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()
         width = self.in_dim
         for h in self.hidden:
             self.linears.append(nn.Linear(width, h))
-            self.norms.append(nn.BatchNorm1d(h))
+            if self.batch_norm:
+                self.norms.append(nn.BatchNorm1d(h))
             width = h
         self.head = nn.Linear(width, num_candidates)
+        if output == "magnitude":
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @staticmethod
     def _norm(bn: nn.Module, x: torch.Tensor, learn: bool) -> torch.Tensor:
@@ -284,13 +302,23 @@ class LossController(nn.Module):
         controller only weights the recommender's losses, BatchNorm normalises with the batch's
         statistics without recording them and dropout is off, so the forward changes nothing.
         """
-        for lin, bn in zip(self.linears, self.norms):
-            x = F.relu(self._norm(bn, lin(x), learn))
+        return row_log_softmax(self.head(self._hidden(x, learn)))
+
+    def magnitudes(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
+        """``2·sigmoid(head)`` (B, K), each in (0, 2): per-example, per-candidate magnitudes."""
+        return 2 * torch.sigmoid(self.head(self._hidden(x, learn)))
+
+    def _hidden(self, x: torch.Tensor, learn: bool) -> torch.Tensor:
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            x = F.relu(self._norm(self.norms[i], x, learn) if self.batch_norm else x)
             if learn:
                 x = dropout(x, self.dropout, self.training)
-        return row_log_softmax(self.head(x))
+        return x
 
     def forward(self, x: torch.Tensor, *, learn: bool = True) -> torch.Tensor:
+        if self.output == "magnitude":
+            return self.magnitudes(x, learn=learn)
         return self.log_alpha(x, learn=learn).exp()
 
 
@@ -441,6 +469,8 @@ def controller_state(
         "inputs": list(inputs),
         "hidden": list(network.hidden),
         "dropout": float(network.dropout),
+        "batch_norm": network.batch_norm,
+        "output": network.output,
         "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
     }
 
@@ -536,7 +566,12 @@ def load_controller(path: str | Path) -> LoadedController:
         names = [str(n) for n in state["candidates"]]
         hidden = [int(h) for h in state["hidden"]]
         network = LossController(
-            len(names), int(state["input_dim"]), hidden, float(state["dropout"])
+            len(names),
+            int(state["input_dim"]),
+            hidden,
+            float(state["dropout"]),
+            batch_norm=bool(state.get("batch_norm", True)),  # older files: the AutoLoss net
+            output=str(state.get("output", "softmax")),
         )
         network.load_state_dict(state["state_dict"])
     except (RuntimeError, ValueError, TypeError, KeyError, ConfigError) as exc:

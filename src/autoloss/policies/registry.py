@@ -1,7 +1,7 @@
 """The registry of ``--loss`` methods: :func:`build_policy` from a :class:`LossConfig`.
 
 The fixed candidates (``ce``, ``focal``, ...), ``uniform`` and ``weights:a,b,...`` are fixed
-policies; ``darts``, ``slf``, ``autoloss`` and ``autoloss-soft`` learn. (``search``, fixed weights
+policies; ``darts``, ``slf``, ``autoloss``, ``autoloss-soft`` and ``reweight`` learn. (``search``, fixed weights
 found by an outer loop of trainings, lives in :mod:`autoloss.experiments.search`.) Adding a method
 is adding one module and one :func:`register_policy` line.
 """
@@ -19,6 +19,7 @@ from autoloss.policies.base import LossPolicy, config_candidates
 from autoloss.policies.config import LossConfig
 from autoloss.policies.darts import DARTSLoss
 from autoloss.policies.fixed import FixedWeights, SingleLoss, UniformWeights
+from autoloss.policies.reweight import Reweight
 from autoloss.policies.slf import SLFLoss
 
 #: ``factory(cfg, task, num_classes, total_steps=N, split_rows=(n_train, n_valid))`` (the run's
@@ -26,7 +27,7 @@ from autoloss.policies.slf import SLFLoss
 PolicyFactory = Callable[..., LossPolicy]
 
 #: Methods that can start from a saved controller (``loss.controller``).
-TRANSFERABLE = ("autoloss", "autoloss-soft")
+TRANSFERABLE = ("autoloss", "autoloss-soft", "reweight")
 
 
 def _candidates(cfg: LossConfig, task: str, names: list[str] | None = None) -> CandidateSet:
@@ -39,6 +40,7 @@ _FACTORIES: dict[str, PolicyFactory] = {
     "slf": SLFLoss.from_config,
     "autoloss": partial(AutoLoss.from_config, gumbel=True),
     "autoloss-soft": partial(AutoLoss.from_config, gumbel=False),
+    "reweight": Reweight.from_config,
 }
 
 

@@ -1,11 +1,13 @@
 """What a report shows, for one run and for an experiment; :func:`write_report` writes it.
 
 A run report: its metrics, learning curves, candidate-probability evolution (learnt policies),
-the controller's policy map (runs with ``controller.pt``) and its configuration. An experiment
-report: the comparison tables, test metrics per method with error bars over seeds, and the same
-figures averaged over seeds per model × method. An experiment with conditions (``--grid``) adds
-the summary across conditions and figures of each method's test-AUC difference to ``ce``
-against the grid value; its tables and figures are then per condition. A figure whose data is
+the controller's policy map (runs with ``controller.pt``), the weight of each sampled training row
+(runs with ``example_weights.npz``: ``reweight``) and its configuration. An experiment report: the
+comparison tables, test metrics per method with error bars over seeds, the same figures averaged
+over seeds per model × method, and the per-example weights of each cell's first seed that has
+them. An experiment with conditions (``--grid``) adds the summary across conditions and figures
+of each method's test-AUC difference to ``ce`` against the grid value; its tables and figures are
+then per condition. A figure whose data is
 absent is skipped with a note saying why.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,7 @@ import yaml
 from autoloss.errors import DataError
 from autoloss.experiments.tables import (
     AUTOLOSS_METHODS,
+    BEST_FIXED_NOTE,
     PAIRED_NOTE,
     ConditionSummary,
     PairedDiff,
@@ -63,6 +67,7 @@ from autoloss.report.records import (
     read_run,
     varies,
 )
+from autoloss.train.rundir import RunDir
 
 if TYPE_CHECKING:
     from autoloss.experiments.compare import Experiment
@@ -174,6 +179,92 @@ def _policy_map_section(
     return True
 
 
+#: The arrays of an ``example_weights.npz``, or why it cannot be read.
+ExampleWeights = dict[str, np.ndarray] | str
+
+
+def read_example_weights(path: Path) -> ExampleWeights:
+    """The arrays of a run's ``example_weights.npz``, or the reason they cannot be drawn."""
+    from autoloss.train.example_weights import load_example_weights as load
+
+    try:
+        arrays = load(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        return f"cannot read {path.name}: {exc}"
+    missing = [k for k in ("prediction", "label", "weight") if k not in arrays]
+    if missing:
+        return f"{path.name} lacks {', '.join(missing)}"
+    n = {
+        k: np.shape(arrays[k]) for k in ("prediction", "label", "weight", "flipped") if k in arrays
+    }
+    if len(set(n.values())) > 1 or len(n["weight"]) != 1 or not n["weight"][0]:
+        return f"{path.name} holds no rows, or arrays of different shapes ({n})"
+    return arrays
+
+
+def example_weights_sentence(arrays: Mapping[str, np.ndarray]) -> str:
+    """What the weights do, in plain words: to flipped against clean rows where the run knows
+    its flips, else to positives against negatives (binary) or to the rows as a whole."""
+    groups = {g.name: g for g in plots.weight_groups(arrays)}
+    off = f"switched off (weight < {plots.WEIGHT_OFF:g})"
+    if "clean" in groups and "flipped" in groups:
+        return _compare_groups(
+            groups["flipped"], "flipped rows", groups["clean"], "clean rows", off
+        )
+    if plots.knows_flips(arrays):
+        return "No sampled row has a flipped label; " + _all_rows_text(arrays, off)
+    if plots.binary_labels(arrays):
+        label = np.asarray(arrays["label"])
+        pos, neg = (plots.weight_groups(arrays, label == c) for c in (1, 0))
+        if pos and neg:
+            return _compare_groups(pos[0], "positives", neg[0], "negatives", off)
+    text = _all_rows_text(arrays, off)
+    return text[0].upper() + text[1:]
+
+
+def _compare_groups(
+    a: plots.WeightGroup, a_name: str, b: plots.WeightGroup, b_name: str, off: str
+) -> str:
+    share = plots.share_text
+    return (
+        f"{a_name.capitalize()} get a mean weight of {a.mean:.2f} against {b.mean:.2f} for"
+        f" {b_name}; {share(a.off_share)} of {a_name} and {share(b.off_share)} of {b_name} are"
+        f" {off}."
+    )
+
+
+def _all_rows_text(arrays: Mapping[str, np.ndarray], off: str) -> str:
+    rows = plots.weight_groups(arrays)
+    if not rows:
+        return "no sampled row has a finite prediction and weight."
+    w = np.concatenate([g.weight for g in rows])
+    lo, hi = np.quantile(w, [0.1, 0.9])
+    share = plots.share_text(float(np.mean(w < plots.WEIGHT_OFF)))
+    return (
+        f"the middle 80% of the weights lie between {lo:.2f} and {hi:.2f}; {share} of the rows"
+        f" are {off}."
+    )
+
+
+def _example_weights_section(
+    page: HtmlPage,
+    out: Path,
+    loaded: ExampleWeights,
+    *,
+    name: str,
+    title: str,
+    task: str,
+    lead: str = "",
+) -> None:
+    """The figure of one run's sample and its sentence (``lead`` before it), or a note."""
+    if isinstance(loaded, str):
+        page.note(f"{title}: skipped: {loaded}")
+        return
+    fig = plots.example_weights_figure(loaded, title=title, task=task)
+    page.image(plots.save_png(fig, out / name), title)
+    page.paragraph(lead + example_weights_sentence(loaded))
+
+
 # ---------------------------------------------------------------------------------- one run
 def _fmt(v: object, digits: int = 4) -> str:
     if isinstance(v, float):
@@ -254,6 +345,17 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
         method=rec.method,
     ) and not isinstance(loaded, str | None):
         page.paragraph(policy_sentence(label, *loaded))
+    weights = RunDir(run_dir).example_weights
+    if weights.is_file():
+        page.heading("Per-example weights")
+        _example_weights_section(
+            page,
+            out,
+            read_example_weights(weights),
+            name="example_weights.png",
+            title=f"{label}: the weight of each sampled training row against its prediction",
+            task=task,
+        )
     page.heading("Configuration")
     page.pre(yaml.safe_dump(rec.config, sort_keys=False) if rec.config else "(no config.yaml)")
     return page.write(out / HTML_NAME)
@@ -314,7 +416,7 @@ def _condition_tables(page: HtmlPage, summary: Summary, level: int) -> None:
     page.heading("Mean ± std and Welch t-tests", level)
     page.paragraph(
         "Mean ± sample standard deviation over seeds. p: two-sided Welch t-test against `ce` and against "
-        "the best baseline (the non-AutoLoss method with the highest mean test AUC for the model)."
+        f"{BEST_FIXED_NOTE}."
     )
     page.table(*significance_rows(summary))
 
@@ -358,6 +460,7 @@ def experiment_report_and_reading(exp_dir: Path, out: Path | None = None) -> tup
     _learning_curve_figures(page, out, exp, cells, task)
     _candidate_figures(page, out, exp, cells)
     _policy_map_figures(page, out, exp, maps)
+    _example_weight_figures(page, out, exp, cells, task)
     _all_runs_table(page, exp, rows)
     _grid_and_base(page, exp)
     return page.write(out / HTML_NAME), reading
@@ -761,6 +864,34 @@ def _policy_map_figures(
         )
     if not shown:
         page.note("Policy maps: skipped: no run of this experiment saved a per-example controller.")
+
+
+def _example_weight_figures(page: HtmlPage, out: Path, exp: Any, cells: Cells, task: str) -> None:
+    """Per cell, the sample of the first seed whose run wrote ``example_weights.npz``; nothing
+    at all (not even the heading) where no run did."""
+    first: list[tuple[str, str, str, RunRecords]] = []
+    for cname in _condition_names(exp):
+        for model in exp.models:
+            for method in exp.methods:
+                recs = cells.get((cname, model, method), [])
+                rec = next((x for x in recs if RunDir(x.run_dir).example_weights.is_file()), None)
+                if rec is not None:
+                    first.append((cname, model, method, rec))
+    if not first:
+        return
+    page.heading("Per-example weights")
+    for cname, model, method, rec in first:
+        suffix, title = _named(cname, f"{model} with {method}")
+        seed = f"seed {_seed(rec)}"
+        _example_weights_section(
+            page,
+            out,
+            read_example_weights(RunDir(rec.run_dir).example_weights),
+            name=f"example_weights_{_slug(model)}-{_slug(method)}{suffix}.png",
+            title=f"{title}: the weight of each sampled training row ({seed})",
+            task=task,
+            lead=f"**{title}** ({seed}): ",
+        )
 
 
 def _all_runs_table(page: HtmlPage, exp: Any, rows: Sequence[Any]) -> None:

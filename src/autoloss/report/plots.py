@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
@@ -373,6 +375,158 @@ def grid_differences(
         ax.set_visible(False)
     _suptitle(fig, title)
     return fig
+
+
+# ---------------------------------------------------------------------- per-example weights
+#: A total weight below this (the batch's mean is 1) counts as switched off (``reweight.OFF``).
+WEIGHT_OFF = 0.1
+_WEIGHT_BINS = 20  # equal-width bins of the prediction for the mean line
+_MIN_BIN_ROWS = 5  # a bin with fewer rows draws no mean point (too noisy to read)
+_SCATTER_POINTS = 3000  # per panel at most, shared evenly by its groups
+_GROUP_COLORS = {"clean": "#1f77b4", "flipped": "#d62728", "all rows": "#7f7f7f"}
+
+
+@dataclass(frozen=True)
+class WeightGroup:
+    """The rows of an ``example_weights.npz`` sample that one line shows: ``clean``,
+    ``flipped`` or ``all rows``, with their predictions (of the given label) and total weights."""
+
+    name: str
+    prediction: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.weight, dtype=np.float64)) if len(self) else math.nan
+
+    @property
+    def off_share(self) -> float:
+        """The share of the rows switched off (total weight < :data:`WEIGHT_OFF`)."""
+        return float(np.mean(self.weight < WEIGHT_OFF)) if len(self) else math.nan
+
+
+def knows_flips(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether the sample's run had label noise, so that its ``flipped`` rows are known."""
+    return "flipped" in arrays and bool(np.asarray(arrays.get("knows_flips", False)))
+
+
+def binary_labels(arrays: Mapping[str, np.ndarray]) -> bool:
+    label = np.asarray(arrays["label"])
+    return bool(np.all((label == 0) | (label == 1)))
+
+
+def weight_groups(
+    arrays: Mapping[str, np.ndarray], rows: np.ndarray | None = None
+) -> list[WeightGroup]:
+    """The sample's ``rows`` (a boolean mask; all by default) as clean and flipped groups when
+    the run knows its flips, else as one group, ``all rows``. Empty groups are left out, and
+    rows with a non-finite prediction or weight (a diverged run) dropped."""
+    pred = np.asarray(arrays["prediction"], dtype=np.float64)
+    weight = np.asarray(arrays["weight"], dtype=np.float64)
+    keep = np.isfinite(pred) & np.isfinite(weight)
+    if rows is not None:
+        keep &= rows
+    if knows_flips(arrays):
+        flipped = np.asarray(arrays["flipped"], dtype=bool)
+        parts = [("clean", keep & ~flipped), ("flipped", keep & flipped)]
+    else:
+        parts = [("all rows", keep)]
+    return [WeightGroup(name, pred[m], weight[m]) for name, m in parts if m.any()]
+
+
+def share_text(share: float) -> str:
+    """A share as a whole percentage; ``<1%`` (``>99%``) rather than a misleading 0% (100%)."""
+    if 0 < share < 0.005:
+        return "<1%"
+    if 0.995 <= share < 1:
+        return ">99%"
+    return f"{share:.0%}"
+
+
+def example_weights_figure(
+    arrays: Mapping[str, np.ndarray], *, title: str, task: str | None = None
+) -> Figure:
+    """The total weight of each sampled training row against the predicted probability of its
+    given label (the arrays of ``example_weights.npz``, :mod:`autoloss.train.example_weights`).
+
+    Binary (``task``, or labels all in {0, 1}): positives and negatives side by side. Multi-class:
+    one panel, every class. Each panel: a light scatter of a seeded subsample and the mean weight
+    per prediction bin, clean and flipped rows apart where the run knows its flips; the dashed
+    line at 1 is the weight CE gives every row. Low predictions are rows whose given label the
+    model doubts (hard, or flipped).
+    """
+    binary = binary_labels(arrays) if task is None else task == "binary"
+    panels = _weight_panels(arrays, binary)
+    fig = Figure(figsize=(5.8 * len(panels), 5.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    rng = np.random.default_rng(0)  # the same points in every report of the same sample
+    top = _weight_top(arrays)
+    for ax, (what, x_label, rows) in zip(axes, panels):
+        groups = weight_groups(arrays, rows)
+        _weight_panel(ax, groups, rng, top=top)
+        ax.set_title(f"{what}: {sum(map(len, groups)):,} rows", fontsize=9)
+        ax.set_xlabel(x_label)
+    _suptitle(fig, title)
+    return fig
+
+
+def _weight_panels(
+    arrays: Mapping[str, np.ndarray], binary: bool
+) -> list[tuple[str, str, np.ndarray]]:
+    """(title, x label, row mask) of each panel."""
+    label = np.asarray(arrays["label"])
+    if not binary:
+        given = "predicted probability of the given class"
+        return [("all classes", given, np.ones(len(label), dtype=bool))]
+    given = "predicted probability of the given label"
+    return [
+        ("given label 1 (positives)", f"{given}, ŷ", label == 1),
+        ("given label 0 (negatives)", f"{given}, 1 − ŷ", label == 0),
+    ]
+
+
+def _weight_top(arrays: Mapping[str, np.ndarray]) -> float:
+    """The y axis's top, shared by the panels: every weight shows, and the line at 1."""
+    w = np.asarray(arrays["weight"], dtype=np.float64)
+    w = w[np.isfinite(w)]
+    return max(1.2, float(w.max()) * 1.05 if w.size else 0.0)
+
+
+def _weight_panel(
+    ax: Axes, groups: Sequence[WeightGroup], rng: np.random.Generator, *, top: float
+) -> None:
+    ax.axhline(1.0, color="black", lw=1.0, ls="--", label="1: CE's weight for every row")
+    cap = _SCATTER_POINTS // max(1, len(groups))
+    for g in groups:
+        color = _GROUP_COLORS.get(g.name, _PALETTE[0])
+        shown = rng.permutation(len(g))[:cap]
+        ax.scatter(g.prediction[shown], g.weight[shown], s=6, color=color, alpha=0.2, lw=0)
+        x, mean = _binned_mean(g.prediction, g.weight)
+        off = f"{share_text(g.off_share)} switched off (< {WEIGHT_OFF:g})"
+        label = f"{g.name} ({len(g):,} rows): mean per bin; {off}"
+        ax.plot(x, mean, "-o", ms=3.5, lw=2, color=color, label=label)
+    if not groups:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.03 * top, top)
+    ax.set_ylabel("total weight of the row (the batch's mean is 1)")
+    ax.grid(True, alpha=0.3)
+    # below the axes: a legend inside would hide points wherever they lie
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+
+
+def _binned_mean(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``w`` in equal-width bins of ``x`` on [0, 1], at the bins' centres (bins with
+    fewer than ``_MIN_BIN_ROWS`` rows left out)."""
+    idx = np.clip((x * _WEIGHT_BINS).astype(int), 0, _WEIGHT_BINS - 1)
+    n = np.bincount(idx, minlength=_WEIGHT_BINS)
+    total = np.bincount(idx, weights=w, minlength=_WEIGHT_BINS)
+    ok = n >= _MIN_BIN_ROWS
+    centres = (np.arange(_WEIGHT_BINS) + 0.5) / _WEIGHT_BINS
+    return centres[ok], total[ok] / n[ok]
 
 
 def _seed_range(pairs: Sequence[int]) -> str:

@@ -34,6 +34,10 @@ class DataConfig:
     noise_on_valid: bool = True  # also flip valid labels (test labels never are)
     noise_seed: int | None = None  # None: noise from train.seed, positive subsample from 0
     pos_rate: float | None = None  # subsample positives of every split to this rate; None = off
+    # share of the valid split that learnt policies update on (the "meta" split); the rest selects
+    # (early stopping, best epoch) for every method; 0 = off: policies update on the valid split
+    meta_fraction: float = 0.0
+    meta_use: str = "policy"  # policy | train: the meta rows join the train split ([ce+meta])
 
 
 @dataclass
@@ -181,6 +185,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in ("symmetric", "pos2neg", "neg2pos"),
         "symmetric, pos2neg or neg2pos",
     ),
+    "data.meta_fraction": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "data.meta_use": (lambda v: v in ("policy", "train"), "policy or train"),
     "data.pos_rate": (lambda v: v is None or (_finite(v) and 0 < v < 1), "in (0, 1) or empty"),
     "model.embed_dim": (lambda v: v >= 1, ">= 1"),
     "model.mlp": (lambda v: all(h >= 1 for h in v), "a list of sizes >= 1"),
@@ -198,6 +204,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.select_by": (lambda v: v in ("auc", "logloss"), "auc or logloss"),
+    "loss.reweight_mode": (lambda v: v in ("unrolled", "first-order"), "unrolled or first-order"),
+    "loss.reweight_update_every": (lambda v: v >= 1, ">= 1"),
+    "loss.reweight_lr": (lambda v: _finite(v) and v > 0, "finite and > 0"),
+    "loss.reweight_hidden": (lambda v: all(h >= 1 for h in v), "a list of sizes >= 1"),
     "train.num_threads": (lambda v: 0 <= v <= MAX_THREADS, f"in 0..{MAX_THREADS} (0: auto)"),
     "train.heap": (lambda v: v in ("keep", "system"), "keep or system"),
     "train.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),

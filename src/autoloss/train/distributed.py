@@ -157,6 +157,11 @@ def check_config(cfg: RunConfig) -> None:
             "--loss search runs its trials in one process: train it without --nproc/torchrun, "
             "then train the weights it finds (weights:...) on several"
         )
+    if cfg.loss.method == "reweight":
+        raise ConfigError(
+            "--loss reweight normalises its weights over each whole batch, which a distributed "
+            "run splits between processes: train it in one process"
+        )
     if "history" in cfg.loss.controller_inputs:
         raise ConfigError(
             "loss.controller_inputs 'history' keeps a per-example memory that a distributed "

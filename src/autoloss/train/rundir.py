@@ -8,7 +8,8 @@ RUN/
   search.json      the outcome of ``--loss search``'s outer loop (the weights it trains with)
   result.json      final metrics and a summary of the loss policy
   model.pt         the recommender's state dict
-  controller.pt    a learnt per-example controller (autoloss, slf), for transfer and reports
+  controller.pt    a learnt per-example controller (autoloss, slf, reweight), for transfer and reports
+  example_weights.npz  a sample of the training rows' weights under a per-example policy (reweight)
   dataset/         the dataset's meta.json and vocabularies (``predict`` encodes raw rows alike)
 ```
 
@@ -29,7 +30,7 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from autoloss.errors import CheckpointError, DataError
-from autoloss.files import TMP_SUFFIX, load_state, save_state, write_text
+from autoloss.files import TMP_SUFFIX, atomic_path, load_state, save_state, write_text
 
 MODEL_FORMAT = "autoloss-model-1"
 
@@ -57,6 +58,7 @@ class RunDir:
     RESULT = "result.json"
     MODEL = "model.pt"
     CONTROLLER = "controller.pt"
+    EXAMPLE_WEIGHTS = "example_weights.npz"
     DATASET = "dataset"
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
@@ -95,6 +97,10 @@ class RunDir:
     @property
     def controller(self) -> Path:
         return self.path / self.CONTROLLER
+
+    @property
+    def example_weights(self) -> Path:
+        return self.path / self.EXAMPLE_WEIGHTS
 
     @property
     def dataset(self) -> Path:
@@ -152,6 +158,15 @@ class RunDir:
         save_state({"format": MODEL_FORMAT, "state_dict": model_state}, self.model)
         if controller is not None:
             save_state(controller, self.controller)
+
+    @_writes
+    def save_example_weights(self, arrays: dict[str, Any]) -> None:
+        """``example_weights.npz``: a sample of a per-example policy's weights
+        (:mod:`autoloss.train.example_weights`)."""
+        import numpy as np
+
+        with atomic_path(self.example_weights) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
     @_writes
     def finish(self, result: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from autoloss.policies.registry import build_policy
 from autoloss.train import distributed, heap
 from autoloss.train.config import RunConfig
 from autoloss.train.distributed import Batches
+from autoloss.train.example_weights import sample_example_weights
 from autoloss.train.optim import RecommenderOptimizer
 from autoloss.train.rundir import RunDir
 
@@ -77,6 +78,8 @@ def run_dataset(cfg: RunConfig) -> EncodedDataset:
         noise_on_valid=d.noise_on_valid,
         noise_seed=d.noise_seed,
         pos_rate=d.pos_rate,
+        meta_fraction=d.meta_fraction,
+        meta_use=d.meta_use,
     )
     return apply_conditions(dataset, conditions, cfg.train.seed)
 
@@ -257,7 +260,10 @@ class Trainer:
             self.spec.task,
             self.spec.num_classes,
             total_steps=self.planned_steps(),
-            split_rows=(len(self.dataset.split("train")), len(self.dataset.split("valid"))),
+            split_rows=(
+                len(self.dataset.split("train")),
+                len(self.dataset.split(self.policy_split)),
+            ),
         ).to(self.device)
         self.optimizer = RecommenderOptimizer(
             self.model,
@@ -298,6 +304,12 @@ class Trainer:
         """One rank of a distributed run: rank 0 alone logs."""
         if not ctx.is_main:
             self.log = lambda s: None
+
+    @property
+    def policy_split(self) -> str:
+        """The split learnt policies update on: ``meta`` where ``data.meta_fraction`` made one,
+        else ``valid`` (which then also selects)."""
+        return "meta" if "meta" in self.dataset.split_names else "valid"
 
     def planned_steps(self) -> int:
         """The recommender steps the run is planned for (epochs, or ``max_steps`` when smaller)."""
@@ -428,7 +440,7 @@ class Trainer:
 
     def _valid_stream(self) -> _ValidStream:
         if self._valid is None:
-            self._valid = _ValidStream(self._iterator("valid", train=True), self.device)
+            self._valid = _ValidStream(self._iterator(self.policy_split, train=True), self.device)
         return self._valid
 
     def _update_policy(self, batch: Batch) -> dict[str, float]:
@@ -671,6 +683,19 @@ class Trainer:
             loss, logloss = self._replicas.mean([loss, logloss])
         return loss, logloss
 
+    def _example_weights(self) -> dict[str, np.ndarray]:
+        """A sample of the training rows' weights under the final policy (example_weights.npz)."""
+        flipped = getattr(self.dataset, "flipped", None)
+        return sample_example_weights(
+            self.model,
+            self.policy,
+            self.dataset.split("train"),
+            flipped=flipped("train") if flipped is not None else None,
+            batch_size=self.cfg.optim.batch_size,
+            seed=self.cfg.train.seed,
+            device=self.device,
+        )
+
     def finish(self) -> dict[str, Any]:
         valid_logits, valid_y = self.predict_split("valid")
         valid = evaluate_logits(valid_y, valid_logits, self.spec.task)
@@ -712,6 +737,8 @@ class Trainer:
             result["conditions"] = self.dataset.conditions_summary()
         if self.run_dir is not None:
             self.run_dir.save_weights(self.model.state_dict(), self.policy.controller_state())
+            if self.policy.weights_sample:
+                self.run_dir.save_example_weights(self._example_weights())
             self.run_dir.finish(result)
         return result
 
