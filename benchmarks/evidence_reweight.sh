@@ -7,7 +7,8 @@
 #          trained on train + the meta rows) in <cond>-cemeta
 # Every method of every condition: the same data.meta_fraction (the meta rows: what learnt
 # policies update on; the rest of the validation split selects for every method).
-# Usage: bash benchmarks/evidence_reweight.sh dev|main FRAPPE_DATA OUT [SEEDS]
+#   ml / frappe  the conditions of one dataset only (main = both)
+# Usage: bash benchmarks/evidence_reweight.sh dev|main|ml|frappe FRAPPE_DATA OUT [SEEDS]
 #        python benchmarks/evidence_table.py OUT --primary reweight --development dev
 set -euo pipefail
 WHAT=${1:?dev or main}
@@ -59,6 +60,7 @@ if [ "$WHAT" = dev ]; then
   exit 0
 fi
 
+[ "$WHAT" = main ] || [ "$WHAT" = ml ] || [ "$WHAT" = frappe ] || { echo "dev, main, ml or frappe" >&2; exit 2; }
 ML="$OUT/data/ml-binary"
 IMPL="$OUT/data/ml-implicit"
 TEMP="$OUT/data/ml-temporal"
@@ -66,7 +68,7 @@ TEMP="$OUT/data/ml-temporal"
 [ -f "$IMPL/meta.json" ] || $AL prepare --format movielens --task implicit --out "$IMPL"
 [ -f "$TEMP/meta.json" ] || $AL prepare --format movielens --split temporal --out "$TEMP"
 # shellcheck disable=SC2086
-{
+if [ "$WHAT" != frappe ]; then
   ml mlclean "$ML"
   ml mlsym30 "$ML" ${COND[sym30]}
   ml mlp2n30 "$ML" ${COND[p2n30]}
@@ -74,9 +76,12 @@ TEMP="$OUT/data/ml-temporal"
   ml temporal "$TEMP"
   MODELS=ipnn ml ipnnmlsym30 "$ML" ${COND[sym30]}
   MODELS=ipnn ml ipnnimplicit "$IMPL" $CLEAN_VALID
+fi
+# shellcheck disable=SC2086
+if [ "$WHAT" != ml ]; then
   frappe clean
   frappe sym20 --set data.label_noise=0.2 --set data.noise_mode=symmetric $CLEAN_VALID
   frappe sym40 ${COND[sym40]}
   frappe p2n30 ${COND[p2n30]}
   frappe pos05 ${COND[pos05]}
-}
+fi

@@ -11,6 +11,7 @@ same encoded arrays, times
   * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled, and on
     request (``--methods``) ``autoloss-c32f14``: AutoLoss with a 32-32 controller updated every 14
     steps (the cheaper controller of docs/method.md, "The controller's cost on a CPU"),
+    ``reweight`` (per-example weights, meta-gradient every step) and ``reweight-f7`` (every 7),
 all in a process under one C heap policy (``--heap``: ``keep``, the trainer's default
 ``train.heap``, or glibc's ``system``; the plain loop runs under it too), and prints rows/s, time
 relative to CE (of the best rounds, and the median over rounds of the ratio within each round: a
@@ -112,10 +113,11 @@ def ours(data: EncodedDataset, method: str, args: argparse.Namespace, seed: int,
     return trainer.rows_seen / trainer.train_seconds
 
 
-#: --methods names that are AutoLoss with other settings: name -> loss settings
-VARIANTS: dict[str, dict[str, object]] = {
-    "unrolled": {"mode": "unrolled"},
-    "autoloss-c32f14": {"controller_hidden": "32,32", "update_every": 14},
+#: --methods names that are a method with other settings: name -> (method, loss settings)
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "unrolled": ("autoloss", {"mode": "unrolled"}),
+    "autoloss-c32f14": ("autoloss", {"controller_hidden": "32,32", "update_every": 14}),
+    "reweight-f7": ("reweight", {"reweight_update_every": 7}),
 }
 
 
@@ -146,7 +148,7 @@ def main() -> None:
             if m == "plain":
                 rps = plain_loop(data, args.steps, args.batch_size, r)
             elif m in VARIANTS:
-                rps = ours(data, "autoloss", args, r, **VARIANTS[m])
+                rps = ours(data, VARIANTS[m][0], args, r, **VARIANTS[m][1])
             else:
                 rps = ours(data, m, args, r)
             results[m].append(rps)

@@ -158,7 +158,7 @@ def test_learnt_policies_update_on_meta_and_every_method_selects_on_the_rest(
 def test_resume_transfer_and_refusals(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = run_cfg(tiny_dataset, loss__method="reweight", train__epochs=2, out=str(tmp_path / "r"))
     _, result = train_run(cfg, log=QUIET)
-    assert result["policy"]["controller_updates"] == result["steps"]  # every step
+    assert result["policy"]["controller_updates"] == result["steps"] // 7  # every 7 steps
     saved = torch.load(tmp_path / "r" / "controller.pt", weights_only=True)
     assert saved["method"] == "reweight" and saved["output"] == "magnitude"
     # transfer: loaded frozen, no validation batches drawn
@@ -171,7 +171,7 @@ def test_resume_transfer_and_refusals(tiny_dataset: Path, tmp_path: Path) -> Non
     assert trainer.policy.update_every == 0 and not any(
         p.requires_grad for p in trainer.policy.parameters()
     )
-    wrong = run_cfg(tiny_dataset, loss__method="reweight", loss__candidates=["ce", "focal"],
+    wrong = run_cfg(tiny_dataset, loss__method="reweight", loss__reweight_candidates=["ce", "focal"],
                     loss__controller=str(tmp_path / "r" / "controller.pt"))  # fmt: skip
     with pytest.raises(CheckpointError, match="candidates"):
         Trainer(wrong, log=QUIET)
@@ -217,3 +217,22 @@ def test_a_run_writes_a_sample_of_its_weights_with_the_flipped_rows(
     ce_run = run_cfg(tiny_dataset, loss__method="ce", out=str(tmp_path / "c"))
     train_run(ce_run, log=QUIET)
     assert not (tmp_path / "c" / "example_weights.npz").exists()
+
+
+def test_its_candidates_come_from_their_own_setting(
+    tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trainer = Trainer(run_cfg(tiny_dataset, loss__method="reweight"), log=QUIET)
+    assert trainer.policy.candidates == ("ce",)  # the frozen default: Meta-Weight-Net
+    paper = run_cfg(
+        tiny_dataset, loss__method="reweight", loss__reweight_candidates="focal,kl,hinge,ce"
+    )
+    assert Trainer(paper, log=QUIET).policy.candidates == ("focal", "kl", "hinge", "ce")
+    follow = run_cfg(tiny_dataset, loss__method="reweight", loss__reweight_candidates=None,
+                     loss__candidates="ce,gce")  # fmt: skip
+    assert Trainer(follow, log=QUIET).policy.candidates == ("ce", "gce")
+    code = main(
+        ["train", "--data", str(tiny_dataset), "--loss", "reweight", "--candidates", "ce,gce"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "loss.reweight_candidates=ce,gce" in err and err.count("\n") == 1

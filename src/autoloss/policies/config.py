@@ -38,11 +38,14 @@ class LossConfig:
     # what the controller sees: label,prediction (the paper) [+ losses, margin, progress]
     controller_inputs: list[str] = field(default_factory=lambda: ["label", "prediction"])
     controller: str | None = None  # path of a saved controller.pt: transfer, frozen
-    # per-example weights (method "reweight"; its own defaults, docs/method.md): the
-    # meta-gradient mode, how often it learns, its learning rate and the controller's hidden sizes
-    reweight_candidates: list[str] | None = None  # None: loss.candidates
+    # per-example weights (method "reweight"; its own defaults, chosen on the development condition:
+    # docs/method.md): its candidates (ce: Meta-Weight-Net), the meta-gradient mode, how often it
+    # learns, its learning rate and the controller's hidden sizes
+    reweight_candidates: list[str] | None = field(
+        default_factory=lambda: ["ce"]
+    )  # None: loss.candidates
     reweight_mode: str = "unrolled"  # unrolled | first-order
-    reweight_update_every: int = 1
+    reweight_update_every: int = 7
     reweight_lr: float = 1e-3
     reweight_hidden: list[int] = field(default_factory=lambda: [100])
     # searched fixed weights (method "search", an outer loop in autoloss.experiments.search)

@@ -57,7 +57,7 @@ class Reweight(BilevelPolicy):
 
     Use it like :class:`~autoloss.policies.autoloss.AutoLoss`::
 
-        crit = Reweight(task="binary", candidates="ce")   # Meta-Weight-Net
+        crit = Reweight(task="binary")   # candidates="ce": Meta-Weight-Net
         loss = crit(logits, y); loss.backward(); opt.step()
         if crit.should_update(step):
             crit.update(model, x_meta, y_meta, train_batch=(x, y))
@@ -76,11 +76,11 @@ class Reweight(BilevelPolicy):
         task: str = "binary",
         num_classes: int | None = None,
         *,
-        candidates: Sequence[str] | str | CandidateSet = DEFAULT_CANDIDATES,
+        candidates: Sequence[str] | str | CandidateSet = ("ce",),
         focal_gamma: float = 2.0,
         kl_eps: float = 0.1,
         mode: str = "unrolled",
-        update_every: int = 1,
+        update_every: int = 7,
         controller_lr: float = 1e-3,
         xi: float = 1e-3,
         unrolled_impl: str = "finite-difference",
@@ -118,6 +118,11 @@ class Reweight(BilevelPolicy):
         total_steps: int | None = None,
         **_: Any,
     ) -> Reweight:
+        if cfg.reweight_candidates is not None and list(cfg.candidates) != list(DEFAULT_CANDIDATES):
+            raise ConfigError(
+                "--loss reweight takes its candidates from loss.reweight_candidates (default ce), "
+                f"not --candidates: use --set loss.reweight_candidates={','.join(cfg.candidates)}"
+            )
         return cls(
             task,
             num_classes,
