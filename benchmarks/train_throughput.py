@@ -11,7 +11,7 @@ same encoded arrays, times
   * autoloss with --loss ce, uniform, autoloss (first-order) and autoloss unrolled, and on
     request (``--methods``) ``autoloss-c32f14``: AutoLoss with a 32-32 controller updated every 14
     steps (the cheaper controller of docs/method.md, "The controller's cost on a CPU"),
-    ``reweight`` (per-example weights, meta-gradient every step) and ``reweight-f7`` (every 7),
+    ``reweight`` (per-example weights, meta-gradient every 7 steps) and ``reweight-f1`` (every step),
 all in a process under one C heap policy (``--heap``: ``keep``, the trainer's default
 ``train.heap``, or glibc's ``system``; the plain loop runs under it too), and prints rows/s, time
 relative to CE (of the best rounds, and the median over rounds of the ratio within each round: a
@@ -117,7 +117,7 @@ def ours(data: EncodedDataset, method: str, args: argparse.Namespace, seed: int,
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "unrolled": ("autoloss", {"mode": "unrolled"}),
     "autoloss-c32f14": ("autoloss", {"controller_hidden": "32,32", "update_every": 14}),
-    "reweight-f7": ("reweight", {"reweight_update_every": 7}),
+    "reweight-f1": ("reweight", {"reweight_update_every": 1}),
 }
 
 
