@@ -79,9 +79,8 @@ if [ "$WHAT" != frappe ]; then
 fi
 # shellcheck disable=SC2086
 if [ "$WHAT" != ml ]; then
-  frappe clean
-  frappe sym20 --set data.label_noise=0.2 --set data.noise_mode=symmetric $CLEAN_VALID
-  frappe sym40 ${COND[sym40]}
-  frappe p2n30 ${COND[p2n30]}
-  frappe pos05 ${COND[pos05]}
+  COND[sym20]="--set data.label_noise=0.2 --set data.noise_mode=symmetric $CLEAN_VALID"
+  for c in ${FRAPPE_CONDS:-clean sym20 sym40 p2n30 pos05}; do  # FRAPPE_CONDS: a subset
+    frappe "$c" ${COND[$c]}
+  done
 fi
