@@ -136,15 +136,12 @@ class RowSubset:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, int | np.integer):
-            return np.asarray(self.base[int(self.index[key])])
-        if isinstance(key, tuple):  # rows first, then the other axes of what they give
-            rows, rest = (key[0], key[1:]) if key else (slice(None), ())
-            if isinstance(rows, int | np.integer):
-                return self[rows][rest]
-            return self[rows][(slice(None), *rest)]
+    def rows(self, key: Any) -> np.ndarray:
+        """The rows ``key`` (an int, a slice or an index array) of this view."""
         return np.take(self.base, self.index[key], axis=0)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return _view_item(self, key)
 
     def take(
         self,
@@ -153,9 +150,7 @@ class RowSubset:
         out: np.ndarray | None = None,
         mode: str = "raise",
     ) -> np.ndarray:
-        if axis != 0:  # not used by BatchIterator: read everything and let numpy do it
-            return np.take(np.asarray(self), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
-        return np.take(self.base, self.index[indices], axis=0, out=out)
+        return _view_take(self, indices, axis, out, mode)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         arr = np.take(self.base, self.index, axis=0)
@@ -163,6 +158,30 @@ class RowSubset:
 
     def __repr__(self) -> str:
         return f"RowSubset({self.shape}, {self.dtype}, of {self.base.shape[0]} rows)"
+
+
+def _view_item(view: Any, key: Any) -> np.ndarray:
+    """``view[key]`` for a lazy row view (:class:`RowSubset`, :class:`RowConcat`): rows first,
+    then the other axes of what they give."""
+    if isinstance(key, tuple):
+        rows, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(rows, int | np.integer):
+            return view[rows][rest]
+        return view[rows][(slice(None), *rest)]
+    return np.asarray(view.rows(key))
+
+
+def _view_take(
+    view: Any, indices: Any, axis: int | None, out: np.ndarray | None, mode: str
+) -> np.ndarray:
+    """``np.take(view, indices, axis=0)`` reads only those rows (numpy calls ``view.take``)."""
+    if axis != 0:  # not used by BatchIterator: read everything and let numpy do it
+        return np.take(np.asarray(view), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
+    got = view.rows(indices)
+    if out is None:
+        return got
+    out[...] = got
+    return out
 
 
 class RowConcat:
@@ -206,17 +225,13 @@ class RowConcat:
                 out[sel] = np.take(part, rows[sel] - self.bounds[i], axis=0)
         return out
 
+    def rows(self, key: Any) -> np.ndarray:
+        """The rows ``key`` (an int, a slice or an index array) of this view."""
+        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key)
+        return self._gather(idx).reshape(*idx.shape, *self.shape[1:])
+
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, int | np.integer):
-            return self._gather(np.array([int(key)]))[0]
-        if isinstance(key, tuple):
-            rows, rest = (key[0], key[1:]) if key else (slice(None), ())
-            if isinstance(rows, int | np.integer):
-                return self[rows][rest]
-            return self[rows][(slice(None), *rest)]
-        if isinstance(key, slice):
-            return self._gather(np.arange(len(self))[key])
-        return self._gather(np.asarray(key))
+        return _view_item(self, key)
 
     def take(
         self,
@@ -225,13 +240,7 @@ class RowConcat:
         out: np.ndarray | None = None,
         mode: str = "raise",
     ) -> np.ndarray:
-        if axis != 0:
-            return np.take(np.asarray(self), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
-        got = self._gather(np.asarray(indices)).reshape(*np.shape(indices), *self.shape[1:])
-        if out is not None:
-            out[...] = got
-            return out
-        return got
+        return _view_take(self, indices, axis, out, mode)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         arr = self._gather(np.arange(len(self)))
