@@ -104,14 +104,65 @@ class Conditions:
         return self.label_noise > 0 or self.pos_rate is not None or self.meta_fraction > 0
 
 
-class RowSubset:
-    """Rows ``index`` (sorted) of a memory-mapped array, read lazily.
+class _RowView:
+    """A lazy view of rows: what :class:`~autoloss.data.batches.BatchIterator` does with a split's
+    arrays (``len``, ``shape``, ``dtype``, ``nbytes``, slicing ``a[lo:hi]``, ``np.take(a, idx,
+    axis=0)``, which numpy routes to :meth:`take`) reads only the rows asked for, through the
+    subclass's :meth:`rows`; ``np.asarray(a)`` reads all of them."""
 
-    Supports what :class:`~autoloss.data.batches.BatchIterator` does with a split's arrays:
-    ``len``, ``shape``, ``dtype``, ``nbytes``, slicing (``a[lo:hi]``) and ``np.take(a, idx,
-    axis=0)`` (numpy calls :meth:`take`). Each of these reads only the rows asked for, with one
-    ``np.take`` on the underlying array; ``np.asarray(a)`` reads all of them.
-    """
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        raise NotImplementedError
+
+    def rows(self, key: Any) -> np.ndarray:
+        """The rows ``key`` (an int, a slice or an index array) of this view."""
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):  # rows first, then the other axes of what they give
+            rows, rest = (key[0], key[1:]) if key else (slice(None), ())
+            if isinstance(rows, int | np.integer):
+                return self[rows][rest]
+            return self[rows][(slice(None), *rest)]
+        return np.asarray(self.rows(key))
+
+    def take(
+        self,
+        indices: Any,
+        axis: int | None = None,
+        out: np.ndarray | None = None,
+        mode: str = "raise",
+    ) -> np.ndarray:
+        if axis != 0:  # not used by BatchIterator: read everything and let numpy do it
+            return np.take(np.asarray(self), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
+        got = self.rows(indices)
+        if out is None:
+            return got
+        out[...] = got
+        return out
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        arr = self.rows(slice(None))
+        return arr if dtype is None else arr.astype(dtype)
+
+
+class RowSubset(_RowView):
+    """Rows ``index`` (sorted) of a memory-mapped array, read lazily with one ``np.take`` on it."""
 
     def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
         self.base = base
@@ -125,69 +176,16 @@ class RowSubset:
     def dtype(self) -> np.dtype[Any]:
         return self.base.dtype
 
-    @property
-    def ndim(self) -> int:
-        return int(self.base.ndim)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.base.dtype.itemsize
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
     def rows(self, key: Any) -> np.ndarray:
-        """The rows ``key`` (an int, a slice or an index array) of this view."""
         return np.take(self.base, self.index[key], axis=0)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return _view_item(self, key)
-
-    def take(
-        self,
-        indices: Any,
-        axis: int | None = None,
-        out: np.ndarray | None = None,
-        mode: str = "raise",
-    ) -> np.ndarray:
-        return _view_take(self, indices, axis, out, mode)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        arr = np.take(self.base, self.index, axis=0)
-        return arr if dtype is None else arr.astype(dtype)
 
     def __repr__(self) -> str:
         return f"RowSubset({self.shape}, {self.dtype}, of {self.base.shape[0]} rows)"
 
 
-def _view_item(view: Any, key: Any) -> np.ndarray:
-    """``view[key]`` for a lazy row view (:class:`RowSubset`, :class:`RowConcat`): rows first,
-    then the other axes of what they give."""
-    if isinstance(key, tuple):
-        rows, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if isinstance(rows, int | np.integer):
-            return view[rows][rest]
-        return view[rows][(slice(None), *rest)]
-    return np.asarray(view.rows(key))
-
-
-def _view_take(
-    view: Any, indices: Any, axis: int | None, out: np.ndarray | None, mode: str
-) -> np.ndarray:
-    """``np.take(view, indices, axis=0)`` reads only those rows (numpy calls ``view.take``)."""
-    if axis != 0:  # not used by BatchIterator: read everything and let numpy do it
-        return np.take(np.asarray(view), indices, axis=axis, out=out, mode=mode)  # type: ignore[call-overload]
-    got = view.rows(indices)
-    if out is None:
-        return got
-    out[...] = got
-    return out
-
-
-class RowConcat:
-    """The rows of several arrays (or :class:`RowSubset` views) one after the other, read lazily:
-    the same interface as :class:`RowSubset` (the ``[ce+meta]`` control's train split: the train
-    rows, then the meta rows)."""
+class RowConcat(_RowView):
+    """The rows of several arrays (or :class:`RowSubset` views) one after the other, read lazily
+    (the ``[ce+meta]`` control's train split: the train rows, then the meta rows)."""
 
     def __init__(self, parts: Sequence[Any]) -> None:
         self.parts = list(parts)
@@ -201,16 +199,9 @@ class RowConcat:
     def dtype(self) -> np.dtype[Any]:
         return np.dtype(self.parts[0].dtype)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return int(self.bounds[-1])
+    def rows(self, key: Any) -> np.ndarray:
+        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key)
+        return self._gather(idx).reshape(*idx.shape, *self.shape[1:])
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -224,27 +215,6 @@ class RowConcat:
             if sel.size:
                 out[sel] = np.take(part, rows[sel] - self.bounds[i], axis=0)
         return out
-
-    def rows(self, key: Any) -> np.ndarray:
-        """The rows ``key`` (an int, a slice or an index array) of this view."""
-        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key)
-        return self._gather(idx).reshape(*idx.shape, *self.shape[1:])
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return _view_item(self, key)
-
-    def take(
-        self,
-        indices: Any,
-        axis: int | None = None,
-        out: np.ndarray | None = None,
-        mode: str = "raise",
-    ) -> np.ndarray:
-        return _view_take(self, indices, axis, out, mode)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        arr = self._gather(np.arange(len(self)))
-        return arr if dtype is None else arr.astype(dtype)
 
     def __repr__(self) -> str:
         return f"RowConcat({self.shape}, {self.dtype}, of {len(self.parts)} parts)"

@@ -116,6 +116,11 @@ class EncodedDataset:
             self._splits[name] = EncodedSplit(name, x, y, dense, bags)
         return self._splits[name]
 
+    def flipped(self, split: str) -> np.ndarray | None:
+        """Which rows of ``split`` the label noise flipped: None, a prepared dataset has none
+        (:class:`~autoloss.data.conditions.ConditionedDataset` knows its own)."""
+        return None
+
     def noisy_rows(self, name: str) -> np.ndarray | None:
         """The per-row flags of a split's natural noise (the rows of noisy positives of the
         MovieLens implicit protocol: ``<split>/noisy.npy``), or None when it has none."""

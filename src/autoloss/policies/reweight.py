@@ -105,7 +105,7 @@ class Reweight(BilevelPolicy):
             self.network = LossController(
                 len(cs), self.inputs.width, hidden, 0.0, batch_norm=False, output="magnitude"
             )
-        self._off_sum = 0.0
+        self._off_sum: torch.Tensor | float = 0.0  # rows switched off since the last log line
         self._off_n = 0
 
     @classmethod
@@ -181,7 +181,7 @@ class Reweight(BilevelPolicy):
     ) -> torch.Tensor:
         w = normalise(self.magnitudes(logits, y, step)).to(logits.dtype)
         if not own_step and self.training:
-            self._off_sum += float((w.detach().sum(1) < OFF).float().sum())
+            self._off_sum = self._off_sum + (w.detach().sum(1) < OFF).sum()  # no host sync
             self._off_n += w.shape[0]
         return w
 
@@ -193,7 +193,7 @@ class Reweight(BilevelPolicy):
     def stats(self) -> dict[str, float]:
         out = super().stats()
         if self._off_n:
-            out["weight_off"] = self._off_sum / self._off_n  # share of rows with total < OFF
+            out["weight_off"] = float(self._off_sum) / self._off_n  # share of rows with total < OFF
             self._off_sum, self._off_n = 0.0, 0
         return out
 
@@ -216,7 +216,7 @@ class Reweight(BilevelPolicy):
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {**super().get_extra_state(), "off": [self._off_sum, self._off_n]}
+        return {**super().get_extra_state(), "off": [float(self._off_sum), self._off_n]}
 
     def set_extra_state(self, state: Any) -> None:
         super().set_extra_state(state)

@@ -26,6 +26,7 @@ from torch import nn
 
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedSplit
+from autoloss.losses import example_ce
 from autoloss.policies.base import LossPolicy
 
 #: Rows in the sample (all of them for a smaller split).
@@ -55,8 +56,7 @@ def sample_example_weights(
             b = batch.to(device)
             logits = model(*b.inputs())
             w = policy.probabilities(logits, b.y).float().cpu().numpy()
-            probs = torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, 1)
-            given = _given_label_probability(probs, b.y).float().cpu().numpy()
+            given = torch.exp(-example_ce(logits, b.y)).float().cpu().numpy()  # p of the label
             idx = batch.rows.numpy() if batch.rows is not None else np.arange(len(batch))
             parts["prediction"].append(given)
             parts["label"].append(batch.y.numpy().astype(np.int32))
@@ -78,12 +78,6 @@ def sample_example_weights(
         "candidate_weights": cw.astype(np.float32),
         "candidates": np.array(list(policy.candidates), dtype=str),
     }
-
-
-def _given_label_probability(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if probs.dim() == 1:
-        return torch.where(y == 1, probs, 1 - probs)
-    return probs.gather(1, y.long()[:, None]).squeeze(1)
 
 
 def load_example_weights(path: Any) -> dict[str, np.ndarray]:

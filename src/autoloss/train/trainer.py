@@ -685,12 +685,11 @@ class Trainer:
 
     def _example_weights(self) -> dict[str, np.ndarray]:
         """A sample of the training rows' weights under the final policy (example_weights.npz)."""
-        flipped = getattr(self.dataset, "flipped", None)
         return sample_example_weights(
             self.model,
             self.policy,
             self.dataset.split("train"),
-            flipped=flipped("train") if flipped is not None else None,
+            flipped=self.dataset.flipped("train"),
             batch_size=self.cfg.optim.batch_size,
             seed=self.cfg.train.seed,
             device=self.device,
