@@ -384,9 +384,16 @@ def test_train_nproc_two(nproc_run: Path) -> None:
     assert result["world_size"] == 2 and result["test"]["auc"] > 0.7
     assert [r["epoch"] for r in records if r["type"] == "eval"] == [1]
     names = sorted(p.name for p in nproc_run.iterdir())
-    assert names == sorted(
-        ["config.yaml", "controller.pt", "dataset", "metrics.jsonl", "model.pt", "result.json"]
-    )
+    written = [
+        "config.yaml",
+        "controller.pt",
+        "dataset",
+        "metrics.jsonl",
+        "model.pt",
+        "result.json",
+    ]
+    digests = ["controller.pt.sha256", "model.pt.sha256", "result.json.sha256"]
+    assert names == sorted(written + digests)  # rank 0 alone writes: no lock, no temporary left
 
 
 def test_train_nproc_user_errors_are_one_line(data: Path, tmp_path: Path) -> None:

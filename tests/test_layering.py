@@ -1,6 +1,6 @@
 """Data flows one way: each sub-package imports only from the layers below it (and its own).
 
-    errors, files, metrics -> data -> models -> losses -> policies -> train -> experiments
+    errors, files, metrics, locks, yamlfile -> data -> models -> losses -> policies -> train -> experiments
     -> report -> commands, cli
 
 Every ``import`` in src/autoloss is read from the source (function-local ones included; only
@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "autoloss"
 LAYERS = [
-    {"errors", "files", "metrics"},
+    {"errors", "files", "metrics", "locks", "yamlfile"},
     {"data"},
     {"models"},
     {"losses"},

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 # Before torch loads: OpenMP threads that spin-wait collapse throughput when another process
-# shares the cores (measured on a busy 2-core box: 5.8k rows/s spinning vs 89k passive for the
-# same DeepFM run). Passive waiting costs little on an idle machine; users can still override.
+# shares the cores; passive waiting costs some speed on an idle machine (both measured:
+# docs/benchmarks.md, "Kernels"). The environment's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from autoloss import __version__
@@ -36,11 +36,18 @@ DESCRIPTION = (
 )
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters (newlines, escape sequences, ...) written as escapes,
+    so that a path or value holding them cannot break the one-line message or drive the
+    terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with code 2 and one line (no usage dump) on a bad option."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"autoloss {self.prog.split()[-1]}: error: {message}\n")
+        sys.stderr.write(f"autoloss {self.prog.split()[-1]}: error: {terminal_safe(message)}\n")
         raise SystemExit(2)
 
 
@@ -62,7 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AutolossError as exc:
-        sys.stderr.write(f"autoloss {args.command}: error: {exc}\n")
+        sys.stderr.write(f"autoloss {args.command}: error: {terminal_safe(str(exc))}\n")
+        return 2
+    except OSError as exc:
+        # A storage fault a writer did not name (autoloss.files names those it sees): still
+        # one line, naming the file where the system said which.
+        from autoloss.files import is_storage_error, storage_reason
+
+        if not is_storage_error(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = f"cannot write: {storage_reason(exc)}"
+        sys.stderr.write(f"autoloss {args.command}: error: {terminal_safe(where + reason)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"autoloss {args.command}: interrupted\n")

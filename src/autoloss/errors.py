@@ -54,6 +54,14 @@ class CheckpointError(AutolossError):
     """A missing, corrupt or mismatched checkpoint / controller file."""
 
 
+class StorageError(AutolossError):
+    """The machine refused a write: no space left, a quota, a size limit (``ulimit -f``), a
+    read-only or unwritable directory. Names the file and what was being written."""
+
+    #: what the machine said, in words (``no space left on device``)
+    reason: str = ""
+
+
 class RegistryError(ConfigError):
     """An unknown model, loss, candidate or method name."""
 

@@ -157,6 +157,7 @@ def _meta_digest(path: Path) -> str:
     meta = json.loads(path.read_text(encoding="utf-8"))
     for key in ("created", "seconds", "autoloss_version"):
         meta.pop(key)
+    meta.pop("digests", None)  # the arrays' own digests (checked in test_prepare_output_unchanged)
     for entry in meta["inputs"]:
         entry["path"] = Path(entry["path"]).name
     if meta["protocol"].get("movies"):
@@ -189,7 +190,14 @@ def digests(out: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_prepare_output_unchanged(tmp_path: Path, case: str) -> None:
     CASES[case](tmp_path)
-    assert digests(tmp_path / "out") == EXPECTED[case]
+    found = digests(tmp_path / "out")
+    assert found == EXPECTED[case]
+    # meta.json records the SHA-256 and size of every array, as written
+    recorded = json.loads((tmp_path / "out" / "meta.json").read_text(encoding="utf-8"))["digests"]
+    arrays = {k: v for k, v in found.items() if k.endswith(".npy")}
+    assert {k: v["sha256"] for k, v in recorded.items()} == arrays
+    for rel, entry in recorded.items():
+        assert entry["size"] == (tmp_path / "out" / rel).stat().st_size
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from autoloss.data.prepare import (
     clean_stale,
     prepare,
 )
+from autoloss.data.splits import parse_split_option, require_every_split
 from autoloss.errors import ConfigError
 
 
@@ -37,6 +38,17 @@ def _min_count(text: str) -> int | dict[str, int]:
     counts = value.values() if isinstance(value, dict) else [value]
     if min(counts, default=1) < 1:
         raise argparse.ArgumentTypeError(f"min-count must be >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed in 0..2**32-1 (what NumPy's generators accept)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1}, got {value}")
     return value
 
 
@@ -71,7 +83,7 @@ def register(subparsers: Any) -> None:
         "the past in train, the future in valid and test (movielens; csv with 'time:' in "
         "the schema)",
     )
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED, help="seed of the split")
     p.add_argument(
         "--task",
         choices=("binary", "multiclass", "implicit"),
@@ -125,7 +137,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("kind", choices=("criteo",))
     s.add_argument("--rows", type=int, required=True)
     s.add_argument("--out", type=Path, required=True, help="file (.gz/.bz2/.zst compress)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=run_synth)
 
 
@@ -145,6 +157,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         from autoloss.data.embedded import RATINGS
 
         inputs = [RATINGS]
+    parts, _ = parse_split_option(args.split)
+    if args.valid is None:
+        require_every_split(parts)
     with _terminate_as_exit(), _row_progress(args.progress) as progress:
         result = prepare(
             args.format,
@@ -232,6 +247,12 @@ def summary(result: PrepareResult) -> str:
     if result.cleaned.removed or result.cleaned.restored:
         lines.append(result.cleaned.describe(result.path) + " (left by interrupted runs)")
     lines.append(f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s")
+    empty = [name for name, n in result.splits.items() if n == 0]
+    if empty:
+        lines.append(
+            f"warning: the {' and '.join(empty)} split(s) hold no rows: training on this "
+            "dataset is refused (more rows, or another --split)"
+        )
     return "\n".join(lines)
 
 

@@ -9,10 +9,18 @@ from typing import Any
 from autoloss.commands.train import add_training_options, config_from_args
 from autoloss.errors import ConfigError
 from autoloss.experiments.compare import PAPER_METHODS, PAPER_MODELS, PAPER_SEEDS
+from autoloss.files import STALE_SECONDS, check_writable, remove_stale_temporaries
 
 
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _names(text: str | None, default: list[str], option: str) -> list[str]:
+    """The comma-separated names of ``option``; ``default`` when it is not given. Given but
+    empty (``--models ''``, ``--methods ,``) is refused: it is a mistake, not "the default"."""
+    if text is None:
+        return list(default)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{option} {text!r} names nothing: give NAME,... or leave it out")
+    return names
 
 
 #: Training options compare sets per run, and what to give instead.
@@ -43,6 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from autoloss.experiments.grid import parse_grid
 
     refuse_per_run_options(args)
+    check_writable(Path(args.out))  # before any work: under a file, read-only: one line
     shard = parse_shard(args.shard) if args.shard is not None else None
     models, methods = args.models, args.methods
     grid = parse_grid(args.grid or [])
@@ -50,8 +59,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     exp = experiment_from_config(
         cfg,
         args.out,
-        models=_names(models or ",".join(PAPER_MODELS)),
-        methods=_names(methods or ",".join(PAPER_METHODS)),
+        models=_names(models, list(PAPER_MODELS), "--models"),
+        methods=_names(methods, list(PAPER_METHODS), "--methods"),
         num_seeds=args.seeds,
         grid=grid,
     )
@@ -66,6 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         gpus_per_run=args.gpus_per_run,
     )
     prepare_experiment(exp, overwrite=args.overwrite)
+    remove_stale_temporaries(exp.out, min_age=STALE_SECONDS)  # shared: only those of no live write
     outcome = run_experiment(exp, executor=executor, shard=shard)
     print()
     print(outcome.table)
@@ -85,9 +95,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autoloss.report.contents import write_report
+    from autoloss.report.contents import REPORT_DIR, write_report
 
-    path = write_report(Path(args.path), Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    if out is not None or Path(args.path).is_dir():  # before any work: one line
+        check_writable(out or Path(args.path) / REPORT_DIR)
+    path = write_report(Path(args.path), out)
     print(f"report: {path}")
     return 0
 

@@ -174,8 +174,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     nproc = _nproc(args)
     if nproc > 1:
         return _launch(args, cfg, nproc)
-    # Under torchrun (WORLD_SIZE > 1) this process is one rank of the run (docs/distributed.md).
-    with distributed.process_group(cfg.train.device) as ctx:
+    # Under torchrun (WORLD_SIZE > 1) this process is one rank of the run (docs/distributed.md);
+    # its errors are one line, printed once (by the --nproc launcher).
+    with distributed.one_line_failures(), distributed.process_group(cfg.train.device) as ctx:
         if ctx is not None:
             distributed.check_config(cfg)
         run_dir, result = train_any(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -206,7 +207,10 @@ def _nproc(args: argparse.Namespace) -> int:
 def _launch(args: argparse.Namespace, cfg: RunConfig, nproc: int) -> int:
     """``--nproc N``: check here what can be checked (one line, exit 2), then run this command
     as N ranks through ``torch.distributed.run`` on this machine."""
+    import os
+
     from autoloss.data.store import open_dataset
+    from autoloss.locks import INHERITED_ENV, hold_run
     from autoloss.train import distributed
     from autoloss.train.run import check_resumable, check_run_dir, run_dir_of
 
@@ -215,10 +219,16 @@ def _launch(args: argparse.Namespace, cfg: RunConfig, nproc: int) -> int:
     open_dataset(cfg.data.path, task=cfg.data.task)  # a wrong --data: one line, here
     distributed.rank_device(cfg.train.device, nproc - 1)  # one GPU per process
     rd = run_dir_of(cfg)  # chosen once: a default name holds the time
-    check_run_dir(rd, resume=args.resume, overwrite=args.overwrite)
-    if args.resume:
-        check_resumable(rd, cfg)
-    return distributed.launch_local(nproc, [*rank_argv(args), "--out", str(rd.path)])
+    # This process holds the run's lock for its ranks: rank 0 writes under it (INHERITED_ENV).
+    with hold_run(rd.path) as lock:
+        check_run_dir(rd, resume=args.resume, overwrite=args.overwrite)
+        if args.resume:
+            check_resumable(rd, cfg)
+        os.environ[INHERITED_ENV] = lock.token
+        try:
+            return distributed.launch_local(nproc, [*rank_argv(args), "--out", str(rd.path)])
+        finally:
+            os.environ.pop(INHERITED_ENV, None)
 
 
 def rank_argv(args: argparse.Namespace) -> list[str]:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from autoloss import yamlfile
 from autoloss.data.columns import (
     Problem,
     bucket,
@@ -718,13 +719,18 @@ class CsvSchema:
         except DataError as exc:
             raise SchemaError(f"schema file: {exc.message}", path=path) from None
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            raw = yamlfile.load(text, what="schema file", invalid=_INVALID)
+            if raw is _INVALID:
+                yaml.safe_load(text)  # raises the YAMLError that says where
         except OSError as exc:
             raise SchemaError(f"cannot read ({one_line(exc.strerror or exc)})", path=path) from None
         except UnicodeDecodeError as exc:
             raise SchemaError(f"not UTF-8 text ({exc.reason})", path=path) from None
         except yaml.YAMLError as exc:
             raise SchemaError(f"invalid YAML ({_yaml_problem(exc)})", path=path) from None
+        except ConfigError as exc:  # nested too deeply, or an alias bomb
+            raise SchemaError(exc.message, path=path) from None
         return cls.from_dict(raw, path)
 
 
@@ -736,6 +742,9 @@ def _is_name(value: Any) -> bool:
 def _shown(value: Any) -> str:
     """A schema value in a message: a short escaped quotation."""
     return printable(value) if isinstance(value, str) else excerpt(repr(value), 40)
+
+
+_INVALID = object()
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

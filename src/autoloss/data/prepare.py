@@ -24,7 +24,6 @@ dictionaries at a time at the end.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -62,8 +61,14 @@ from autoloss.data.tmpdirs import (
     release_build_dir,
     remove,
 )
-from autoloss.errors import ConfigError
-from autoloss.files import check_creatable, write_text
+from autoloss.errors import ConfigError, StorageError
+from autoloss.files import (
+    check_writable,
+    file_sha256,
+    is_storage_error,
+    storage_reason,
+    write_text,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -83,8 +88,6 @@ __all__ = [
 DEFAULT_CHUNK_ROWS = 262_144
 DEFAULT_SEED = 2021
 DEFAULT_SPLIT = (8.0, 1.0, 1.0)
-# Errors writing the dataset that are the user's to fix: space, quota, permissions.
-_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 _HASH_SPLIT = "seeded per-row hash (splitmix64 of seed and row number)"
 
 
@@ -199,7 +202,7 @@ def check_output(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> Non
     """ConfigError (naming ``--out``) for a target that cannot or must not be (re)placed: under
     a file, an existing file or directory without ``overwrite``, an input or a directory that
     holds one."""
-    check_creatable(out)
+    check_writable(out)
     if not (out.exists() or out.is_symlink()):
         return
     is_dir = out.is_dir()
@@ -319,8 +322,9 @@ def _build(
             path=out,
             column="--out",
         ) from None
-    tmp = make_build_dir(out)
+    tmp = None
     try:
+        tmp = make_build_dir(out)
         digested = [inp.bound.path for inp in inputs] + list(fmt.side_inputs())
         with FieldPool(workers) as pool, BackgroundDigests(digested) as digests:
             meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests, protocol)
@@ -328,14 +332,18 @@ def _build(
         write_text(tmp / "meta.json", json.dumps(meta, indent=1) + "\n")
         release_build_dir(tmp)
         _commit(tmp, out, overwrite)
-    except OSError as exc:
-        remove(tmp)
-        if exc.errno in _STORAGE_ERRORS:
-            reason = (exc.strerror or str(exc)).lower()
-            raise ConfigError(f"cannot write the dataset ({reason})", path=out) from None
+    except (OSError, StorageError) as exc:
+        if tmp is not None:
+            remove(tmp)
+        if isinstance(exc, StorageError) or is_storage_error(exc):
+            reason = exc.reason if isinstance(exc, StorageError) else storage_reason(exc)
+            raise StorageError(
+                f"cannot write the dataset: {reason}; nothing of it was left behind", path=out
+            ) from None
         raise
     except BaseException:
-        remove(tmp)
+        if tmp is not None:
+            remove(tmp)
         raise
     return meta
 
@@ -416,7 +424,19 @@ def _write_dataset(
         meta["side_data"] = side
     if fmt.task == "binary":
         meta["positive_rate"] = {name: _rate(c) for name, c in label_counts.items()}
+    meta["digests"] = array_digests(tmp)
     return meta
+
+
+def array_digests(root: Path) -> dict[str, dict[str, Any]]:
+    """SHA-256 and size of every array of the splits (``<split>/*.npy``), by relative path:
+    meta.json records them, :meth:`EncodedDataset.check_digests` checks them."""
+    out = {}
+    for name in SPLITS:
+        for p in sorted((root / name).glob("*.npy")):
+            digest, size = file_sha256(p)
+            out[f"{name}/{p.name}"] = {"sha256": digest, "size": size}
+    return out
 
 
 def _meta(

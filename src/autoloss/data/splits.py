@@ -8,6 +8,7 @@ split); or, with ``--split temporal``, the row's time compared with two cut poin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,17 +18,35 @@ from autoloss.errors import ConfigError
 
 
 def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:
-    """``"8:1:1"`` -> (8, 1, 1); ConfigError unless three non-negative parts with train > 0."""
+    """``"8:1:1"`` -> (8, 1, 1); ConfigError unless three finite, non-negative parts with
+    train > 0 (a zero part leaves that split empty: the command line refuses it, see
+    :func:`require_every_split`)."""
     try:
         parts = [float(p) for p in (text.split(":") if isinstance(text, str) else text)]
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"--split must look like 8:1:1, got {text!r}", column="--split") from exc
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0:
+    if len(parts) != 3 or not all(math.isfinite(p) for p in parts):
+        raise ConfigError(
+            f"--split needs three finite numbers like 8:1:1, got {text!r}", column="--split"
+        )
+    if min(parts) < 0 or parts[0] <= 0:
         raise ConfigError(
             f"--split needs three non-negative parts with train > 0, got {text!r}",
             column="--split",
         )
     return parts[0], parts[1], parts[2]
+
+
+def require_every_split(parts: tuple[float, float, float]) -> None:
+    """ConfigError unless every part is > 0: a run needs rows to train on, to select on
+    (validation) and to report (test)."""
+    empty = [name for name, p in zip(("train", "valid", "test"), parts) if p <= 0]
+    if empty:
+        raise ConfigError(
+            f"--split {':'.join(f'{p:g}' for p in parts)} leaves {' and '.join(empty)} empty; "
+            "training needs rows in all three (e.g. 8:1:1)",
+            column="--split",
+        )
 
 
 def split_of_rows(start: int, n: int, seed: int, parts: tuple[float, float, float]) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import DataError
+from autoloss.files import verify_recorded
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -100,6 +101,7 @@ class EncodedDataset:
                 f"no split {name!r} (has {', '.join(self.split_names)})", path=self.path
             )
         if name not in self._splits:
+            self.check_digests(name)
             rows = int(self.meta["splits"][name])
             d = self.path / name
             spec = self.spec
@@ -113,8 +115,27 @@ class EncodedDataset:
             y = _load(d / "y.npy", rows, "int32")
             dense = _load(d / "dense.npy", rows, "float32") if spec.dense_names else None
             bags = _load(d / "bags.npy", rows, "int32") if spec.bag_names else None
+            check_ids(EncodedSplit(name, x, y, dense, bags), spec, d)
             self._splits[name] = EncodedSplit(name, x, y, dense, bags)
         return self._splits[name]
+
+    def check_digests(self, split: str) -> None:
+        """DataError naming the file when an array of ``split`` differs from the SHA-256 that
+        meta.json recorded when the dataset was prepared (``digests``; a dataset prepared by an
+        older version records none and is read unchecked). Each file is hashed once per process
+        (:func:`autoloss.files.file_sha256`)."""
+        recorded = self.meta.get("digests")
+        if not isinstance(recorded, dict):
+            return
+        for rel in sorted(recorded):
+            if rel.startswith(f"{split}/"):
+                verify_recorded(
+                    self.path / rel,
+                    recorded[rel],
+                    rel,
+                    "prepare the dataset again (autoloss prepare ... --overwrite)",
+                    DataError,
+                )
 
     def flipped(self, split: str) -> np.ndarray | None:
         """Which rows of ``split`` the label noise flipped: None, a prepared dataset has none
@@ -146,6 +167,42 @@ class EncodedDataset:
         return f"EncodedDataset({str(self.path)!r}, {rows})"
 
 
+#: Rows read at a time by :func:`check_ids` (bounded memory on data larger than RAM).
+_CHECK_ROWS = 1 << 20
+
+
+def check_ids(split: EncodedSplit, spec: FeatureSpec, where: Path) -> None:
+    """DataError unless every id of ``split`` lies within its field's vocabulary (bags: or the
+    padding -1) and every label within the classes: an id out of range would read another
+    field's embedding row (shared table) or fail deep inside the model. One pass in blocks."""
+    arrays = [
+        ("x.npy", split.x, 0, np.asarray(spec.cat_vocab, dtype=np.int64)),
+        ("y.npy", split.y, 0, np.asarray([spec.num_classes], dtype=np.int64)),
+    ]
+    if split.bags is not None:
+        arrays.append(("bags.npy", split.bags, -1, np.asarray(spec.bag_vocab, dtype=np.int64)))
+    for start in range(0, len(split), _CHECK_ROWS):
+        for fname, arr, low, top in arrays:
+            block = np.asarray(arr[start : start + _CHECK_ROWS])
+            lo, hi = _column_range(block)
+            bad = np.flatnonzero((lo < low) | (hi >= top))
+            if bad.size:
+                j = int(bad[0])
+                raise DataError(
+                    f"corrupt array: values {lo[j]}..{hi[j]} in column {j} of rows "
+                    f"{start}..{start + len(block) - 1}, outside {low}..{top[j] - 1} "
+                    "(its vocabulary); prepare the data again",
+                    path=where / fname,
+                )
+
+
+def _column_range(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column (axis 1; a 1-d array is one column): the least and greatest value."""
+    cols = block.reshape(len(block), 1) if block.ndim == 1 else block
+    axes = tuple(i for i in range(cols.ndim) if i != 1)
+    return cols.min(axis=axes).astype(np.int64), cols.max(axis=axes).astype(np.int64)
+
+
 def open_dataset(path: str | Path | None = None, *, task: str = "binary") -> EncodedDataset:
     """An encoded dataset directory, or (``path=None``) the embedded MovieLens sample prepared
     for ``task`` ("binary" or "multiclass") on first use.
@@ -159,3 +216,47 @@ def open_dataset(path: str | Path | None = None, *, task: str = "binary") -> Enc
 
         return EncodedDataset(default_dataset(task))
     return EncodedDataset(path)
+
+
+def check_trainable(dataset: Any, ranks: int = 1) -> list[str]:
+    """Refuse data a run cannot train on (DataError naming the split): an empty split, or fewer
+    training rows than processes; return warnings for data it can train on but not measure
+    well (a split with one class only: its AUC is undefined)."""
+    warnings = []
+    for name in dataset.split_names:
+        split = dataset.split(name)
+        need = ranks if name == "train" else 1
+        if len(split) < need:
+            per = f", fewer than the {ranks} processes of --nproc" if need > 1 else ""
+            raise DataError(
+                f"the {name} split holds {len(split)} row(s){per}: a run needs more "
+                "(more data, or another prepare --split)",
+                path=dataset.path,
+            )
+        classes = np.flatnonzero(np.bincount(np.asarray(split.y)))
+        if len(classes) < 2:
+            what = {
+                "train": "the model can learn nothing but that label",
+                "valid": "its AUC is undefined (nan): select by logloss "
+                "(--set train.select_by=logloss)",
+            }.get(name, "its AUC is undefined (reported as nan)")
+            warnings.append(
+                f"the {name} split has one class only (every label {int(classes[0])}): {what}"
+            )
+    return warnings
+
+
+#: meta.json keys that say when and how fast a dataset was prepared, not what it holds.
+_CIRCUMSTANTIAL = frozenset({"created", "seconds", "autoloss_version"})
+
+
+def identity(meta: dict[str, Any]) -> str:
+    """A digest of what a dataset holds, from its meta.json (inputs with their SHA-256, splits,
+    vocabularies' sizes, class counts, ...; not when it was prepared): a dataset prepared again
+    from other inputs or with other options has another identity. A resumed run compares it
+    with the one its checkpoint recorded."""
+    import hashlib
+
+    kept = {k: v for k, v in meta.items() if k not in _CIRCUMSTANTIAL}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

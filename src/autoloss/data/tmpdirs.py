@@ -76,7 +76,11 @@ def make_build_dir(out: Path) -> Path:
             column="--out",
         ) from None
     owner = {"host": host_name(), "pid": os.getpid(), "started": _start_time(os.getpid())}
-    write_text(tmp / OWNER_FILE, json.dumps(owner) + "\n")
+    try:
+        write_text(tmp / OWNER_FILE, json.dumps(owner) + "\n", what="the owner file")
+    except BaseException:  # a full disk: no empty build directory left behind
+        remove(tmp)
+        raise
     return tmp
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from autoloss import __version__
+from autoloss import __version__, yamlfile
 from autoloss.errors import AutolossError, CheckpointError, ConfigError
 from autoloss.experiments.executors import Executor, RunCall, local_executor
 from autoloss.experiments.grid import (
@@ -60,7 +60,6 @@ from autoloss.experiments.grid import (
     grid_text,
     value_text,
 )
-from autoloss.experiments.locks import RunLock, describe_holder, guard
 from autoloss.experiments.tables import (
     ConditionSummary,
     ResultRow,
@@ -72,9 +71,10 @@ from autoloss.experiments.tables import (
     summarize,
     write_results_csv,
 )
-from autoloss.files import TMP_SUFFIX, atomic_output, write_text
-from autoloss.train.config import RunConfig
-from autoloss.train.rundir import RunDir
+from autoloss.files import TMP_SUFFIX, atomic_output, make_dirs, read_verified_text, write_text
+from autoloss.locks import RunLock, describe_holder, guard
+from autoloss.train.config import MAX_SEED, RunConfig
+from autoloss.train.rundir import RESULT_HINT, RunDir
 
 #: CPU threads of every run of a grid when ``--threads`` is not given: one, so that a serial grid,
 #: ``--jobs N``, shards and Ray tasks compute the same table (and N runs use N cores side by side).
@@ -215,8 +215,10 @@ class Experiment:
         }
 
     def save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_output(self.out / "experiment.yaml", "w", encoding="utf-8") as fh:
+        make_dirs(self.out, "the experiment directory")
+        with atomic_output(
+            self.out / "experiment.yaml", "w", what="the experiment's settings", encoding="utf-8"
+        ) as fh:
             yaml.safe_dump(self.to_dict(), fh, sort_keys=False)
 
     @classmethod
@@ -225,7 +227,7 @@ class Experiment:
         if not p.is_file():
             raise ConfigError("not an experiment directory (no experiment.yaml)", path=Path(out))
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            raw = yamlfile.load(p.read_text(encoding="utf-8"), path=p, what="experiment.yaml")
             base = RunConfig.from_dict(raw["config"], source=str(p))
             return cls(
                 Path(out),
@@ -265,6 +267,10 @@ class Experiment:
         )
 
 
+#: The most seeds one experiment may ask for (more is a typo: ten are the protocol's headline).
+MAX_SEEDS = 10_000
+
+
 def experiment_from_config(
     base: RunConfig,
     out: str | Path,
@@ -279,8 +285,13 @@ def experiment_from_config(
     ``grid``: the conditions' dimensions, ``[(key, values), ...]`` (:func:`parse_grid` reads
     them from ``--grid``); every key and value is checked here (:func:`check_grid`).
     """
-    if num_seeds < 1:
-        raise ConfigError(f"--seeds {num_seeds}: need at least one seed")
+    if not 1 <= num_seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {num_seeds}: give 1..{MAX_SEEDS} seeds")
+    if base.train.seed + num_seeds - 1 > MAX_SEED:
+        raise ConfigError(
+            f"--seeds {num_seeds} from --seed {base.train.seed} goes past the largest seed "
+            f"{MAX_SEED}: start lower"
+        )
     models = [m.strip() for m in models if m.strip()]
     methods = [m.strip() for m in methods if m.strip()]
     if not models:
@@ -596,7 +607,7 @@ def run_experiment(
         f" methods × {len(exp.seeds)} seeds{conds}){part}, {len(skipped)} finished,"
         f" {len(todo)} to train" + (executor.describe() if todo else "")
     )
-    exp.runs_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(exp.runs_dir, "the runs directory")
     tally = _Tally(len(todo), log)
     try:
         _train(exp, todo, tally, quiet_runs, executor)
@@ -631,7 +642,7 @@ def collect_rows(exp: Experiment) -> list[ResultRow]:
         if not p.is_file():
             continue
         try:
-            result = json.loads(p.read_text(encoding="utf-8"))
+            result = json.loads(read_verified_text(p, "result.json", RESULT_HINT))
         except ValueError:
             continue
         row = result_row(
@@ -690,7 +701,7 @@ def finish_experiment(
             )
         else:
             table = render_markdown(summary, title=exp.title(), notes=notes, baseline=baseline)
-        write_text(exp.out / "table.md", table)
+        write_text(exp.out / "table.md", table, what="the table")
     return CompareOutcome(
         rows,
         summary,

@@ -23,6 +23,8 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -111,7 +113,10 @@ class ProcessExecutor(Executor):
         if not calls:
             return
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(calls)), mp_context=ctx) as pool:
+        workers = min(self.jobs, len(calls))
+        with cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(fn, *call.args()): call for call in calls}
             try:
                 for fut in cf.as_completed(futures):
@@ -121,6 +126,29 @@ class ProcessExecutor(Executor):
                 for f in futures:
                     f.cancel()  # runs already training finish (and are kept); queued ones never start
                 raise
+
+
+#: How often a worker checks that the process that started it is still alive (seconds).
+PARENT_CHECK_S = 0.5
+
+
+def watch_parent(parent: int) -> None:
+    """A worker's initializer: the worker exits when ``parent`` (the ``compare`` process) dies.
+
+    A ``SIGKILL`` of ``compare`` gives its pool no chance to stop the workers; without this they
+    would train on as orphans (and multiprocessing's resource tracker, which waits for them,
+    with them). The thread sees the worker re-parented (``os.getppid()`` changes) and ends the
+    process at once: its run keeps its last checkpoint (written atomically), and its lock, whose
+    process is gone, is taken over as stale by the next ``compare``, which resumes the run.
+    (``PR_SET_PDEATHSIG`` is not used: it fires when the *thread* that spawned the worker ends.)
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch parent", daemon=True).start()
 
 
 def local_executor(jobs: int = 1) -> Executor:

@@ -24,6 +24,7 @@ from typing import Any
 
 from autoloss.data.store import EncodedDataset
 from autoloss.errors import ConfigError
+from autoloss.locks import hold_run
 from autoloss.policies.base import config_candidates
 from autoloss.policies.registry import SEARCH_METHOD, check_controller_option
 from autoloss.train import run as runs
@@ -67,20 +68,25 @@ def check_search_config(cfg: RunConfig) -> None:
 def train_searched(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Any = None
 ) -> tuple[Path, dict[str, Any]]:
-    """Search the weights (unless a resumed run already did), then train with them."""
+    """Search the weights (unless a resumed run already did), then train with them. The run
+    directory is locked for the whole of it (:func:`~autoloss.locks.hold_run`; re-entrant)."""
     check_search_config(cfg)
     rd = run_dir_of(cfg)
-    check_run_dir(rd, resume=resume, overwrite=overwrite)
-    if resume:
-        check_resumable(rd, cfg)
-    saved = rd.read_json(rd.search) if resume else None
-    if saved is not None:
-        outcome = FixedWeightsOutcome.from_dict(saved)
-    elif resume and rd.result.exists():
-        return rd.path, rd.read_result() or {}
-    else:
-        outcome = search_weights(cfg, run_dataset(cfg), log or (lambda s: print(s, flush=True)))
-    return train_run(cfg, resume=resume, overwrite=overwrite, log=log, preset=outcome)
+    cfg = cfg.copy()
+    cfg.out = str(rd.path)  # the search and the training write one directory
+    with hold_run(rd.path):
+        check_run_dir(rd, resume=resume, overwrite=overwrite)
+        if resume:
+            check_resumable(rd, cfg)
+        saved = rd.read_json(rd.search) if resume else None
+        if saved is not None:
+            outcome = FixedWeightsOutcome.from_dict(saved)
+        elif resume and rd.result.exists():
+            return rd.path, rd.read_result() or {}
+        else:
+            say = log or (lambda s: print(s, flush=True))
+            outcome = search_weights(cfg, run_dataset(cfg), say)
+        return train_run(cfg, resume=resume, overwrite=overwrite, log=log, preset=outcome)
 
 
 def train_any(cfg: RunConfig, **options: Any) -> tuple[Path, dict[str, Any]]:

@@ -129,7 +129,7 @@ def write_results_csv(
     """Write ``results.csv`` atomically (a reader never sees half a file); ``extra_columns``
     (the condition and its grid keys) after :data:`RESULT_COLUMNS`."""
     columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
-    with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(path, "w", what="the results", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for row in rows:

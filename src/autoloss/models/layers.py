@@ -464,6 +464,20 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that also trains on a batch of one row: a single row has no batch
+    statistics (torch raises), so it is normalised with the running statistics, which it leaves
+    unchanged (``--batch-size 1``, a last batch of one row, one rank's single row under
+    ``--nproc``). Batches of two rows or more: exactly ``nn.BatchNorm1d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 class MLP(nn.Module):
     """Feed-forward tower: per hidden layer Linear, [BatchNorm1d], ReLU, [Dropout]; optional head.
 
@@ -485,7 +499,7 @@ class MLP(nn.Module):
         for h in hidden:
             layers.append(nn.Linear(width, h))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
+                layers.append(BatchNorm1d(h))
             layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(Dropout(dropout))

@@ -553,7 +553,9 @@ _REQUIRED = (
 def load_controller(path: str | Path) -> LoadedController:
     """Read and rebuild a saved controller; :class:`CheckpointError` if missing, corrupt or foreign."""
     p = Path(path)
-    state = load_state(p, "controller file")
+    state = load_state(
+        p, "controller file", "use another controller, or train the run that wrote it again"
+    )
     if not isinstance(state, dict) or state.get("format") != CONTROLLER_FORMAT:
         raise CheckpointError(
             "not an autoloss controller file (expected the controller.pt of an autoloss run)",

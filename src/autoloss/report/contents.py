@@ -45,6 +45,7 @@ from autoloss.experiments.tables import (
     significance_rows,
     summarize,
 )
+from autoloss.files import make_dirs, remove_stale_temporaries
 from autoloss.report import plots
 from autoloss.report.html import HtmlPage
 from autoloss.report.policy_map import (
@@ -89,6 +90,13 @@ def write_report(path: Path, out: Path | None = None) -> Path:
         "neither a run directory (config.yaml) nor an experiment directory (experiment.yaml)",
         path=path,
     )
+
+
+def start_output(out: Path) -> None:
+    """Create the report directory and remove the temporary files that a report killed mid-write
+    left there (the directory is the report's own)."""
+    make_dirs(out, "the report directory")
+    remove_stale_temporaries(out)
 
 
 def _slug(text: str) -> str:
@@ -275,7 +283,7 @@ def _fmt(v: object, digits: int = 4) -> str:
 def run_report(run_dir: Path, out: Path | None = None) -> Path:
     rec = read_run(run_dir)
     out = out or run_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    start_output(out)
     task = str((rec.result or {}).get("task") or rec.config.get("data", {}).get("task", "binary"))
     label = f"{rec.model} with {rec.method}"
     page = HtmlPage(f"Run {run_dir.name}: {label}")
@@ -433,7 +441,7 @@ def experiment_report_and_reading(exp_dir: Path, out: Path | None = None) -> tup
 
     exp = Experiment.load(exp_dir)
     out = out or exp_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    start_output(out)
     rows = collect_rows(exp)
     if not rows and (exp_dir / "results.csv").is_file():
         rows = read_results_csv(exp_dir / "results.csv")

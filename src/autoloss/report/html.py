@@ -71,7 +71,7 @@ class HtmlPage:
         )
 
     def write(self, path: Path) -> Path:
-        write_text(path, self.render())
+        write_text(path, self.render(), what="the report")
         return path
 
 

@@ -78,7 +78,7 @@ def candidate_style(name: str, position: int, count: int, points: int) -> dict[s
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    with atomic_output(path) as fh:
+    with atomic_output(path, what="the plot") as fh:
         fig.savefig(fh, dpi=DPI, format="png")
     return path
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from autoloss.errors import DataError
+from autoloss import yamlfile
+from autoloss.errors import ConfigError, DataError
+from autoloss.files import read_verified_text
+from autoloss.train.rundir import RESULT_HINT, read_records
 
 
 @dataclass
@@ -52,23 +54,17 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """Validation and policy records of ``metrics.jsonl``, by step.
 
     A resumed run may repeat the records of its interrupted epoch; the last one of a step wins.
-    A truncated last line (a run killed while writing) is ignored.
+    A truncated last line (a run killed while writing) and damaged lines are ignored.
     """
     evals: dict[int, dict[str, Any]] = {}
     policy: dict[int, dict[str, Any]] = {}
     if not path.is_file():
         return [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict) or "step" not in rec:
-            continue
+    for rec in read_records(path)[0]:  # damaged lines (not UTF-8, not JSON) are left out
         if rec.get("type") == "eval" and rec.get("split", "valid") == "valid":
-            evals[int(rec["step"])] = rec
+            evals[rec["step"]] = rec
         elif rec.get("type") == "policy":
-            policy[int(rec["step"])] = rec
+            policy[rec["step"]] = rec
     return [evals[k] for k in sorted(evals)], [policy[k] for k in sorted(policy)]
 
 
@@ -79,13 +75,15 @@ def read_run(run_dir: str | Path) -> RunRecords:
     config: dict[str, Any] = {}
     if (rd / "config.yaml").is_file():
         try:
-            config = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            text = (rd / "config.yaml").read_text(encoding="utf-8", errors="replace")
+            config = yamlfile.load(text, what="config.yaml", invalid={}) or {}
+        except ConfigError:  # nested too deeply, or an alias bomb: not a config.yaml we wrote
             config = {}
     result = None
     if (rd / "result.json").is_file():
         try:
-            result = json.loads((rd / "result.json").read_text(encoding="utf-8"))
+            text = read_verified_text(rd / "result.json", "result.json", RESULT_HINT)
+            result = json.loads(text)
         except ValueError:
             raise DataError("result.json is not valid JSON", path=rd / "result.json") from None
     evals, policy = read_metrics(rd / "metrics.jsonl")

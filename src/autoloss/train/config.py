@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from autoloss import yamlfile
 from autoloss.errors import ConfigError
 from autoloss.files import write_text
 from autoloss.policies.config import LossConfig
@@ -109,9 +110,10 @@ class RunConfig:
         if not p.is_file():
             raise ConfigError("config file not found", path=p)
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", path=p) from None
+        raw = yamlfile.load(text, path=p, what="config file")
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError("a config file must be a mapping of sections", path=p)
         return cls.from_dict(raw or {}, source=str(p))
@@ -169,6 +171,10 @@ class RunConfig:
 
 #: The most CPU threads a run may ask for (more is a typo, and crashes OpenMP on some machines).
 MAX_THREADS = 1024
+#: Seeds: what every random generator a run seeds accepts (NumPy's legacy seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+#: Every other integer setting: a 32-bit signed value (more is a typo, e.g. ``epochs=1e308``).
+MAX_INT = 2**31 - 1
 
 
 def _finite(v: Any) -> bool:
@@ -200,6 +206,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.lr_decay_on_plateau": (lambda v: _finite(v) and 0 < v <= 1, "in (0, 1] (1: off)"),
     "model.dense_init": (lambda v: v in ("torch", "xavier"), "torch or xavier"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.seed": (lambda v: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED}"),
+    "data.noise_seed": (lambda v: v is None or 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED} or empty"),
     "train.patience": (lambda v: v >= 1, ">= 1"),
     "train.eval_every_steps": (lambda v: v >= 0, ">= 0 (0: once per epoch)"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
@@ -232,10 +240,20 @@ RESUMABLE_CHANGES = NEUTRAL_SETTINGS | {
 
 
 def check_value(key: str, value: Any, source: str | None = None) -> None:
+    origin = f" (from {source})" if source else ""
     rule = RULES.get(key)
     if rule is not None and not rule[0](value):
-        origin = f" (from {source})" if source else ""
-        raise ConfigError(f"setting '{key}'{origin} must be {rule[1]}, got {value!r}")
+        raise ConfigError(f"setting '{key}'{origin} must be {rule[1]}, got {_short(value)}")
+    limit = MAX_SEED if key.endswith("seed") else MAX_INT
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit:
+            raise ConfigError(f"setting '{key}'{origin} must be at most {limit}, got {_short(v)}")
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters (a 309-digit number is not worth echoing)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -256,10 +274,7 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _parse_scalar(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
+        return yamlfile.load(value, what=f"the value {value[:40]!r}", invalid=value)
     return value
 
 

@@ -21,12 +21,17 @@ from __future__ import annotations
 import faulthandler
 import gc
 import io
+import logging
 import os
+import signal
+import tempfile
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -35,13 +40,22 @@ from torch import nn
 
 from autoloss.data.batches import BatchIterator
 from autoloss.data.spec import Batch
-from autoloss.errors import ConfigError
+from autoloss.errors import AutolossError, ConfigError
+from autoloss.locks import _proc_stat
 from autoloss.train.config import RunConfig
 from autoloss.train.optim import split_parameters
 
 #: Seconds a collective (and the process group's start) may wait for the other ranks.
 TIMEOUT_ENV = "AUTOLOSS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
+#: Set by the ``--nproc`` launcher (:func:`launch_local`) for its ranks: a directory where each
+#: rank leaves its pid (``rank-R.pid``) and, when it fails, its one-line error (``rank-R.error``),
+#: which the launcher prints once instead of every rank printing its own.
+REPORT_ENV = "AUTOLOSS_RANK_REPORTS"
+
+
+class DistributedError(AutolossError):
+    """A distributed run stopped because a rank stopped answering or went away (one line)."""
 
 
 class Batches(Protocol):
@@ -132,8 +146,97 @@ def init_from_env(device_name: str) -> Context | None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
+        _announce()
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
     return context()
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: one line, printed once
+
+
+def _reports() -> str:
+    return os.environ.get(REPORT_ENV, "")
+
+
+def _announce() -> None:
+    """Leave this rank's pid where the launcher and the other ranks find it."""
+    if _reports():
+        with suppress(OSError, KeyError, ValueError):
+            rank = int(os.environ["RANK"])
+            Path(_reports(), f"rank-{rank}.pid").write_text(str(os.getpid()))
+
+
+def _peer_states() -> dict[int, tuple[int, str]]:
+    """(pid, state) of every other rank that announced itself: "stopped", "gone" or "running"."""
+    out: dict[int, tuple[int, str]] = {}
+    me = int(os.environ.get("RANK", "-1"))
+    files = Path(_reports()).glob("rank-*.pid") if _reports() else iter(())
+    for f in files:
+        with suppress(OSError, ValueError):
+            rank, pid = int(f.stem.removeprefix("rank-")), int(f.read_text())
+            if rank == me:
+                continue
+            stat = _proc_stat(pid)
+            state = "gone" if stat is None or stat[0] in "ZX" else "running"
+            out[rank] = (pid, "stopped" if stat is not None and stat[0] in "Tt" else state)
+    return dict(sorted(out.items()))
+
+
+def collective_failure(exc: BaseException) -> DistributedError | None:
+    """A collective (or the process group's start) that failed because another rank stopped
+    answering or went away, as one line naming that rank where it can be told; None for any
+    other error."""
+    if not isinstance(exc, RuntimeError):  # DistBackendError, DistNetworkError, gloo's errors
+        return None
+    text = str(exc)
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
+    lost = any(
+        s in text
+        for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                  "Connection refused", "Socket closed")
+    )  # fmt: skip
+    if not (timed_out or lost):
+        return None
+    me = os.environ.get("RANK", "?")
+    peers = _peer_states()
+    stopped = [f"rank {r} (pid {pid})" for r, (pid, st) in peers.items() if st == "stopped"]
+    gone = [f"rank {r} (pid {pid})" for r, (pid, st) in peers.items() if st == "gone"]
+    if stopped:
+        who = f"{', '.join(stopped)} stopped answering: the process is stopped (SIGSTOP or Ctrl-Z)"
+    elif gone:
+        who = f"{', '.join(gone)} stopped answering: the process is gone"
+    else:
+        who = "another rank stopped answering" if timed_out else "another rank went away"
+    waited = f" after {timeout_seconds():g}s ({TIMEOUT_ENV})" if timed_out else ""
+    return DistributedError(
+        f"{who}; rank {me} gave up waiting for it{waited}; the run keeps its last checkpoint: "
+        "rerun the command with --resume"
+    )
+
+
+@contextmanager
+def one_line_failures() -> Iterator[None]:
+    """Around a rank's command: a failed collective becomes one line (:class:`DistributedError`)
+    instead of gloo's traceback; under the ``--nproc`` launcher a rank's one-line error is left
+    for the launcher to print once (the rank exits 2) instead of printed by every rank."""
+    try:
+        yield
+    except Exception as exc:
+        error = collective_failure(exc) or exc
+        if not isinstance(error, AutolossError):
+            raise
+        if _reports() and launched():
+            with suppress(OSError, KeyError, ValueError):
+                rank = int(os.environ["RANK"])
+                code = 1 if isinstance(error, DistributedError) else 2
+                tmp = Path(_reports(), f".rank-{rank}.tmp")
+                tmp.write_text(f"{code}\t{error}")
+                tmp.rename(Path(_reports(), f"rank-{rank}.error"))
+                raise SystemExit(code) from None
+        if error is exc:
+            raise
+        raise error from None
 
 
 @contextmanager
@@ -180,7 +283,9 @@ def threads_per_rank(local_world_size: int) -> int:
 
 def launch_local(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m autoloss ARGV`` as ``nproc`` processes through ``torch.distributed.run``
-    (a standalone rendezvous on this machine); returns the exit code (2: a user error)."""
+    (a standalone rendezvous on this machine); returns 0, or raises the ranks' failure as one
+    error (:func:`_report_failure`): a user error of the ranks, or which rank stopped answering
+    (a stopped rank is killed at once rather than waited for)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -190,12 +295,62 @@ def launch_local(nproc: int, argv: Sequence[str]) -> int:
         ["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0",
          "--rdzv-conf", join, "-m", "autoloss", *argv]
     )  # fmt: skip
-    try:
-        run(args)
-    except ChildFailedError as exc:
-        codes = {int(f.exitcode) for f in exc.failures.values()}
-        return 2 if 2 in codes else 1
+    with tempfile.TemporaryDirectory(prefix="autoloss-ranks-") as reports:
+        os.environ[REPORT_ENV] = reports
+        done = threading.Event()
+        watch = threading.Thread(target=_stop_stopped_ranks, args=(reports, done), daemon=True)
+        watch.start()
+        logging.disable(logging.ERROR)  # the agent's "failed (exitcode ...)": said in one line
+        try:
+            run(args)
+        except ChildFailedError as exc:
+            return _report_failure(reports, exc)
+        finally:
+            logging.disable(logging.NOTSET)
+            done.set()
+            watch.join()
+            os.environ.pop(REPORT_ENV, None)
     return 0
+
+
+def _stop_stopped_ranks(reports: str, done: threading.Event) -> None:
+    """Once a rank has failed, kill the ranks that are stopped (SIGSTOP): the agent's SIGTERM
+    would wait for them for 30 s. The others are stopped by the agent."""
+    while not done.wait(0.2):
+        if not any(Path(reports).glob("rank-*.error")):
+            continue
+        for f in Path(reports).glob("rank-*.pid"):
+            with suppress(OSError, ValueError):
+                pid = int(f.read_text())
+                stat = _proc_stat(pid)
+                if stat is not None and stat[0] in "Tt":
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _report_failure(reports: str, exc: Any) -> NoReturn:
+    """The ranks' failure as one error (printed once, by the command line): a rank's user error
+    (ConfigError, exit 2) before a failed collective, else the lowest rank's; a rank that
+    crashed without a one-line error is named with its exit code or signal."""
+    errors: list[tuple[bool, int, str]] = []
+    for f in Path(reports).glob("rank-*.error"):
+        with suppress(OSError, ValueError):
+            text, _, message = f.read_text().partition("\t")
+            errors.append((int(text) != 2, int(f.stem.removeprefix("rank-")), message))
+    if errors:  # a user error first (another rank's failure follows from it), then rank order
+        collective, _, message = min(errors)
+        raise (DistributedError(message) if collective else ConfigError(message))
+    parts = []
+    for rank, failure in sorted(exc.failures.items()):
+        status = int(failure.exitcode)
+        how = f"exited with {status}"
+        if status < 0:
+            with suppress(ValueError):
+                how = f"was killed by {signal.Signals(-status).name}"
+        parts.append(f"rank {rank} (pid {failure.pid}) {how}")
+    raise DistributedError(
+        f"{'; '.join(parts)} (its output is above); the run keeps its last checkpoint: "
+        "rerun the command with --resume"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

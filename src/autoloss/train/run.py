@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from torch import nn
 
 from autoloss.data.spec import FeatureSpec
 from autoloss.errors import CheckpointError, ConfigError
+from autoloss.files import check_writable, make_dirs
+from autoloss.locks import RunLock, lock_run
 from autoloss.train import distributed
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
 from autoloss.train.rundir import RunDir
@@ -58,7 +62,9 @@ def saved_config(out: str | Path) -> RunConfig | None:
 
 def check_run_dir(rd: RunDir, *, resume: bool, overwrite: bool) -> None:
     """Refuse a non-empty directory for a fresh run (unless ``overwrite``), and a resume of a
-    directory that holds no run."""
+    directory that holds no run; and one that cannot be written (under a file, read-only)."""
+    if not rd.read_only:
+        check_writable(rd.path)
     if rd.path.exists() and not resume and not rd.is_empty() and not overwrite:
         hint = ""
         if rd.result.exists():
@@ -118,11 +124,46 @@ def train_run(
 
     In a distributed run every rank calls this; rank 0 alone writes the run directory (its path,
     chosen by rank 0, is the same on every rank).
+
+    The process that writes the run directory holds its lock (:func:`_run_lock`) meanwhile:
+    another one is refused in one line naming the holder.
     """
     ctx = distributed.context()
     rd = run_dir_of(cfg)
     if ctx is not None:
         rd = RunDir(distributed.broadcast_object(str(rd.path)), read_only=not ctx.is_main)
+    with _run_lock(rd):
+        return _train_locked(
+            cfg, rd, ctx, resume=resume, overwrite=overwrite, log=log, preset=preset
+        )
+
+
+@contextmanager
+def _run_lock(rd: RunDir) -> Iterator[None]:
+    """``RUN_DIR.lock`` held by the process writing ``rd`` (rank 0 of a distributed run; the lock
+    of ``compare`` or of the ``--nproc`` launcher is shared, :mod:`autoloss.locks`); every rank
+    raises the same one-line :class:`ConfigError` when another live process holds it."""
+    lock = None if rd.read_only else lock_run(rd.path)
+    refused = distributed.broadcast_object(lock if isinstance(lock, str) else "")
+    if refused:
+        raise ConfigError(refused)
+    try:
+        yield
+    finally:
+        if isinstance(lock, RunLock):
+            lock.release()
+
+
+def _train_locked(
+    cfg: RunConfig,
+    rd: RunDir,
+    ctx: Any,
+    *,
+    resume: bool,
+    overwrite: bool,
+    log: Any,
+    preset: FixedWeightsOutcome | None,
+) -> tuple[Path, dict[str, Any]]:
     check_run_dir(rd, resume=resume, overwrite=overwrite)
     cfg = _with_threads(cfg, rd if resume else None, ctx)
     if resume:
@@ -163,7 +204,7 @@ def _make_run_dir(rd: RunDir, overwrite: bool) -> bool:
     if overwrite and rd.path.exists():
         shutil.rmtree(rd.path)
         created = True
-    rd.path.mkdir(parents=True, exist_ok=True)
+    make_dirs(rd.path, "the run directory")
     return created
 
 

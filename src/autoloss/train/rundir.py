@@ -14,7 +14,9 @@ RUN/
 ```
 
 Every file but the append-only ``metrics.jsonl`` is written atomically (temporary file, rename);
-weights are read with ``weights_only=True``. In a distributed run rank 0 alone writes: the other
+weights are read with ``weights_only=True``. ``checkpoint.pt``, ``model.pt``, ``controller.pt``,
+``search.json`` and ``result.json`` carry a digest sidecar (``NAME.sha256``, see
+:mod:`autoloss.files`) checked when they are read: a damaged file is one line, never used. In a distributed run rank 0 alone writes: the other
 ranks hold a ``read_only`` RunDir, whose writing methods do nothing.
 """
 
@@ -30,9 +32,20 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from autoloss.errors import CheckpointError, DataError
-from autoloss.files import TMP_SUFFIX, atomic_path, load_state, save_state, write_text
+from autoloss.files import (
+    TMP_SUFFIX,
+    atomic_path,
+    load_state,
+    remove_with_digest,
+    save_state,
+    verify_digest,
+    write_text,
+    writing,
+)
 
 MODEL_FORMAT = "autoloss-model-1"
+#: What to do about a damaged result.json (or search.json) of a run.
+RESULT_HINT = "remove the run directory (or train it again with --overwrite) to compute it again"
 
 _Method = TypeVar("_Method", bound=Callable[..., None])
 
@@ -123,41 +136,54 @@ class RunDir:
     # ---------------------------------------------------------------- writing
     @_writes
     def save_config(self, cfg_dict: dict[str, Any]) -> None:
-        write_text(self.config, yaml.safe_dump(cfg_dict, sort_keys=False))
+        write_text(
+            self.config, yaml.safe_dump(cfg_dict, sort_keys=False), what="the run's configuration"
+        )
 
     @_writes
     def append_record(self, rec: dict[str, Any]) -> None:
-        with open(self.metrics, "a", encoding="utf-8") as fh:
+        with (
+            writing(self.metrics, "the training log"),
+            open(self.metrics, "a", encoding="utf-8") as fh,
+        ):
             fh.write(json.dumps(rec) + "\n")
 
-    @_writes
-    def truncate_records(self, step: int) -> None:
-        """Drop the log records after ``step`` (those of work a resumed run redoes)."""
-        if not self.metrics.is_file():
-            return
-        kept = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
-                kept.append(line + "\n")
-        write_text(self.metrics, "".join(kept))
+    def truncate_records(self, step: int) -> int:
+        """Drop the log records after ``step`` (those of work a resumed run redoes) and damaged
+        lines; returns how many damaged lines were dropped (a last line cut short by a kill is
+        not counted: it is expected)."""
+        if self.read_only or not self.metrics.is_file():
+            return 0
+        kept, damaged = [], 0
+        for raw in _lines(self.metrics):
+            rec = parse_record(raw)
+            if rec is None:
+                damaged += 1
+            elif rec["step"] <= step:
+                kept.append(raw.decode("utf-8") + "\n")
+        write_text(self.metrics, "".join(kept), what="the training log")
+        return damaged
 
     @_writes
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        save_state(state, self.checkpoint)
+        save_state(state, self.checkpoint, what="the checkpoint")
 
     @_writes
     def save_search(self, outcome: dict[str, Any]) -> None:
-        write_text(self.search, json.dumps(outcome, indent=2) + "\n")
+        write_text(
+            self.search,
+            json.dumps(outcome, indent=2) + "\n",
+            what="the search outcome",
+            digest=True,
+        )
 
     @_writes
     def save_weights(self, model_state: dict[str, Any], controller: dict[str, Any] | None) -> None:
-        save_state({"format": MODEL_FORMAT, "state_dict": model_state}, self.model)
+        save_state(
+            {"format": MODEL_FORMAT, "state_dict": model_state}, self.model, what="the model"
+        )
         if controller is not None:
-            save_state(controller, self.controller)
+            save_state(controller, self.controller, what="the controller")
 
     @_writes
     def save_example_weights(self, arrays: dict[str, Any]) -> None:
@@ -165,36 +191,50 @@ class RunDir:
         (:mod:`autoloss.train.example_weights`)."""
         import numpy as np
 
-        with atomic_path(self.example_weights) as tmp, open(tmp, "wb") as fh:
+        with (
+            atomic_path(self.example_weights, what="the example weights") as tmp,
+            open(tmp, "wb") as fh,
+        ):
             np.savez(fh, **arrays)
 
     @_writes
     def finish(self, result: dict[str, Any]) -> None:
         """Write result.json and drop the checkpoint: the run is complete."""
-        write_text(self.result, json.dumps(result, indent=2) + "\n")
-        self.checkpoint.unlink(missing_ok=True)
+        write_text(self.result, json.dumps(result, indent=2) + "\n", what="the result", digest=True)
+        remove_with_digest(self.checkpoint)
 
     @_writes
     def copy_dataset_reference(self, src: Path) -> None:
         """meta.json and the vocabularies (and side tables) of the dataset at ``src``."""
         dest = self.dataset
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / "meta.json", dest / "meta.json")
-        for sub in ("vocab", "side"):  # side: e.g. MovieLens movies table for genres/year
-            if (src / sub).is_dir():
-                shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
+        with writing(dest, "the dataset's description"):
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / "meta.json", dest / "meta.json")
+            for sub in ("vocab", "side"):  # side: e.g. MovieLens movies table for genres/year
+                if (src / sub).is_dir():
+                    shutil.copytree(src / sub, dest / sub, dirs_exist_ok=True)
 
     # ---------------------------------------------------------------- reading
     def load_checkpoint(self) -> dict[str, Any]:
-        return _state_dict_file(self.checkpoint, "checkpoint")
+        return _state_dict_file(
+            self.checkpoint,
+            "checkpoint",
+            f"the run cannot resume from it: start it again (autoloss train --out {self.path} "
+            "--overwrite)",
+        )
 
     def load_model_state(self) -> dict[str, Any]:
-        return _state_dict_file(self.model, "model file")
+        return _state_dict_file(
+            self.model,
+            "model file",
+            f"train the run again (autoloss train --out {self.path} --overwrite)",
+        )
 
     def read_json(self, path: Path) -> dict[str, Any] | None:
         """A JSON file of this run, or None when it does not exist."""
         if not path.is_file():
             return None
+        verify_digest(path, path.name, RESULT_HINT)
         try:
             out = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -207,8 +247,34 @@ class RunDir:
         return self.read_json(self.result)
 
 
-def _state_dict_file(path: Path, what: str) -> dict[str, Any]:
-    state = load_state(path, what)
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a ``metrics.jsonl`` (JSON objects with an integer ``step``) and how many
+    lines were damaged (not UTF-8, not a JSON object, no integer step); a last line cut short
+    by a kill is left out and not counted."""
+    records = [parse_record(raw) for raw in _lines(path)]
+    return [r for r in records if r is not None], sum(r is None for r in records)
+
+
+def parse_record(raw: bytes) -> dict[str, Any] | None:
+    """One line of ``metrics.jsonl`` as a record, or None when it is damaged."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+        rec["step"] = int(rec["step"])
+    except (ValueError, TypeError, KeyError, OverflowError, AttributeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _lines(path: Path) -> list[bytes]:
+    """The non-empty lines of ``path``, without a last line that lacks its newline."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    lines = lines[:-1]  # after the last newline: empty, or a line torn by a kill
+    return [line for line in lines if line.strip()]
+
+
+def _state_dict_file(path: Path, what: str, hint: str) -> dict[str, Any]:
+    state = load_state(path, what, hint)
     if not isinstance(state, dict):
         raise CheckpointError(f"not an autoloss {what}", path=path)
     return state

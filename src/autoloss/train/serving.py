@@ -7,6 +7,7 @@ with the vocabularies saved at preparation time, unseen values map to the OOV id
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from torch import nn
 from autoloss.data.prepare import DEFAULT_CHUNK_ROWS
 from autoloss.data.spec import Batch, FeatureSpec
 from autoloss.errors import ConfigError, DataError
-from autoloss.files import atomic_output, atomic_path, check_creatable
+from autoloss.files import (
+    STALE_SECONDS,
+    atomic_output,
+    check_writable,
+    remove_stale_temporaries,
+)
 from autoloss.train.run import load_run
 
 
@@ -80,15 +86,18 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         + (["bags"] if run.spec.bag_names else [])
     )
     out = output_file(out)
-    with atomic_path(out) as tmp, torch.no_grad():
+    # Serialised in memory, then written by Python: torch's C++ writers abort the process
+    # (std::ios_failure) on a full disk instead of raising.
+    buf = io.BytesIO()
+    with torch.no_grad():
         if fmt == "torchscript":
             traced = torch.jit.trace(wrapped, inputs, check_trace=False)
-            traced.save(str(tmp))
+            torch.jit.save(traced, buf)
         elif fmt == "onnx":
             torch.onnx.export(
                 wrapped,
                 inputs,
-                str(tmp),
+                buf,  # type: ignore[arg-type]  # a file object: the legacy exporter writes to it
                 input_names=names,
                 output_names=["prob"],
                 dynamic_axes={n: {0: "batch"} for n in [*names, "prob"]},
@@ -97,6 +106,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
             )
         else:
             raise ConfigError(f"--format {fmt}: expected onnx or torchscript")
+    with atomic_output(out, what=f"the {fmt} model") as fh:
+        fh.write(buf.getbuffer())
     return out
 
 
@@ -121,7 +132,7 @@ def predict_file(
     encoder = RowEncoder(run.run_dir / "dataset")
     model = ServingModel(run.model, run.spec).eval()
     n = 0
-    with atomic_output(out, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(out, "w", what="the predictions", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         # Labels are ignored: a label column, if any, is neither read nor checked.
         for rows in encoder.iter_encoded(path, chunk_rows=chunk_rows, labels=False):
@@ -165,7 +176,7 @@ def output_file(out: str | Path, inputs: Sequence[Path] = ()) -> Path:
     out = Path(out)
     if out.is_dir():
         raise ConfigError("is a directory: give a file name", path=out, column="--out")
-    check_creatable(out)
+    check_writable(out, is_dir=False)
     for p in inputs:
         if out.exists() and p.exists() and out.resolve() == p.resolve():
             raise ConfigError("is the input file: choose another --out", path=out, column="--out")
@@ -176,4 +187,6 @@ def output_file(out: str | Path, inputs: Sequence[Path] = ()) -> Path:
         raise ConfigError(
             f"cannot create its directory ({reason})", path=out, column="--out"
         ) from None
+    # temporary files of earlier writes of this file that a kill left (not a live one's)
+    remove_stale_temporaries(out.parent, min_age=STALE_SECONDS, name=out.name)
     return out

@@ -10,22 +10,26 @@ public criterion API a hand-written loop uses (docs/api.md).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from autoloss import __version__
 from autoloss.data.batches import BatchIterator
 from autoloss.data.conditions import ConditionedDataset, Conditions, apply_conditions
 from autoloss.data.spec import Batch, FeatureSpec
-from autoloss.data.store import EncodedDataset, open_dataset
+from autoloss.data.store import EncodedDataset, check_trainable, open_dataset
+from autoloss.data.store import identity as data_identity
 from autoloss.errors import CheckpointError, ConfigError, TrainingDiverged
 from autoloss.losses import evaluation_loss
 from autoloss.metrics import evaluate as evaluate_logits
@@ -33,8 +37,8 @@ from autoloss.metrics import evaluate_logloss, fit_temperature
 from autoloss.models import build_model
 from autoloss.policies.base import LossPolicy
 from autoloss.policies.registry import build_policy
-from autoloss.train import distributed, heap
-from autoloss.train.config import RunConfig
+from autoloss.train import capacity, distributed, heap
+from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
 from autoloss.train.distributed import Batches
 from autoloss.train.example_weights import sample_example_weights
 from autoloss.train.optim import RecommenderOptimizer
@@ -252,9 +256,15 @@ class Trainer:
         if self.dist is not None:
             self.device = distributed.rank_device(cfg.train.device, self.dist.local_rank)
         self.dataset = dataset or run_dataset(cfg)
+        data_warnings = check_trainable(
+            self.dataset, 1 if self.dist is None else self.dist.world_size
+        )
         self.spec = self.dataset.spec
         seed_everything(cfg.train.seed)
-        self.model = build_recommender(cfg, self.spec).to(self.device)
+        capacity.check_fits(self.spec, cfg.model.embed_dim, self.device)
+        self.model = capacity.out_of_memory(
+            lambda: build_recommender(cfg, self.spec).to(self.device), f"the {cfg.model.name} model"
+        )
         self.policy: LossPolicy = build_policy(
             cfg.loss,
             self.spec.task,
@@ -295,7 +305,9 @@ class Trainer:
         self.epoch_batches = 0
         self.finished = False  # training is over; only finish() remains
         self.nonfinite_skipped = 0
-        self.warnings: list[str] = []
+        self.warnings: list[str] = data_warnings
+        for warning in data_warnings:
+            self.log(f"warning: {warning}")
         self._base_logloss: float | None = None
         self._epoch_loss = _EpochLoss(self.device)
         self._last_checkpoint = time.monotonic()
@@ -534,6 +546,9 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "best_state": self._best_state,
             "rng": _rng_state(self.device),
+            # what the run computes: a resume refuses an edited config.yaml or another dataset
+            "settings": yaml.safe_dump(self.cfg.to_dict(), sort_keys=True),
+            "data_identity": self._data_identity(),
         }
         if self._replicas is not None:  # each rank's own random stream and running loss
             state["world_size"] = self._replicas.ctx.world_size
@@ -575,6 +590,7 @@ class Trainer:
                 path=run_dir.checkpoint,
             )
         self._check_world_size(state, run_dir)
+        self._check_identity(state, run_dir)
         if self.dist is not None and "ranks" in state:
             state = {**state, **state["ranks"][self.dist.rank]}
         try:
@@ -587,7 +603,9 @@ class Trainer:
                 f"checkpoint does not match this run: {str(exc).splitlines()[0]}",
                 path=run_dir.checkpoint,
             ) from None
-        run_dir.truncate_records(self.step)
+        damaged = run_dir.truncate_records(self.step)
+        if damaged:
+            self.log(f"warning: {run_dir.metrics}: {damaged} damaged line(s) dropped")
 
     def _load_position(self, state: dict[str, Any]) -> None:
         pos = state["position"]
@@ -606,6 +624,34 @@ class Trainer:
         self.bad_evals = int(state["bad_evals"])
         self._best_state = state.get("best_state")
         _set_rng_state(state["rng"], self.device)
+
+    def _data_identity(self) -> str:
+        meta_file = Path(self.dataset.path) / "meta.json"
+        return data_identity(json.loads(meta_file.read_text(encoding="utf-8")))
+
+    def _check_identity(self, state: dict[str, Any], run_dir: RunDir) -> None:
+        """A checkpoint resumes the settings and the data it was written with: config.yaml
+        edited since, or the dataset prepared again, is refused, naming what changed.
+        (Checkpoints written before they recorded both are not checked.)"""
+        if "settings" in state:
+            saved = RunConfig.from_dict(yaml.safe_load(state["settings"]))
+            diff = saved.differences(self.cfg, ignore=RESUMABLE_CHANGES | {"data.path"})
+            if diff:
+                shown = "; ".join(diff[:3]) + (
+                    f"; and {len(diff) - 3} more" if len(diff) > 3 else ""
+                )
+                raise CheckpointError(
+                    f"{run_dir.config.name} was changed after the checkpoint was written "
+                    f"({shown}): restore those settings to resume, or start again with --overwrite",
+                    path=run_dir.path,
+                )
+        if "data_identity" in state and state["data_identity"] != self._data_identity():
+            raise CheckpointError(
+                f"the dataset {self.dataset.path} is not the one this run started on (prepared "
+                "again since the checkpoint: its meta.json differs): resume on the original "
+                "dataset, or start again with --overwrite",
+                path=run_dir.path,
+            )
 
     def _check_world_size(self, state: dict[str, Any], run_dir: RunDir) -> None:
         """A checkpoint resumes at the world size that wrote it (its shards and streams)."""
