@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info
-from autoloss.models import layers
+from autoloss import ops
 
 Kernel = Callable[[], object]
 
@@ -54,7 +54,7 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
     ids = (torch.rand(2000, 39, generator=gen) ** 3 * per_field).long()
     ids += torch.arange(39) * per_field
     flat, rows_total = ids.reshape(-1), 39 * per_field
-    rows = layers.group_rows(ids, rows_total)
+    rows = ops.group_rows(ids, rows_total)
     uniq, n = rows.uniq, flat.numel()
     s, order = torch.sort(flat.to(torch.int32), stable=True)
     _, inv_sorted = torch.unique_consecutive(s, return_inverse=True)
@@ -99,15 +99,15 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
             lambda: torch.empty_like(inv_sorted).index_put_((order,), inv_sorted),
         ),
         "sum rows, width 16: CSR vs index_add_": (
-            lambda: layers.sum_rows(rows, g16),
+            lambda: ops.sum_rows(rows, g16),
             index_add(g16),
         ),
         "sum rows, width 1: index_add_ (kept) vs CSR": (
-            lambda: layers.sum_rows(rows, g1),
+            lambda: ops.sum_rows(rows, g1),
             csr(g1),
         ),
         "dropout 2000x128: SFC64 words vs torch words vs F.dropout": (
-            lambda: layers.dropout(x, 0.2),
+            lambda: ops.dropout(x, 0.2),
             torch_words,
             lambda: F.dropout(x, 0.2),
         ),
@@ -125,15 +125,15 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
         ),
         "Adam, DeepFM dense layers: fused vs default": (adam(True), adam(False)),
         "softmax 2000x4: transposed vs last dim": (
-            lambda: layers.row_softmax(z4),
+            lambda: ops.row_softmax(z4),
             lambda: F.softmax(z4, -1),
         ),
         "log-softmax 2000x4: transposed vs last dim": (
-            lambda: layers.row_log_softmax(z4),
+            lambda: ops.row_log_softmax(z4),
             lambda: F.log_softmax(z4, -1),
         ),
         "log-softmax 2000x5 (ratings): transposed vs last dim": (
-            lambda: layers.row_log_softmax(z5),
+            lambda: ops.row_log_softmax(z5),
             lambda: F.log_softmax(z5, -1),
         ),
     }

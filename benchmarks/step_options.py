@@ -13,30 +13,37 @@ bursts hit a round, not an option). Options:
 
 * current: the step as shipped;
 * index-add: a lookup's backward sums its gradient rows per id with ``index_add_`` (the step
-  before the CSR product of ``layers.sum_rows``);
+  before the CSR product of ``ops.sum_rows``);
 * torch-words: the dropout masks' 64-bit words come from torch's ``random_`` (before NumPy's
   SFC64 generator, seeded from torch's);
 * int64-sort: the ids are sorted as 64-bit keys (before 32-bit keys for tables under 2**31 rows);
 * unshared-unique: every table groups the batch's ids on its own (before the embedding and
-  linear tables shared one sort);
+  linear tables shared one sort; the switch ``ops.use_reference("shared_sort")``);
 * torch-dropout: ``nn.Dropout``'s masks (one Bernoulli draw per element, before four 16-bit
-  uniforms per 64-bit random word, ``layers.Dropout``);
-* fm-autograd: autograd's backward of the FM term (before its one-expression backward);
+  uniforms per 64-bit random word, ``ops.dropout``; the switch ``use_reference("dropout")``,
+  which also covers the controller's dropout);
+* fm-autograd: autograd's backward of the FM term (before its one-expression backward; the
+  switch ``use_reference("pairwise")``);
 * old-adam: the row-wise Adam as it was: each table's two moments in two tensors (before they
   were interleaved, one gather and one scatter per step) and the update added by a scaled
   ``index_add_`` (PyTorch's slow path; now the scale is applied first);
 * lastdim-softmax: softmax and log-softmax over a narrow last dimension with PyTorch's own
-  last-dimension kernel (before ``layers.row_softmax``'s transposed route; AutoLoss's
-  controller and Gumbel weights, and multi-class losses);
+  last-dimension kernel (before ``ops.row_softmax``'s transposed route; AutoLoss's
+  controller and Gumbel weights, and multi-class losses; the switch ``use_reference("softmax")``);
 * previous: index-add, torch-words, int64-sort, fm-autograd and old-adam together (the step
   shipped before those changes);
 * before: every change above undone (index-add, unshared-unique, torch-dropout);
 * compiled: ``torch.compile`` of the dense parts (the MLP tower and the FM term; the sparse
   lookup stays eager). Its compile seconds are printed; skipped where no compiler works.
+
+Options that undo a kernel of ``autoloss.ops`` run under its switch (``ops.use_reference``);
+index-add, torch-words, int64-sort and old-adam are earlier versions of our own code, not
+PyTorch's ops, and are patched in here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
@@ -45,13 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
+from autoloss import ops
 from autoloss.data.store import EncodedDataset
-from autoloss.models import layers
+from autoloss.ops import dropout_mask, embedding
 from autoloss.train import optim
 from autoloss.train.trainer import Trainer
 
@@ -81,19 +88,19 @@ UNDOES = {
 }
 
 
+#: option -> the kernels of ``autoloss.ops`` it switches back to PyTorch's own op
+REFERENCE = {
+    "unshared-unique": "shared_sort",
+    "torch-dropout": "dropout",
+    "fm-autograd": "pairwise",
+    "lastdim-softmax": "softmax",
+}
+
+
 def patch() -> None:
-    """Route dropout, the id grouping and the row sums through the option that is active."""
-    dropout_forward = layers.Dropout.forward
-    shared, summed, keep_mask = layers._batch_rows, layers.sum_rows, layers._keep_mask
-    narrow_rows = layers._narrow_rows
-
-    def narrow(z: torch.Tensor) -> bool:
-        return "lastdim-softmax" not in ACTIVE and narrow_rows(z)
-
-    def dropout(self: layers.Dropout, x: torch.Tensor) -> torch.Tensor:
-        if "torch-dropout" in ACTIVE:
-            return nn.Dropout.forward(self, x)
-        return dropout_forward(self, x)
+    """Route the dropout words, the sort keys, the row sums and the row-wise Adam through the
+    earlier versions that the active option undoes (the rest goes through ``ops``'s switch)."""
+    grouped, summed, keep_mask = embedding.group_rows, embedding.sum_rows, dropout_mask.keep_mask
 
     def torch_words(shape: torch.Size, cut: int, dtype: torch.dtype) -> torch.Tensor:
         if "torch-words" not in ACTIVE:
@@ -103,11 +110,8 @@ def patch() -> None:
         uniform16 = words.view(torch.int16)[:n].view(shape)
         return (uniform16 >= cut - 32768).to(dtype).mul_(65536 / (65536 - cut))
 
-    def batch_rows(x: torch.Tensor, ids: torch.Tensor, offsets: tuple[int, ...], n: int) -> Any:
-        num_rows = None if "int64-sort" in ACTIVE else n
-        if "unshared-unique" in ACTIVE:
-            return layers.group_rows(ids, num_rows)
-        return shared(x, ids, offsets, num_rows)
+    def group_rows(ids: torch.Tensor, num_rows: int | None = None) -> Any:
+        return grouped(ids, None if "int64-sort" in ACTIVE else num_rows)
 
     def sum_rows(rows: Any, g: torch.Tensor) -> torch.Tensor:
         if "index-add" not in ACTIVE:
@@ -115,13 +119,8 @@ def patch() -> None:
         out = torch.zeros(rows.uniq.numel(), g.shape[1], dtype=g.dtype)
         return out.index_add_(0, rows.inverse, g)
 
-    fm_forward, sparse_step = layers.FactorizationMachine.forward, optim._sparse_step
+    sparse_step = optim._sparse_step
     split: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def fm(self: layers.FactorizationMachine, emb: torch.Tensor) -> torch.Tensor:
-        if "fm-autograd" in ACTIVE:
-            return layers._pairwise(emb, self.reduce_sum)
-        return fm_forward(self, emb)
 
     def split_moments(p: torch.Tensor, grad: torch.Tensor, moments: torch.Tensor, group: dict,
                       t: float) -> None:  # fmt: skip
@@ -140,13 +139,10 @@ def patch() -> None:
         p.index_add_(0, idx, m.div_(denom), alpha=-lr / (1 - b1**t))
         return None
 
-    layers.FactorizationMachine.forward = fm  # type: ignore[method-assign]
     optim._sparse_step = split_moments
-    layers.Dropout.forward = dropout  # type: ignore[method-assign]
-    layers._keep_mask = torch_words
-    layers._batch_rows = batch_rows
-    layers.sum_rows = sum_rows
-    layers._narrow_rows = narrow
+    dropout_mask.keep_mask = torch_words
+    embedding.group_rows = group_rows
+    embedding.sum_rows = sum_rows
 
 
 def trainer(data: EncodedDataset, loss: str) -> Trainer:
@@ -172,12 +168,14 @@ def compiled(data: EncodedDataset, loss: str, batches: list[Any]) -> Trainer | N
 def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
     ACTIVE.clear()
     ACTIVE.update(UNDOES.get(option, ()))
-    for b in batches[:3]:  # warm-up
-        tr.train_step(b)
-    t0 = time.perf_counter()
-    for b in batches[3:]:
-        tr.train_step(b)
-    return (time.perf_counter() - t0) / (len(batches) - 3) * 1000
+    kernels = [REFERENCE[u] for u in ACTIVE if u in REFERENCE]  # none named would mean all
+    with ops.use_reference(*kernels) if kernels else contextlib.nullcontext():
+        for b in batches[:3]:  # warm-up
+            tr.train_step(b)
+        t0 = time.perf_counter()
+        for b in batches[3:]:
+            tr.train_step(b)
+        return (time.perf_counter() - t0) / (len(batches) - 3) * 1000
 
 
 def main() -> None:

@@ -1,7 +1,11 @@
 """Data flows one way: each sub-package imports only from the layers below it (and its own).
 
-    errors, files, metrics, locks, yamlfile -> data -> models -> losses -> policies -> train -> experiments
-    -> report -> commands, cli
+    errors, files, metrics, locks, yamlfile -> ops -> data -> models -> losses -> policies -> train
+    -> experiments -> report -> commands, cli
+
+``ops`` (the custom kernels, each with a switch back to PyTorch's own op) sits above the shared
+bottom and below everything that computes: models, losses and policies take their kernels from
+it.
 
 Every ``import`` in src/autoloss is read from the source (function-local ones included; only
 ``if TYPE_CHECKING:`` blocks, which never run, are skipped), so a late import cannot hide a
@@ -18,6 +22,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "autoloss"
 LAYERS = [
     {"errors", "files", "metrics", "locks", "yamlfile"},
+    {"ops"},
     {"data"},
     {"models"},
     {"losses"},

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoloss import ops
 from autoloss.data.spec import FeatureSpec
-from autoloss.models import build_model, layers
-from autoloss.models.layers import _UniqueRowsLookup
+from autoloss.models import build_model
+from autoloss.ops.embedding import _UniqueRowsLookup
 from autoloss.train.optim import (
     RecommenderOptimizer,
     RowwiseAdam,
@@ -22,7 +23,7 @@ from autoloss.train.optim import (
 
 def unique_lookup(w: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The unique-row lookup with the batch's unique ids computed here."""
-    return _UniqueRowsLookup.apply(w, ids, layers.group_rows(ids))
+    return _UniqueRowsLookup.apply(w, ids, ops.group_rows(ids))
 
 
 def test_unique_lookup_gradient_equals_embedding_gradient() -> None:
@@ -183,19 +184,16 @@ def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.Monk
     x[0, 0] = 4  # same tensor, new contents
     model(x).sum()
     assert len(calls) == 3
-    rows = layers._batch_rows(x, x + model.embedding.offsets, (0, 5, 12))
+    rows = ops.SHARED_SORT.rows(x, x + model.embedding.offsets, (0, 5, 12))
     assert torch.equal(rows.uniq[rows.inverse].view(4, 3), x + model.embedding.offsets)
     # gradients equal those of the same model computing every table's unique ids on its own
     grads = []
     for shared in (True, False):
-        if not shared:
-            monkeypatch.setattr(layers, "_last_rows", None)
-            monkeypatch.setattr(
-                layers, "_batch_rows", lambda x, ids, o, n: layers.group_rows(ids, n)
-            )
+        ops.SHARED_SORT.clear()
         model.zero_grad()
         torch.manual_seed(1)  # the same dropout masks
-        model(x).sum().backward()
+        with ops.use_reference("shared_sort", on=not shared):
+            model(x).sum().backward()
         grads.append([p.grad.to_dense().clone() for p in model.parameters() if p.grad is not None])
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
@@ -208,8 +206,8 @@ def test_rows_summed_per_id_equal_index_add(width: int, dtype: torch.dtype) -> N
     grouping inverts: uniq[inverse] gives the ids back, order sorts them, starts count them."""
     torch.manual_seed(0)
     ids = torch.randint(0, 40, (25, 6))
-    rows = layers.group_rows(ids)
-    for a, b in zip(rows, layers.group_rows(ids, num_rows=40), strict=True):  # 32-bit sort keys
+    rows = ops.group_rows(ids)
+    for a, b in zip(rows, ops.group_rows(ids, num_rows=40), strict=True):  # 32-bit sort keys
         assert a.dtype == b.dtype and torch.equal(a, b)
     flat = ids.reshape(-1)
     assert torch.equal(rows.uniq[rows.inverse], flat)
@@ -217,7 +215,7 @@ def test_rows_summed_per_id_equal_index_add(width: int, dtype: torch.dtype) -> N
     assert torch.equal(rows.starts.diff(), torch.bincount(rows.inverse))
     g = torch.randn(flat.numel(), width, dtype=dtype)
     ref = torch.zeros(rows.uniq.numel(), width, dtype=dtype).index_add_(0, rows.inverse, g)
-    torch.testing.assert_close(layers.sum_rows(rows, g), ref)
+    torch.testing.assert_close(ops.sum_rows(rows, g), ref)
 
 
 def test_rowwise_adam_continues_from_a_state_saved_with_separate_moments() -> None:

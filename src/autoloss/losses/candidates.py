@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autoloss.errors import ConfigError, RegistryError
-from autoloss.models.layers import row_log_softmax
+from autoloss.ops import row_log_softmax
 
 Task = Literal["binary", "multiclass"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -717,7 +717,7 @@ def candidate_losses(
 def example_ce(logits: Tensor, y: Tensor) -> Tensor:
     """Plain cross-entropy per example, as PyTorch computes it: BCE with logits (B,) or CE with
     logits (B, C) (``F.cross_entropy``'s own ``nll_loss`` of ``log_softmax``, the latter by
-    :func:`~autoloss.models.layers.row_log_softmax`); shape (B,). The evaluation loss, and the
+    :func:`~autoloss.ops.row_log_softmax`); shape (B,). The evaluation loss, and the
     loss history of a controller."""
     if logits.dim() == 1:
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")

@@ -5,19 +5,19 @@ categorical, then dense, then multi-valued fields), D = embedding width.
 
 Embedding tables are ``nn.Embedding(..., sparse=True)`` stored in an attribute named
 ``embedding`` so that the trainer can give them a sparse (row-wise) optimiser.
+
+The custom kernels these layers call (the sparse lookup, the FM term's backward, dropout's
+masks) live in :mod:`autoloss.ops`, each with a switch back to PyTorch's own op.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import NamedTuple
-
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from autoloss.data.spec import FeatureSpec
+from autoloss.ops import dropout, lookup, pairwise
 
 __all__ = [
     "MLP",
@@ -33,138 +33,6 @@ __all__ = [
     "SelfAttentionInteraction",
     "dropout",
 ]
-
-
-class BatchRows(NamedTuple):
-    """A batch's table ids grouped by row: what a lookup's backward needs to sum per row.
-
-    ``uniq`` (U,) the sorted distinct ids; ``inverse`` (N,) each occurrence's position among them;
-    ``order`` (N,) the occurrences sorted by id; ``starts`` (U + 1,) where each distinct id's
-    occurrences begin in ``order`` (the row pointers of the U x N occurrence matrix in CSR form).
-    """
-
-    uniq: torch.Tensor
-    inverse: torch.Tensor
-    order: torch.Tensor
-    starts: torch.Tensor
-
-
-def group_rows(ids: torch.Tensor, num_rows: int | None = None) -> BatchRows:
-    """Group the ids (any shape, flattened) by row: one stable sort, one pass over it.
-
-    With ``num_rows`` (the table's size) below 2**31 the sort runs on 32-bit keys: torch's radix
-    sort then makes half the passes (1.3 vs 2.9 ms for a Criteo-scale batch of 78k ids,
-    ``benchmarks/step_kernels.py``).
-    """
-    flat = ids.reshape(-1)
-    narrow = num_rows is not None and num_rows < 2**31 and flat.dtype == torch.int64
-    sorted_ids, order = torch.sort(flat.to(torch.int32) if narrow else flat, stable=True)
-    uniq, inverse_sorted, counts = torch.unique_consecutive(
-        sorted_ids, return_inverse=True, return_counts=True
-    )
-    uniq = uniq.to(flat.dtype)
-    inverse = torch.empty_like(inverse_sorted).scatter_(0, order, inverse_sorted)
-    starts = torch.zeros(uniq.numel() + 1, dtype=torch.long, device=flat.device)
-    torch.cumsum(counts, 0, out=starts[1:])
-    return BatchRows(uniq, inverse, order, starts)
-
-
-def sum_rows(rows: BatchRows, g: torch.Tensor) -> torch.Tensor:
-    """Sum the gradient rows ``g`` (N, W) of the occurrences per distinct id: (U, W).
-
-    On the CPU a table wider than one column multiplies by the occurrence matrix in CSR form
-    (MKL's sparse-dense product), about twice as fast as ``index_add_`` on a Criteo-scale batch
-    (78k occurrences of 64k rows, width 16: 1.25 vs 2.58 ms, ``benchmarks/step_kernels.py``);
-    ``index_add_`` elsewhere (the faster of the two for one column; CUDA's atomics make it cheap).
-    """
-    if g.device.type == "cpu" and g.shape[1] > 1 and g.dtype in (torch.float32, torch.float64):
-        ones = torch.ones(rows.order.numel(), dtype=g.dtype)
-        shape = (rows.uniq.numel(), g.shape[0])
-        if not _csr_warned:
-            _first_csr()
-        occurrences = torch.sparse_csr_tensor(
-            rows.starts, rows.order, ones, shape, check_invariants=False
-        )
-        return occurrences @ g
-    out = torch.zeros(rows.uniq.numel(), g.shape[1], dtype=g.dtype, device=g.device)
-    return out.index_add_(0, rows.inverse, g)
-
-
-_csr_warned = False
-
-
-def _first_csr() -> None:
-    """Build a first CSR tensor with PyTorch's once-per-process "CSR support is in beta" warning
-    silenced (the CSR-times-dense product has long been stable; the warning would otherwise reach
-    every user's first training step). Later constructions do not warn."""
-    global _csr_warned
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        one = torch.zeros(1, dtype=torch.long)
-        torch.sparse_csr_tensor(
-            one.repeat(2), one[:0], torch.ones(0), (1, 1), check_invariants=False
-        )
-    _csr_warned = True
-
-
-class _UniqueRowsLookup(torch.autograd.Function):
-    """``weight[ids]`` whose gradient is a *coalesced* sparse tensor over the unique rows.
-
-    ``F.embedding(sparse=True)`` returns one gradient row per occurrence (B·F rows, unsorted), and
-    the optimiser must sort and merge them (``coalesce``) every step. With the batch's ids grouped
-    by row (:func:`group_rows`), the gradient is summed per distinct row (:func:`sum_rows`): the
-    same gradient, already coalesced, for a fraction of the cost.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx, weight: torch.Tensor, ids: torch.Tensor, rows: BatchRows
-    ) -> torch.Tensor:
-        ctx.rows = rows  # index tensors outside the graph: no reference cycle through autograd
-        ctx.weight_shape = weight.shape
-        return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        rows: BatchRows = ctx.rows
-        summed = sum_rows(rows, grad.reshape(-1, grad.shape[-1]))
-        gw = torch.sparse_coo_tensor(
-            rows.uniq.unsqueeze(0), summed, ctx.weight_shape, is_coalesced=True,
-            check_invariants=False,
-        )  # fmt: skip
-        return gw, None, None
-
-
-# (x, x's version, the offsets, the grouped ids) of the last training lookup: one tuple, replaced
-# whole, so that a reader never sees parts of two batches.
-_last_rows: tuple[torch.Tensor, int, tuple[int, ...], BatchRows] | None = None
-
-
-def _batch_rows(
-    x: torch.Tensor, ids: torch.Tensor, offsets: tuple[int, ...], num_rows: int | None = None
-) -> BatchRows:
-    """``ids`` (= ``x`` + ``offsets``) grouped by row (:func:`group_rows`).
-
-    The tables of one model that look up the same batch with the same offsets (the field
-    embedding and the linear term of DeepFM, FM, Wide & Deep, ...) share one computation: the
-    sort is the largest part of a lookup. The last result is kept, keyed by the very tensor ``x``
-    (and its version, so an in-place change misses) and the offsets as numbers. Not while
-    compiling or exporting: a traced graph computes its own."""
-    global _last_rows
-    last = _last_rows
-    compiling = torch.compiler.is_compiling()
-    if (
-        not compiling
-        and last is not None
-        and last[0] is x
-        and last[1] == x._version
-        and last[2] == offsets
-    ):
-        return last[3]
-    rows = group_rows(ids, num_rows)
-    if not compiling:
-        _last_rows = (x, x._version, offsets, rows)
-    return rows
 
 
 class _SparseFieldTable(nn.Module):
@@ -216,12 +84,7 @@ class _SparseFieldTable(nn.Module):
     def _lookup_cat(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Fc) local ids -> (B, Fc, W)."""
         # no padding_idx here: it would filter every backward through a boolean mask for nothing
-        ids = x + self.offsets
-        weight = self.embedding.weight
-        if weight.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
-            rows = _batch_rows(x, ids, self.offset_starts, weight.shape[0])
-            return _UniqueRowsLookup.apply(weight, ids, rows)
-        return F.embedding(ids, weight, sparse=True)
+        return lookup(self.embedding.weight, x + self.offsets, x, self.offset_starts)
 
     def _lookup_bags(self, bags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, M, L) local ids padded with -1 -> mean-pooled (B, M, W) and the raw (B, M, L, W).
@@ -338,7 +201,8 @@ class FieldLinear(_SparseFieldTable):
 
 
 class FactorizationMachine(nn.Module):
-    """Pairwise interactions ``sum_{i<j} <e_i, e_j>`` by the square-of-sum trick (O(F·D)).
+    """Pairwise interactions ``sum_{i<j} <e_i, e_j>`` by the square-of-sum trick (O(F·D),
+    :func:`autoloss.ops.pairwise`).
 
     Shapes: (B, F, D) -> (B, 1) with ``reduce_sum`` else the bi-interaction vector (B, D).
     """
@@ -348,45 +212,7 @@ class FactorizationMachine(nn.Module):
         self.reduce_sum = reduce_sum
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        if (
-            emb.requires_grad
-            and torch.is_grad_enabled()
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-        ):
-            return _PairwiseInteraction.apply(emb, self.reduce_sum)
-        return _pairwise(emb, self.reduce_sum)
-
-
-def _pairwise(emb: torch.Tensor, reduce_sum: bool) -> torch.Tensor:
-    """``0.5 * ((sum_f e)^2 - sum_f e^2)``: (B, F, D) -> (B, D), or (B, 1) summed over D."""
-    s = emb.sum(dim=1)
-    out = 0.5 * (s * s - (emb * emb).sum(dim=1))
-    return out.sum(dim=1, keepdim=True) if reduce_sum else out
-
-
-class _PairwiseInteraction(torch.autograd.Function):
-    """:func:`_pairwise` with its gradient in one expression, ``(sum_f e - e_i) * grad``.
-
-    Autograd's own backward of the square-of-sum trick makes five passes over the (B, F, D)
-    embeddings (both factors of ``e * e``, the two sums' expansions, their accumulation); this
-    makes one (``addcmul``). The forward is :func:`_pairwise` itself, so training and evaluation
-    compute the same values; the backward is written in differentiable operations on the saved
-    embeddings, so a second derivative (the unrolled hypergradient) is exact too.
-    """
-
-    @staticmethod
-    def forward(ctx, emb: torch.Tensor, reduce_sum: bool) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(emb)
-        ctx.reduce_sum = reduce_sum
-        return _pairwise(emb, reduce_sum)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (emb,) = ctx.saved_tensors
-        g = grad.unsqueeze(2) if ctx.reduce_sum else grad.unsqueeze(1)  # (B, 1, 1) or (B, 1, D)
-        # s·g - e·g: one pass over (B, F, D) (s·g is only (B, 1, D))
-        return torch.addcmul(emb.sum(dim=1, keepdim=True) * g, emb, g, value=-1), None
+        return pairwise(emb, self.reduce_sum)
 
 
 class BiInteractionPooling(FactorizationMachine):
@@ -396,69 +222,8 @@ class BiInteractionPooling(FactorizationMachine):
         super().__init__(reduce_sum=False)
 
 
-#: Rows narrower than this many bytes (one AVX-512 register) take the transposed kernel below.
-NARROW_ROW_BYTES = 64
-
-
-def _narrow_rows(z: torch.Tensor) -> bool:
-    return (
-        z.device.type == "cpu" and z.dim() == 2 and z.shape[1] * z.element_size() < NARROW_ROW_BYTES
-    )
-
-
-def row_softmax(z: torch.Tensor) -> torch.Tensor:
-    """``softmax(z, dim=-1)`` of a (B, K) tensor, faster on the CPU when K is small.
-
-    PyTorch's CPU kernel for the last dimension works one row at a time and vectorises within
-    the row, so rows narrower than a vector register (K < 16 floats) run nearly scalar: 0.21 ms
-    for 2000 x 4 here. The same softmax taken over dim 0 of the transposed view vectorises across
-    the rows, and is copied back to a contiguous (B, K) tensor, so that what is drawn "like" it
-    (``rand_like``) fills the same elements as before: 0.06 ms in all
-    (``benchmarks/step_kernels.py``). Values equal ``F.softmax``'s or differ in the last bit;
-    autograd flows as through ``F.softmax``. Wider rows and other devices: ``F.softmax``.
-    """
-    return F.softmax(z.t(), 0).t().contiguous() if _narrow_rows(z) else F.softmax(z, -1)
-
-
-def row_log_softmax(z: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(z, dim=-1)`` of a (B, K) tensor, by the same route as :func:`row_softmax`
-    for narrow rows on the CPU (2.4x faster at K = 4, equal to ``F.log_softmax`` within rounding)."""
-    return F.log_softmax(z.t(), 0).t().contiguous() if _narrow_rows(z) else F.log_softmax(z, -1)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` with cheaper masks on the CPU.
-
-    PyTorch draws a CPU dropout mask one double-precision Bernoulli sample per element, which was
-    the largest single cost of a DeepFM step on Frappe_x1 (a quarter of it, torch profiler;
-    docs/benchmarks.md). Here each 64-bit random word gives four 16-bit uniforms: an element is
-    kept when its uniform is at least ``round(p * 65536)``, so the drop rate is ``p`` rounded to a
-    multiple of 1/65536 (0.2 becomes 0.199997), and kept values are scaled by the exact inverse
-    of the keep rate. The words come from NumPy's SFC64 generator seeded with one 64-bit draw
-    from torch's default generator, so ``torch.manual_seed`` (and a checkpoint's saved RNG state)
-    reproduces every mask; SFC64 and NumPy's vectorised compare make a mask of 256k elements
-    twice as fast as torch's own 64-bit ``random_`` did. On other devices, in evaluation, and
-    where ``p`` rounds to 0 or 1: ``F.dropout``.
-    """
-    cut = round(p * 65536)
-    if not training or x.device.type != "cpu" or not 0 < cut < 65536:
-        return F.dropout(x, p, training)
-    return x * _keep_mask(x.shape, cut, x.dtype)  # autograd keeps the mask alone, as dropout does
-
-
-def _keep_mask(shape: torch.Size, cut: int, dtype: torch.dtype) -> torch.Tensor:
-    """0 or ``65536 / (65536 - cut)`` per element, kept where a 16-bit uniform is >= ``cut``."""
-    n = shape.numel()
-    seed = int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & (2**64 - 1)
-    words = np.random.SFC64(seed).random_raw((n + 3) // 4)
-    wide = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
-    mask: np.ndarray = (words.view(np.uint16)[:n] >= cut).astype(wide)
-    np.multiply(mask, wide.type(65536 / (65536 - cut)), out=mask)
-    return torch.from_numpy(mask).view(shape).to(dtype)
-
-
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` drawing its masks with :func:`dropout` (cheaper on the CPU)."""
+    """``nn.Dropout`` drawing its masks with :func:`autoloss.ops.dropout` (cheaper on the CPU)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)

@@ -359,7 +359,7 @@ class PolicyOptimizer:
     def get(self) -> torch.optim.Optimizer:
         if self._opt is None:
             params = self._params()
-            # one fused kernel on the CPU and CUDA (3x faster on the controller's small tensors)
+            # one fused kernel on the CPU and CUDA (docs/benchmarks.md, "Kernels")
             fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
             self._opt = torch.optim.Adam(params, lr=self.lr, fused=fused)
             if self._pending is not None:

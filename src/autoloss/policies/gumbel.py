@@ -32,7 +32,7 @@ from torch import nn
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.files import load_state
 from autoloss.losses import CandidateSet, example_ce
-from autoloss.models.layers import dropout, row_log_softmax, row_softmax
+from autoloss.ops import dropout, row_log_softmax, row_softmax
 
 CONTROLLER_FORMAT = "autoloss-controller-1"
 INPUT_ENCODING = "binary: [y, sigmoid(logit)]; multiclass: [onehot(y), softmax(logits)]"

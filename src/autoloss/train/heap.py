@@ -3,12 +3,11 @@
 A training step allocates and frees the same megabyte-sized temporaries (activations, gradients,
 gathered embedding rows) at every step. With glibc's defaults the freed memory at the top of the
 heap goes back to the system as soon as a few megabytes are free, and blocks of 32 MiB or more are
-always mapped and unmapped, so the next step faults the same pages in again: 284 minor page faults
-per DeepFM step on Frappe_x1, 1,359 on a Criteo-format file, 0-28 with the heap kept, which made
-steps 3-18% faster (benchmarks/heap_policy.py, docs/benchmarks.md "The C heap under training").
+always mapped and unmapped, so the next step faults the same pages in again.
 :func:`keep_freed_memory` keeps freed memory for reuse instead (the trainer's default,
 ``train.heap=keep``); :func:`trim` gives the free part back where a phase ends (after scoring a
-split, whose temporaries are larger than a step's).
+split, whose temporaries are larger than a step's). What each costs and saves:
+docs/benchmarks.md, "Kernels" (``benchmarks/heap_policy.py``).
 
 Both act on the whole process, like ``torch.set_num_threads``.
 """
@@ -61,8 +60,8 @@ def keep_freed_memory() -> bool:
 
 
 def trim() -> None:
-    """Give the heap's free memory back to the system (glibc). Scoring a whole split allocates
-    ~100 MB of temporaries per batch; glibc keeps them as a fragmented heap, which made a
-    training process's memory grow with the split's size (docs/benchmarks.md, "Criteo size")."""
+    """Give the heap's free memory back to the system (glibc). Scoring a split allocates larger
+    temporaries per batch than a training step; glibc would keep them as a fragmented heap, and a
+    training process's memory would grow with the split's size."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
