@@ -39,12 +39,10 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks docs/examples
 	$(BIN)/ruff check --fix src tests benchmarks docs/examples
 
+# The benchmark suites at the size docs/benchmarks.md cites (long: not on a shared machine while
+# anything else runs); `python -m benchmarks --list` names them, `--smoke` runs them in seconds.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/prepare.py
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/step_kernels.py
-	$(BIN)/python benchmarks/autoloss_overhead.py
-	$(BIN)/python benchmarks/serving_throughput.py
+	$(BIN)/python -m benchmarks prepare train kernels autoloss-overhead serving --json bench-out/json
 
 clean:
 	rm -rf $(VENV) .golden build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -38,3 +38,14 @@ def machine_info() -> str:
     except ImportError:
         pass
     return "machine: " + ", ".join(parts)
+
+
+def machine() -> dict[str, object]:
+    """The machine as JSON fields (what :func:`machine_info` prints), and the load average."""
+    import torch
+
+    fields: dict[str, object] = {"description": machine_info().removeprefix("machine: ")}
+    fields["cores"] = os.cpu_count()
+    fields["torch_threads"] = torch.get_num_threads()
+    fields["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    return fields

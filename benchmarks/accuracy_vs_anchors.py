@@ -8,9 +8,10 @@ patience 2, best epoch restored), each through its own pipeline: ``autoloss prep
 Criteo-layout data use min count 10 on both sides (the BARS protocol), Frappe min count 1.
 FuxiCTR is not deterministic on CPU, so its side runs ``--fuxictr-repeats`` times per seed.
 Every run's figures are cached under ``--root/results``: an interrupted benchmark resumes.
+``FRAPPE_X1`` is the directory of the Frappe_x1 files (docs/data.md, "Frappe_x1").
 
     python benchmarks/accuracy_vs_anchors.py --root bench-out/anchors \
-        --frappe ../shared/data/frappe_x1 --criteo-rows 300000 --models deepfm,ipnn,dcnv2 \
+        --frappe $FRAPPE_X1 --criteo-rows 300000 --models deepfm,ipnn,dcnv2 \
         --seeds 1,2,3,4,5 --fuxictr-repeats 2
 """
 

@@ -8,9 +8,10 @@ vocabulary): ``autoloss prepare`` + ``anchors/ours_run.py`` for us, ``anchors/to
 and ``anchors/fuxictr_run.py`` in the anchors' environment (built under ``--root`` the first
 time). The runs go one after another, never two at once, each with ``--threads`` torch threads
 (and as many preparation workers: ``autoloss prepare --workers``, ``OMP_NUM_THREADS``,
-``MKL_NUM_THREADS``, ``POLARS_MAX_THREADS``). Run it once per thread count:
+``MKL_NUM_THREADS``, ``POLARS_MAX_THREADS``). Run it once per thread count (``FRAPPE_X1``:
+the directory of the Frappe_x1 files, docs/data.md "Frappe_x1"):
 
-    python benchmarks/anchors_speed.py --root bench-out/anchors --frappe ../shared/data/frappe_x1 \
+    python benchmarks/anchors_speed.py --root bench-out/anchors --frappe $FRAPPE_X1 \
         --criteo-rows 1000000 --epochs 3 --threads 1
     python benchmarks/anchors_speed.py ... --threads 2
 

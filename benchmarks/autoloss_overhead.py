@@ -25,6 +25,7 @@ rounds).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
+from _table import markdown
 from autoloss.data.store import EncodedDataset
 from autoloss.losses import evaluation_loss
 from autoloss.policies.base import call_model
@@ -104,15 +106,18 @@ def parts(ce: Trainer, al: Trainer, batches: list[Any]) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=7, steps=35)
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a setting of the AutoLoss run, e.g. loss.controller_hidden=32,32 (repeatable)",
     )  # fmt: skip
-    args = ap.parse_args()
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per part (medians over rounds), then the floor and the measured ratio to CE."""
     torch.set_num_threads(args.threads)
-    print(machine_info())
     data = bench_data(args)
     ce, al = trainer(data, "ce", []), trainer(data, "autoloss", args.set)
     it = ce._iterator("train", train=True)
@@ -130,16 +135,25 @@ def main() -> None:
         for x in rounds
     )
     measured = statistics.median(x["autoloss step"] / x["ce step"] for x in rounds)
-    print(f"\nmedians of {args.rounds} rounds, ms ({len(batches)} batches of 2000, f = {f}):")
-    print("| part | ms | per step | share of a CE step |")
-    print("|---|---|---|---|")
+    print(f"medians of {args.rounds} rounds, ms ({len(batches)} batches of 2000, f = {f})")
+    rows: list[dict[str, object]] = []
     for k in ("ce step", "autoloss step", "controller", "gumbel", "candidates"):
-        print(f"| {k} | {med[k]:.2f} | {med[k]:.2f} | {med[k] / med['ce step']:.1%} |")
+        rows.append({"part": k, "ms": med[k], "per step": med[k],
+                     "share of a CE step": med[k] / med["ce step"]})  # fmt: skip
     for k in ("update", "valid forward", "controller step"):
         v = med[k] / f
-        print(f"| {k} (every {f} steps) | {med[k]:.2f} | {v:.2f} | {v / med['ce step']:.1%} |")
-    print(f"\nAutoLoss's added work per step: {per_step:.2f} ms")
-    print(f"floor, time vs CE (CE step + the parts): {floor:.2f}x; measured: {measured:.2f}x")
+        rows.append({"part": f"{k} (every {f} steps)", "ms": med[k], "per step": v,
+                     "share of a CE step": v / med["ce step"]})  # fmt: skip
+    rows.append({"part": "AutoLoss's added work per step", "per step": per_step})
+    rows.append({"part": "floor, time vs CE (CE step + the parts)", "ratio": floor})
+    rows.append({"part": "measured, time vs CE", "ratio": measured})
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
 
 
 if __name__ == "__main__":

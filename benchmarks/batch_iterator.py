@@ -13,22 +13,27 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 
 from _machine import machine_info
+from _table import markdown
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedSplit
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--fields", type=int, default=39)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    print(machine_info())
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row: rows/s of one shuffled epoch, best and median of the rounds."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.npy"
         x = np.lib.format.open_memmap(path, "w+", np.int32, (args.rows, args.fields))
@@ -41,10 +46,14 @@ def main() -> None:
             start = time.perf_counter()
             rows = sum(len(b) for b in it.epoch(r))
             rates.append(rows / (time.perf_counter() - start))
-    print(
-        f"batch iterator: {max(rates):,.0f} rows/s best of {args.rounds} "
-        f"(median {sorted(rates)[len(rates) // 2]:,.0f}), {args.rows:,} rows x {args.fields} fields"
-    )
+    shape = f"{args.rows:,} rows x {args.fields} fields"
+    return [{"split": shape, "rows/s (best)": max(rates), "rows/s (median)": median(rates)}]
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
 
 
 if __name__ == "__main__":

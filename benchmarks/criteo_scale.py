@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from _machine import machine_info  # type: ignore[import-not-found]
+from _table import markdown  # type: ignore[import-not-found]
 
 # Runs ``autoloss.cli`` with the given arguments and prints its peak memory as one JSON line on
 # stderr's last line.
@@ -109,8 +110,8 @@ def one_size(
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--rows", default="4000000,16000000,45000000")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--root", type=Path, default=Path("bench-out/criteo-scale"))
@@ -118,24 +119,34 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads of the trainings (0: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the trainings, e.g. train.heap=system (repeatable)")  # fmt: skip
-    args = p.parse_args()
+    return p
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per size and step (synth, prepare, train ce, train autoloss)."""
     args.root.mkdir(parents=True, exist_ok=True)
-    print(machine_info())
     threads = args.threads or "all"
     print(
         f"DeepFM, batch 2000, {args.steps} steps per training, block shuffling (65,536 rows), "
-        f"torch threads: {threads}\n"
+        f"torch threads: {threads}"
     )
-    print("| rows | step | seconds | rows/s | peak RSS MB | peak anonymous MB | vocabulary |")
-    print("|---|---|---|---|---|---|---|")
+    out: list[dict[str, object]] = []
     for rows in (int(r) for r in args.rows.split(",")):
         for r in one_size(args.root, rows, args.steps, args.keep, args.threads, args.set):
-            rate = f"{r['rows_per_s']:,.0f}" if "rows_per_s" in r else ""
-            print(
-                f"| {rows:,} | {r['step']} | {r['seconds']} | {rate} | {r['peak_rss_mb']:,} | "
-                f"{r['peak_anon_mb']:,} | {r.get('vocab', '')} |",
-                flush=True,
-            )
+            r.pop("stdout", None)
+            out.append({
+                "rows": rows, "step": r["step"], "seconds": r["seconds"],
+                "rows/s": r.get("rows_per_s"), "peak RSS MB": r["peak_rss_mb"],
+                "peak anonymous MB": r["peak_anon_mb"], "vocabulary": r.get("vocab"),
+            })  # fmt: skip
+            print(f"{rows:,} rows: {r['step']} {r['seconds']} s", flush=True)
+    return out
+
+
+def main() -> int:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
     return 0
 
 

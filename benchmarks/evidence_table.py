@@ -1,7 +1,7 @@
 """Tables of an evidence grid: every method against CE, paired by seed, Holm-corrected.
 
-Reads ``EXP_ROOT/<condition>-<variant>/runs/*/result.json`` (the layout of
-``benchmarks/evidence_ml.sh``); for each condition, one table: test AUC (mean ± std), the paired
+Reads ``EXP_ROOT/<condition>-<variant>/runs/*/result.json`` (the layout
+``autoloss compare --plan`` writes: ``OUT/<condition>-<experiment>``); for each condition, one table: test AUC (mean ± std), the paired
 difference to ``ce`` of the same condition's ``methods`` grid (mean and 95% CI over seeds), the
 paired t-test p and its Holm adjustment across the condition's methods, test logloss and test
 logloss after temperature scaling (fitted on validation). Prints markdown.

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
+from _table import markdown
 
 POLICIES = ("system", "keep")
 
@@ -58,47 +59,61 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"methods": out, "peak_rss_mb": peak}))
 
 
-def run_child(policy: str) -> dict:
+def run_child(args: argparse.Namespace, policy: str) -> dict:
     """One measuring process under ``policy``, with this command's own options."""
-    cmd = [sys.executable, __file__, *sys.argv[1:], "--child", policy]
+    cmd = [sys.executable, __file__, "--rows", str(args.rows), "--workdir", args.workdir]
+    cmd += ["--data", args.data] if args.data else []
+    cmd += ["--threads", str(args.threads), "--steps", str(args.steps)]
+    cmd += ["--methods", args.methods, "--child", policy]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=5, steps=50)
     ap.add_argument("--methods", default="ce,autoloss")
     ap.add_argument("--child", choices=POLICIES, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        child(args)
-        return
-    torch.set_num_threads(args.threads)  # as the measured processes (for machine_info)
-    print(machine_info())
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per method and policy: medians over rounds of fresh processes."""
     bench_data(args)  # prepares the synthetic file once, outside the timed processes
     rounds: list[dict[str, dict]] = []
     for r in range(args.rounds):
-        rounds.append({p: run_child(p) for p in POLICIES})
+        rounds.append({p: run_child(args, p) for p in POLICIES})
         line = [
             f"{m} {p} {rounds[-1][p]['methods'][m]['ms']:.2f} ms"
             for m in args.methods.split(",")
             for p in POLICIES
         ]
         print(f"round {r + 1}: " + ", ".join(line), flush=True)
-    print(f"\nmedians of {args.rounds} rounds ({args.steps} steps of 2000 rows per process):")
-    print("| method | heap | ms per step | minor faults per step | system ms per step | "
-          "peak RSS MB | time system / keep |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    rows: list[dict[str, object]] = []
     for m in args.methods.split(","):
         for p in POLICIES:
             med = {k: statistics.median(x[p]["methods"][m][k] for x in rounds) for k in
                    ("ms", "faults", "sys_ms")}  # fmt: skip
-            rss = statistics.median(x[p]["peak_rss_mb"] for x in rounds)
-            ratio = statistics.median(
-                x["system"]["methods"][m]["ms"] / x[p]["methods"][m]["ms"] for x in rounds
-            )
-            print(f"| {m} | {p} | {med['ms']:.2f} | {med['faults']:,.0f} | {med['sys_ms']:.2f} | "
-                  f"{rss:,.0f} | {ratio:.2f}x |")  # fmt: skip
+            rows.append({
+                "method": m, "heap": p, "ms per step": med["ms"],
+                "minor faults per step": med["faults"], "system ms per step": med["sys_ms"],
+                "peak RSS MB": statistics.median(x[p]["peak_rss_mb"] for x in rounds),
+                "time system / keep": statistics.median(
+                    x["system"]["methods"][m]["ms"] / x[p]["methods"][m]["ms"] for x in rounds
+                ),
+            })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    if args.child:
+        child(args)
+        return
+    torch.set_num_threads(args.threads)  # as the measured processes (for machine_info)
+    print(machine_info())
+    rows = measure(args)
+    print(f"\nmedians of {args.rounds} rounds ({args.steps} steps of 2000 rows per process):")
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info
+from _table import markdown
 from autoloss.models import model_names
 from autoloss.train.config import RunConfig
 from autoloss.train.run import train_run
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--models", default=",".join(model_names()))
     ap.add_argument("--loss", default="ce")
@@ -31,9 +32,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2021)
     ap.add_argument("--out", default="bench-out/zoo")
     ap.add_argument("--set", action="append", default=[], help="extra config KEY=VALUE")
-    args = ap.parse_args()
-    print(machine_info())
-    rows = []
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per model: test and validation figures, epochs and training speed."""
+    rows: list[dict[str, object]] = []
     for name in args.models.split(","):
         cfg = RunConfig()
         cfg.data.path = args.data
@@ -48,21 +52,21 @@ def main() -> None:
         cfg.out = str(Path(args.out) / f"{name}-{args.loss}-s{args.seed}")
         t0 = time.perf_counter()
         _, r = train_run(cfg, overwrite=True, log=lambda s: None)
-        rows.append((name, r, time.perf_counter() - t0))
-        print(
-            f"{name}: test AUC {r['test']['auc']:.4f} logloss {r['test']['logloss']:.4f} "
-            f"(best epoch {r['best_epoch']}/{r['epochs']}, {r['train_rows_per_second']:,.0f} rows/s)",
-            flush=True,
-        )
-    print(
-        "\n| model | test AUC | test logloss | valid AUC | best epoch / epochs | train rows/s | wall s |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, r, wall in rows:
-        print(
-            f"| {name} | {r['test']['auc']:.4f} | {r['test']['logloss']:.4f} | {r['valid']['auc']:.4f} | "
-            f"{r['best_epoch']} / {r['epochs']} | {r['train_rows_per_second']:,.0f} | {wall:.0f} |"
-        )
+        wall = time.perf_counter() - t0
+        print(f"{name}: test AUC {r['test']['auc']:.4f} ({wall:.0f} s)", flush=True)
+        rows.append({
+            "model": name, "test AUC": f"{r['test']['auc']:.4f}",
+            "test logloss": f"{r['test']['logloss']:.4f}", "valid AUC": f"{r['valid']['auc']:.4f}",
+            "best epoch / epochs": f"{r['best_epoch']} / {r['epochs']}",
+            "train rows/s": float(r["train_rows_per_second"]), "wall s": wall,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import markdown  # type: ignore[import-not-found]
+
 # Runs `argv` as a child and reports its wall time and peak RSS (a fresh process per
 # measurement, so RUSAGE_CHILDREN sees exactly one child).
 _WRAPPER = """
@@ -93,7 +96,7 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def measure(argv: list[str]) -> dict[str, float]:
+def measure_command(argv: list[str]) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *argv], capture_output=True, text=True, check=True
     )
@@ -110,19 +113,21 @@ def script_seconds(script: str, path: Path) -> float:
     return float(out.stdout.split()[0])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (best kept)")
     ap.add_argument("--workers", type=int, default=0, help="prepare --workers (0: one per core)")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    print("machine:", json.dumps(machine_info()))
+    return ap
 
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per file size: pandas, the reader alone and prepare (seconds, RSS, CPU)."""
     from autoloss.data.synth import write_synthetic_criteo
 
-    results = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_out: list[dict[str, object]] = []
     for rows in args.rows:
         path = args.out / f"criteo-synth-{rows}.txt"
         if not path.exists():
@@ -138,22 +143,28 @@ def main() -> None:
         cmd += ["--workers", str(args.workers)]
         runs = []
         for _ in range(args.repeat):
-            m = measure(cmd)
+            m = measure_command(cmd)
             m["seconds"] = json.loads((dest / "meta.json").read_text())["seconds"]
             runs.append(m)
         best = min(runs, key=lambda r: r["seconds"])
-        results[rows] = best
-        print(
-            f"{rows:>9,} rows ({size_mb:,.0f} MiB): pandas parse {pandas:.2f} s | "
-            f"reader alone {reader:.2f} s ({reader / pandas:.2f}x pandas) | "
-            f"prepare {best['seconds']:.2f} s ({rows / best['seconds']:,.0f} rows/s; "
-            f"command wall {best['wall']:.2f} s, CPU {best['cpu']:.2f} s) | ratio prepare/pandas "
-            f"{best['seconds'] / pandas:.2f} | peak RSS {best['maxrss_mb']:,.0f} MiB"
-        )
-    if len(results) >= 2:
-        small, large = min(results), max(results)
-        growth = results[large]["maxrss_mb"] / results[small]["maxrss_mb"] - 1
-        print(f"peak RSS {large:,} vs {small:,} rows: {growth:+.1%}")
+        rows_out.append({
+            "rows": rows, "MiB": size_mb, "pandas parse s": pandas, "reader alone s": reader,
+            "prepare s": best["seconds"], "prepare rows/s": rows / best["seconds"],
+            "command wall s": best["wall"], "CPU s": best["cpu"],
+            "prepare / pandas": best["seconds"] / pandas, "peak RSS MiB": best["maxrss_mb"],
+        })  # fmt: skip
+    return rows_out
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print("machine:", json.dumps(machine_info()))
+    rows = measure(args)
+    print(markdown(rows))
+    if len(rows) >= 2:
+        small, large = rows[0], rows[-1]
+        growth = float(large["peak RSS MiB"]) / float(small["peak RSS MiB"]) - 1  # type: ignore[arg-type]
+        print(f"peak RSS {large['rows']:,} vs {small['rows']:,} rows: {growth:+.1%}")
 
 
 if __name__ == "__main__":

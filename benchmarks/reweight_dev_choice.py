@@ -1,6 +1,6 @@
 """The development condition's choice for ``--loss reweight``: mean selection-split AUC per variant.
 
-Reads ``EXP_ROOT/dev-<variant>/runs/*/result.json`` (``benchmarks/evidence_reweight.sh dev``) and
+Reads ``EXP_ROOT/dev-<variant>/runs/*/result.json`` (``autoloss compare --plan benchmarks/grids/reweight-dev.yaml``) and
 prints, per variant, the seeds, the mean ± std of the *validation* (selection split) AUC and
 logloss, and the choice: the ``reweight`` variant with the highest mean validation AUC. Test
 figures are not read (docs/method.md, "The protocol").

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import synthetic_criteo
 from _machine import machine_info
 from _runs import train_cached
+from _table import markdown
 from autoloss.data.batches import BatchIterator
 from autoloss.data.encoder import RowEncoder
 from autoloss.data.store import EncodedDataset
@@ -83,18 +84,21 @@ def latency(score: Any, rows: list[list[np.ndarray]]) -> tuple[float, float]:
     return float(np.percentile(us, 50)), float(np.percentile(us, 99))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200, help="training steps of the scored model")
     ap.add_argument("--single", type=int, default=2000, help="rows scored one at a time")
     ap.add_argument("--workdir", default="bench-out")
-    args = ap.parse_args()
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per scoring path (rows/s, best of ``--repeat``), then the single-row latencies."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    print(machine_info())
     work = Path(args.workdir)
     raw, data_dir = synthetic_criteo(work, args.rows)
     run_dir = work / f"serving-run-{args.rows}"
@@ -160,12 +164,22 @@ def main() -> None:
     if ort_score is not None:
         lat["onnx runtime"] = latency(ort_score, singles)
 
-    print(f"\n| scoring path | rows/s (best of {args.repeat}) |\n|---|---|")
-    for name, rps in figures.items():
-        print(f"| {name} | {rps:,.0f} |")
-    print(f"\n| one row at a time ({args.single:,} rows) | p50 µs | p99 µs |\n|---|---|---|")
-    for name, (p50, p99) in lat.items():
-        print(f"| {name} | {p50:,.0f} | {p99:,.0f} |")
+    rows: list[dict[str, object]] = [
+        {"scoring path": name, f"rows/s (best of {args.repeat})": rps}
+        for name, rps in figures.items()
+    ]
+    rows += [
+        {"scoring path": f"{name}, one row at a time ({args.single:,} rows)", "p50 µs": p50,
+         "p99 µs": p99}
+        for name, (p50, p99) in lat.items()
+    ]  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
 
 
 if __name__ == "__main__":

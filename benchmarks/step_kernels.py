@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info
+from _table import markdown
 from autoloss import ops
 
 Kernel = Callable[[], object]
@@ -139,24 +140,38 @@ def pairs() -> dict[str, tuple[Kernel, ...]]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20)
-    args = ap.parse_args()
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per pair: the median ms per call of each side and their ratios to the first."""
     torch.set_num_threads(args.threads)
-    print(machine_info())
-    print(f"\n| kernel (shipped first) | ms per call (median of {args.rounds} rounds) | ratio |")
-    print("|---|---|---|")
+    rows: list[dict[str, object]] = []
     for name, fns in pairs().items():
         times: list[list[float]] = [[] for _ in fns]
         for _ in range(args.rounds):
             for t, fn in zip(times, fns, strict=True):
                 t.append(ms(fn, args.calls))
         med = [statistics.median(t) for t in times]
-        ratios = " / ".join(f"{m / med[0]:.2f}x" for m in med[1:])
-        print(f"| {name} | {' vs '.join(f'{m:.3f}' for m in med)} | {ratios} |", flush=True)
+        rows.append({
+            "kernel (shipped first)": name,
+            f"ms per call (median of {args.rounds} rounds)": " vs ".join(f"{m:.3f}" for m in med),
+            "ratio": " / ".join(f"{m / med[0]:.2f}x" for m in med[1:]),
+            "ms": med,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    rows = measure(args)
+    print(markdown([{k: v for k, v in r.items() if k != "ms"} for r in rows]))
 
 
 if __name__ == "__main__":

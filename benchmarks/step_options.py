@@ -43,11 +43,13 @@ PyTorch's ops, and are patched in here.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
+from _table import markdown
 from autoloss import ops
 from autoloss.data.store import EncodedDataset
 from autoloss.ops import dropout_mask, embedding
@@ -97,9 +100,10 @@ REFERENCE = {
 }
 
 
-def patch() -> None:
+def patch() -> Callable[[], None]:
     """Route the dropout words, the sort keys, the row sums and the row-wise Adam through the
-    earlier versions that the active option undoes (the rest goes through ``ops``'s switch)."""
+    earlier versions that the active option undoes (the rest goes through ``ops``'s switch);
+    returns the function that puts the shipped versions back."""
     grouped, summed, keep_mask = embedding.group_rows, embedding.sum_rows, dropout_mask.keep_mask
 
     def torch_words(shape: torch.Size, cut: int, dtype: torch.dtype) -> torch.Tensor:
@@ -144,6 +148,14 @@ def patch() -> None:
     embedding.group_rows = group_rows
     embedding.sum_rows = sum_rows
 
+    def restore() -> None:
+        ACTIVE.clear()
+        optim._sparse_step = sparse_step
+        dropout_mask.keep_mask = keep_mask
+        embedding.group_rows, embedding.sum_rows = grouped, summed
+
+    return restore
+
 
 def trainer(data: EncodedDataset, loss: str) -> Trainer:
     return deepfm_trainer(data, loss, {})
@@ -178,37 +190,55 @@ def ms_per_step(tr: Trainer, option: str, batches: list[Any]) -> float:
         return (time.perf_counter() - t0) / (len(batches) - 3) * 1000
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = bench_parser(__doc__, rows=1_000_000, threads=1, rounds=5, steps=40)
     ap.add_argument("--no-compile", action="store_true", help="leave the compiled option out")
     ap.add_argument("--loss", default="ce", help="the trainers' --loss method (default ce)")
-    args = ap.parse_args()
+    ap.add_argument("--options", default=",".join(UNDOES), help="the options timed (default all)")
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per option: its best ms per step, its median time relative to ``current``."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    print(machine_info())
     data = bench_data(args)
-    patch()
-    first = trainer(data, args.loss)
-    it = first._iterator("train", train=True)
-    batches = [b for _, b in zip(range(args.steps + 3), it.epoch(0), strict=False)]
-    trainers = {"current": first, **{o: trainer(data, args.loss) for o in UNDOES if o != "current"}}
-    if not args.no_compile:
-        tr = compiled(data, args.loss, batches)
-        if tr is not None:
-            trainers["compiled"] = tr
-    times: dict[str, list[float]] = {o: [] for o in trainers}
-    for r in range(args.rounds):
-        for option, tr in trainers.items():
-            times[option].append(ms_per_step(tr, option, batches))
-        print(f"round {r + 1}: " + ", ".join(f"{o} {t[-1]:.1f}" for o, t in times.items()))
+    restore = patch()
+    try:
+        first = trainer(data, args.loss)
+        it = first._iterator("train", train=True)
+        batches = [b for _, b in zip(range(args.steps + 3), it.epoch(0), strict=False)]
+        chosen = [o for o in args.options.split(",") if o in UNDOES and o != "current"]
+        others = {o: trainer(data, args.loss) for o in chosen}
+        trainers = {"current": first, **others}
+        if not args.no_compile:
+            tr = compiled(data, args.loss, batches)
+            if tr is not None:
+                trainers["compiled"] = tr
+        times: dict[str, list[float]] = {o: [] for o in trainers}
+        for r in range(args.rounds):
+            for option, tr in trainers.items():
+                times[option].append(ms_per_step(tr, option, batches))
+            print(f"round {r + 1}: " + ", ".join(f"{o} {t[-1]:.1f}" for o, t in times.items()))
+    finally:
+        restore()
     base = times["current"]
-    print(
-        f"\n| option | ms per step (best of {args.rounds}) | time vs current (median of rounds) |"
-    )
-    print("|---|---|---|")
-    for option, t in times.items():
-        ratio = statistics.median(a / b for a, b in zip(t, base, strict=True))
-        print(f"| {option} | {min(t):.1f} | {ratio:.2f}x |")
+    return [
+        {
+            "option": option,
+            f"ms per step (best of {args.rounds})": min(t),
+            "time vs current (median of rounds)": statistics.median(
+                a / b for a, b in zip(t, base, strict=True)
+            ),
+        }
+        for option, t in times.items()
+    ]
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    print(markdown(measure(args)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import bench_data, bench_parser, deepfm_trainer
 from _machine import machine_info
+from _table import markdown
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
 from autoloss.train import heap
@@ -121,19 +122,22 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
 }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = bench_parser(__doc__, rows=400_000, threads=0, rounds=3, steps=60)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default="plain,ce,uniform,autoloss,unrolled")
     ap.add_argument("--heap", choices=("keep", "system"), default="keep",
                     help="the C heap policy of the whole process (train.heap; default keep)")  # fmt: skip
-    args = ap.parse_args()
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per method: best rows/s over the rounds, time per row relative to CE."""
     if args.heap == "keep":
         heap.keep_freed_memory()
     if args.threads > 0:  # on a shared machine one thread per process avoids OpenMP spin-waits
         torch.set_num_threads(args.threads)
-    print(machine_info())
     data = bench_data(args)
     vocab = sum(data.spec.cat_vocab)
     print(
@@ -154,15 +158,26 @@ def main() -> None:
             results[m].append(rps)
             print(f"round {r + 1} {m:>10}: {rps:10,.0f} rows/s", flush=True)
     best = {m: max(v) for m, v in results.items()}
-    print(f"\nbest of {args.rounds} rounds ({args.steps} steps each, batch {args.batch_size}):")
+    rows: list[dict[str, object]] = []
     for m, rps in best.items():
-        rel = ""
+        row: dict[str, object] = {"method": m, "rows/s (best)": rps}
         if "ce" in results:  # the median over rounds of the ratio within each round
-            ratio = statistics.median(c / r for c, r in zip(results["ce"], results[m]))
-            rel = f"  time/row vs ce: {best['ce'] / rps:.2f}x best, {ratio:.2f}x median of rounds"
-        print(f"{m:>10}: {rps:10,.0f} rows/s{rel}")
+            row["time/row vs ce (best)"] = best["ce"] / rps
+            row["time/row vs ce (median of rounds)"] = statistics.median(
+                c / r for c, r in zip(results["ce"], results[m])
+            )
+        rows.append(row)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {rss:,.0f} MiB")
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info())
+    rows = measure(args)
+    print(f"\nbest of {args.rounds} rounds ({args.steps} steps each, batch {args.batch_size}):")
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

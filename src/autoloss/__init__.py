@@ -22,9 +22,14 @@ Names load on first use: ``import autoloss`` itself does not import torch.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# A library logs, the program shows: nothing reaches a program that configures no logging
+# (autoloss.logs; the command line configures it).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from autoloss.data.batches import BatchIterator

@@ -2,7 +2,10 @@
 
 Each command lives in its own module exposing register(subparsers); the parser built there sets
 func (called with the parsed namespace, returns an exit code). User errors (AutolossError) are
-caught here, once, and printed as one line.
+caught here, once, and printed as one line. Logging is configured here, once
+(:func:`autoloss.logs.configure`): progress on stdout, warnings and errors on stderr;
+``--quiet`` (warnings and errors only) and ``--verbose`` (debug records too), before or after
+the command's name.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 # docs/benchmarks.md, "Kernels"). The environment's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from autoloss import __version__
+from autoloss import __version__, logs
 from autoloss.errors import AutolossError
 
 # Modules that add sub-commands, in the order they appear in --help.
@@ -57,7 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _logging_flags(parser, False)
+    for command in sub.choices.values():  # after the command's name too; it does not reset them
+        _logging_flags(command, argparse.SUPPRESS)
     return parser
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    group = parser.add_argument_group("output").add_mutually_exclusive_group()
+    group.add_argument(
+        "--quiet", action="store_true", default=default, help="show warnings and errors only"
+    )
+    group.add_argument(
+        "--verbose", action="store_true", default=default, help="show debug messages too"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    logs.configure(logs.level_of(quiet=args.quiet, verbose=args.verbose))
     try:
         return int(args.func(args) or 0)
     except AutolossError as exc:

@@ -1,4 +1,4 @@
-"""Parquet input for the csv and frappe formats (SPEC §4): same encoding as the CSV files."""
+"""Parquet input for the csv and frappe formats (docs/data.md): same encoding as CSV files."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from autoloss.experiments.compare import (
     prepare_experiment,
 )
 from autoloss.experiments.grid import parse_grid
-from autoloss.experiments.tables import BEST_FIXED_MARK, SPEC_COLUMNS, fmt_p, read_results_csv
+from autoloss.experiments.tables import BEST_FIXED_MARK, REQUIRED_COLUMNS, fmt_p, read_results_csv
 from autoloss.train.config import RunConfig
 from experiments.fake_runs import write_fake_experiment
 
@@ -193,9 +193,9 @@ def test_compare_grid_end_to_end_tables_resume_and_changed_grid(
     meta = yaml.safe_load((exp / "experiment.yaml").read_text())
     assert meta["grid"] == [{"key": "data.label_noise", "values": [0.0, 0.3]}]
 
-    # results.csv: the SPEC's columns first, then the condition and a column per grid key
+    # results.csv: the required columns first, then the condition and a column per grid key
     header = (exp / "results.csv").read_text().splitlines()[0].split(",")
-    assert tuple(header[: len(SPEC_COLUMNS)]) == SPEC_COLUMNS
+    assert tuple(header[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
     assert header[-2:] == ["condition", "data.label_noise"]
     rows = read_results_csv(exp / "results.csv")
     assert sorted((r["condition"], r["data.label_noise"], r["method"], r["seed"]) for r in rows) == sorted(

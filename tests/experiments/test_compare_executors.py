@@ -377,7 +377,7 @@ def test_ray_executor_runs_each_run_as_a_task_of_the_same_function(
     outcome = run_experiment(exp, executor=executor, log=logged.append, quiet_runs=True)
     assert fake.options == {"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 0}
     assert fake.inits == [{"address": None, "include_dashboard": False}] and fake.shutdowns == 1
-    cwd, fn, cfg, _ = fake.args[0]
+    cwd, fn, cfg, _quiet, _log_level = fake.args[0]
     assert fn is flaky and cwd == str(tmp_path)
     assert cfg["train"]["num_threads"] == 1  # the run's own count, not the task's CPUs
     assert Path(cfg["out"]).is_absolute() and Path(cfg["out"]).parent == tmp_path / "exp" / "runs"

@@ -20,7 +20,7 @@ from autoloss.experiments.compare import (
     prepare_experiment,
     run_experiment,
 )
-from autoloss.experiments.tables import SPEC_COLUMNS, read_results_csv
+from autoloss.experiments.tables import REQUIRED_COLUMNS, read_results_csv
 from autoloss.train.config import RunConfig
 from autoloss.train.trainer import Trainer
 
@@ -81,7 +81,7 @@ def test_compare_end_to_end_then_resume_skips_finished_runs(
     ]
     assert all(0 < r["test_auc"] < 1 and r["test_logloss"] > 0 for r in rows)
     header = (exp / "results.csv").read_text().splitlines()[0].split(",")
-    assert tuple(header[: len(SPEC_COLUMNS)]) == SPEC_COLUMNS
+    assert tuple(header[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
     for name in ("deepfm-ce-s7", "deepfm-uniform-s8"):
         rd = exp / "runs" / name
         assert {"config.yaml", "metrics.jsonl", "result.json", "model.pt"} <= {

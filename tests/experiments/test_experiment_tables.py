@@ -18,7 +18,7 @@ from autoloss.experiments.tables import (
     AUTOLOSS_METHODS,
     BEST_FIXED_MARK,
     LEARNT_METHODS,
-    SPEC_COLUMNS,
+    REQUIRED_COLUMNS,
     MethodStats,
     best_baseline,
     fmt_p,
@@ -71,7 +71,7 @@ def test_results_csv_has_the_spec_columns_first(tmp_path: Path) -> None:
     finish_experiment(exp)
     with open(tmp_path / "exp" / "results.csv", newline="") as fh:
         header = next(csv.reader(fh))
-    assert tuple(header[: len(SPEC_COLUMNS)]) == SPEC_COLUMNS
+    assert tuple(header[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
     rows = read_results_csv(tmp_path / "exp" / "results.csv")
     assert len(rows) == 2 * 3 * 2
     assert {r["seed"] for r in rows} == {1, 2}

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from autoloss.errors import ConfigError
-from autoloss.experiments.search import simplex_weights, train_searched
 from autoloss.train.config import RunConfig
+from autoloss.train.search import simplex_weights, train_searched
 from autoloss.train.trainer import Trainer
 
 QUIET: Any = lambda s: None  # noqa: E731
@@ -90,7 +90,7 @@ def test_search_rejects_bad_settings(
 def test_an_interrupted_search_run_resumes_without_searching_again(
     tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import autoloss.experiments.search as search
+    import autoloss.train.search as search
 
     cfg = small_cfg(tiny_dataset, loss__search_trials=2, train__epochs=2, out=str(tmp_path / "r"))
     _, whole = train_searched(cfg.copy(), overwrite=True, log=QUIET)

@@ -28,7 +28,7 @@ def _sig(s: float) -> float:
 
 
 def _binary_reference(name: str, s: float, y: int, gamma: float = 2.0, eps: float = EPS) -> float:
-    """The SPEC §2 formulas, in plain Python."""
+    """The binary candidate formulas of docs/losses.md ("Definitions"), in plain Python."""
     p = _sig(s)
     pt = p if y == 1 else 1 - p
     t = 2 * y - 1

@@ -281,6 +281,7 @@ def _rank(launcher: int, rank: int) -> psutil.Process | None:
     return None
 
 
+@pytest.mark.slow  # a minute: it waits out a 30 s collective timeout (make test-all)
 @pytest.mark.e2e
 def test_a_stopped_rank_is_named_in_one_line_and_the_run_resumes(
     data: Path, tmp_path: Path

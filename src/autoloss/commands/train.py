@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoloss.errors import ConfigError
 from autoloss.train.config import RunConfig
+
+if TYPE_CHECKING:
+    from autoloss.train.result import RunResult
 
 # flag -> (dotted config key, type, metavar, help). Every other setting: --set key=value.
 TRAINING_FLAGS: dict[str, tuple[str, type, str, str]] = {
@@ -150,22 +153,22 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     return cfg
 
 
-def _print_result(run_dir: Path, result: dict[str, Any]) -> None:
-    t, v = result.get("test") or {}, result["valid"]
+def _print_result(run_dir: Path, result: RunResult) -> None:
+    t, v = result.test, result.valid
     print(f"run: {run_dir}")
     print(f"valid AUC {v['auc']:.4f} logloss {v['logloss']:.4f}")
     if t:
         print(f"test AUC {t['auc']:.4f} logloss {t['logloss']:.4f}")
     print(
-        f"best epoch {result['best_epoch']} of {result['epochs']}, {result['train_seconds']:.1f}s training, "
-        f"{result['train_rows_per_second']:,.0f} rows/s"
+        f"best epoch {result.best_epoch} of {result.epochs}, {result.train_seconds:.1f}s training, "
+        f"{result.train_rows_per_second:,.0f} rows/s"
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from autoloss.experiments.search import train_any
     from autoloss.train import distributed
     from autoloss.train.run import saved_config
+    from autoloss.train.search import train_any
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")
@@ -179,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with distributed.one_line_failures(), distributed.process_group(cfg.train.device) as ctx:
         if ctx is not None:
             distributed.check_config(cfg)
+        # the run's progress and warnings through logging: --quiet / --verbose (autoloss.logs)
         run_dir, result = train_any(cfg, resume=args.resume, overwrite=args.overwrite)
     if ctx is None or ctx.is_main:
         _print_result(run_dir, result)
@@ -248,6 +252,9 @@ def rank_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--resume")
     if args.overwrite:
         argv.append("--overwrite")
+    for flag in ("quiet", "verbose"):  # the command line's logging (autoloss.cli)
+        if getattr(args, flag, False):
+            argv.append(f"--{flag}")
     return argv
 
 
@@ -255,8 +262,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from autoloss.data.batches import BatchIterator
     from autoloss.data.store import EncodedDataset
     from autoloss.metrics import evaluate
+    from autoloss.train.builder import resolve_device
+    from autoloss.train.evaluation import predict_logits
     from autoloss.train.run import load_run
-    from autoloss.train.trainer import predict_logits, resolve_device
 
     run = load_run(args.run, device=args.device)
     path = args.data or run.cfg.data.path

@@ -153,7 +153,7 @@ class RawFormat:
     name = ""
     label = "label"
     default_min_count = 1
-    accepts_parquet = False  # SPEC §4: Parquet input for csv and frappe
+    accepts_parquet = False  # Parquet input: csv and frappe only (docs/data.md, "Parquet input")
     time_column: str | None = None  # the column that orders rows in time (--split temporal)
 
     def __init__(self, task: str = "binary", min_count: int | dict[str, int] | None = None):
@@ -601,7 +601,7 @@ def _beside(path: Path, stem: str) -> Path | None:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CsvSchema:
-    """A parsed ``csv`` schema file (see SPEC §4)."""
+    """A parsed ``csv`` schema file (docs/data.md, "csv schema")."""
 
     label: str
     task: str = "binary"

@@ -19,8 +19,22 @@ from autoloss.data.spec import FeatureSpec
 from autoloss.errors import DataError
 from autoloss.files import verify_recorded
 
+#: The layout of an encoded dataset directory (``meta.json`` ``format_version``; docs/formats.md).
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
+
+
+def check_format_version(
+    meta: dict[str, Any], meta_path: Path, hint: str = "prepare the data again"
+) -> None:
+    """One :class:`DataError` line unless ``meta`` (a dataset's, or the copy in a run
+    directory) has the ``format_version`` this version reads."""
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"unsupported format_version {meta.get('format_version')!r} "
+            f"(this autoloss reads {FORMAT_VERSION}); {hint}",
+            path=meta_path,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,12 +91,7 @@ class EncodedDataset:
             raise DataError(f"corrupt meta.json ({exc})", path=meta_path) from exc
         if not isinstance(meta, dict) or "fields" not in meta or "splits" not in meta:
             raise DataError("corrupt meta.json: 'fields' or 'splits' missing", path=meta_path)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"unsupported format_version {meta.get('format_version')!r} "
-                f"(this autoloss reads {FORMAT_VERSION}); prepare the data again",
-                path=meta_path,
-            )
+        check_format_version(meta, meta_path)
         self.meta: dict[str, Any] = meta
         self._splits: dict[str, EncodedSplit] = {}
 

@@ -33,6 +33,7 @@ complete tables.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import traceback
@@ -97,6 +98,8 @@ PAPER_SEEDS = 5
 EXPERIMENT_FORMAT = "autoloss-experiment-1"
 
 Log = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 class ExperimentError(AutolossError):
@@ -228,6 +231,13 @@ class Experiment:
             raise ConfigError("not an experiment directory (no experiment.yaml)", path=Path(out))
         try:
             raw = yamlfile.load(p.read_text(encoding="utf-8"), path=p, what="experiment.yaml")
+            fmt = raw.get("format") if isinstance(raw, dict) else None
+            if fmt != EXPERIMENT_FORMAT:
+                raise ConfigError(
+                    f"experiment format {fmt!r} is not {EXPERIMENT_FORMAT!r} (written by another "
+                    "version of autoloss): use another --out, or the version that wrote it",
+                    path=p,
+                )
             base = RunConfig.from_dict(raw["config"], source=str(p))
             return cls(
                 Path(out),
@@ -313,7 +323,7 @@ def _check_conditions(exp: Experiment) -> None:
     ``pos_rate``) fails before any run."""
     if not any(k.startswith("data.") for k in exp.grid_keys):
         return
-    from autoloss.train.trainer import run_dataset
+    from autoloss.train.builder import run_dataset
 
     seen: set[str] = set()
     for cond in exp.conditions():
@@ -417,21 +427,21 @@ def _user_files(out: Path) -> Iterator[Path]:
 # ---------------------------------------------------------------------------------- running
 def train_planned(cfg_dict: dict[str, Any], state: str, quiet: bool) -> dict[str, Any]:
     """Train one run (in this process or a worker): resume, restart or start it."""
-    from autoloss.experiments.search import train_any
+    from autoloss.train.search import train_any
 
     cfg = RunConfig.from_dict(cfg_dict)
     name = Path(str(cfg.out)).name
 
     def log(line: str) -> None:
         if not quiet:
-            print(f"[{name}] {line}", flush=True)
+            logger.info("[%s] %s", name, line)
 
     if state == "interrupted":
         try:
-            return train_any(cfg, resume=True, log=log)[1]
+            return train_any(cfg, resume=True, log=log)[1].to_dict()
         except CheckpointError as exc:
             log(f"cannot resume ({exc}); restarting")
-    return train_any(cfg, overwrite=state != "new", log=log)[1]
+    return train_any(cfg, overwrite=state != "new", log=log)[1].to_dict()
 
 
 def train_locked(cfg_dict: dict[str, Any], quiet: bool) -> tuple[str, dict[str, Any]]:
@@ -445,7 +455,7 @@ def train_locked(cfg_dict: dict[str, Any], quiet: bool) -> tuple[str, dict[str, 
         return "busy", lock.holder or {}
     with lock:
         if lock.took_over and not quiet:
-            print(f"[{lock.path.stem}] took over a stale lock ({lock.took_over})", flush=True)
+            logger.info("[%s] took over a stale lock (%s)", lock.path.stem, lock.took_over)
         state = run_state(Path(str(cfg_dict["out"])))
         if state == "done":
             return "done", {}
@@ -572,7 +582,7 @@ def run_experiment(
     exp: Experiment,
     *,
     jobs: int = 1,
-    log: Log = print,
+    log: Log | None = None,
     quiet_runs: bool = False,
     executor: Executor | None = None,
     shard: Shard | None = None,
@@ -592,6 +602,8 @@ def run_experiment(
     the tables are rebuilt from every finished run on disk, other processes' and shards'
     included: the last to finish writes complete tables.
     """
+    if log is None:
+        log = logger.info
     if executor is None:
         executor = local_executor(jobs)
     plan = exp.plan()

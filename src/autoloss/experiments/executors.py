@@ -30,6 +30,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from autoloss import logs
 from autoloss.errors import AutolossError, ConfigError
 
 #: The function every executor calls for a run: ``fn(config, quiet) -> (status, payload)``. The
@@ -115,7 +116,10 @@ class ProcessExecutor(Executor):
         ctx = multiprocessing.get_context("spawn")
         workers = min(self.jobs, len(calls))
         with cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=start_worker,
+            initargs=(os.getpid(), logs.configured_level()),
         ) as pool:
             futures = {pool.submit(fn, *call.args()): call for call in calls}
             try:
@@ -130,6 +134,13 @@ class ProcessExecutor(Executor):
 
 #: How often a worker checks that the process that started it is still alive (seconds).
 PARENT_CHECK_S = 0.5
+
+
+def start_worker(parent: int, log_level: int | None) -> None:
+    """A worker's initializer: :func:`watch_parent`, and the command line's logging (a spawned
+    process starts without it: the runs' progress would be lost)."""
+    logs.configure_worker(log_level)
+    watch_parent(parent)
 
 
 def watch_parent(parent: int) -> None:
@@ -168,9 +179,13 @@ def import_ray() -> Any:
     return ray
 
 
-def _in_dir(cwd: str, fn: RunFn, config: dict[str, Any], quiet: bool) -> Any:
+def _in_dir(
+    cwd: str, fn: RunFn, config: dict[str, Any], quiet: bool, log_level: int | None = None
+) -> Any:
     """A Ray task: ``fn`` run from the driver's working directory where this node has it (so
-    that relative paths in the configuration mean what they meant to the driver)."""
+    that relative paths in the configuration mean what they meant to the driver), logging as
+    the driver's command line does (``log_level``)."""
+    logs.configure_worker(log_level)
     if os.path.isdir(cwd):
         os.chdir(cwd)
     return fn(config, quiet)
@@ -249,12 +264,12 @@ class RayExecutor(Executor):
             task = ray.remote(_in_dir).options(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0
             )
-            cwd = os.getcwd()
+            cwd, level = os.getcwd(), logs.configured_level()
             pending: dict[Any, RunCall] = {}
             for call in calls:
                 # the run directory as every node sees it: an absolute path on shared storage
                 config = {**call.config, "out": os.path.abspath(str(call.config["out"]))}
-                pending[task.remote(cwd, fn, config, call.quiet)] = call
+                pending[task.remote(cwd, fn, config, call.quiet, level)] = call
             try:
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1)

@@ -1,6 +1,6 @@
 """Results of an experiment as rows, summary statistics, t-tests and markdown tables.
 
-``results.csv`` holds one row per finished run (:data:`RESULT_COLUMNS`: the SPEC's columns first,
+``results.csv`` holds one row per finished run (:data:`RESULT_COLUMNS`: the required columns first,
 then extras; with conditions, ``condition`` and a column per grid key last). :func:`summarize`
 groups the rows by model × method and computes mean, sample standard deviation (ddof = 1) and
 two-sided Welch t-tests of each method against ``ce`` and against the *best fixed loss*
@@ -30,9 +30,10 @@ import numpy as np
 from autoloss.errors import DataError
 from autoloss.files import atomic_output
 from autoloss.metrics import holm, paired_ttest, welch_ttest
+from autoloss.train.result import RunResult
 
-#: The columns SPEC §5 requires, in order.
-SPEC_COLUMNS: tuple[str, ...] = (
+#: The columns every ``results.csv`` has, first and in this order (``read_results_csv`` needs them).
+REQUIRED_COLUMNS: tuple[str, ...] = (
     "model",
     "method",
     "seed",
@@ -44,7 +45,7 @@ SPEC_COLUMNS: tuple[str, ...] = (
     "train_seconds",
     "train_rows_per_second",
 )
-#: Extra columns written after the SPEC's.
+#: Extra columns written after the required ones.
 EXTRA_COLUMNS: tuple[str, ...] = (
     "epochs",
     "steps",
@@ -53,7 +54,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "task",
     "run_dir",
 )
-RESULT_COLUMNS: tuple[str, ...] = SPEC_COLUMNS + EXTRA_COLUMNS
+RESULT_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + EXTRA_COLUMNS
 
 #: Methods that are AutoLoss itself (the product, which reports single out).
 AUTOLOSS_METHODS: frozenset[str] = frozenset({"autoloss", "autoloss-soft"})
@@ -83,31 +84,31 @@ ResultRow = dict[str, Any]
 
 # ---------------------------------------------------------------------------------- rows
 def result_row(
-    result: dict[str, Any], *, model: str, method: str, seed: int, run_dir: str | Path
+    result: RunResult | dict[str, Any],
+    *,
+    model: str,
+    method: str,
+    seed: int,
+    run_dir: str | Path,
 ) -> ResultRow:
-    """One ``results.csv`` row from a run's ``result.json``."""
-    test = result.get("test") or {}
-    valid = result.get("valid") or {}
-    policy = result.get("policy") or {}
-    search = result.get(
-        "search_seconds", policy.get("search_seconds") if isinstance(policy, dict) else None
-    )
+    """One ``results.csv`` row from a run's result (or result.json's content)."""
+    r = result if isinstance(result, RunResult) else RunResult.from_dict(result)
     return {
         "model": model,
         "method": method,
         "seed": int(seed),
-        "test_auc": _float(test.get("auc")),
-        "test_logloss": _float(test.get("logloss")),
-        "valid_auc": _float(valid.get("auc")),
-        "valid_logloss": _float(valid.get("logloss")),
-        "best_epoch": int(result.get("best_epoch", 0)),
-        "train_seconds": _float(result.get("train_seconds")),
-        "train_rows_per_second": _float(result.get("train_rows_per_second")),
-        "epochs": int(result.get("epochs", 0)),
-        "steps": int(result.get("steps", 0)),
-        "train_rows": int(result.get("train_rows", 0)),
-        "search_seconds": _float(search),
-        "task": str(result.get("task", "")),
+        "test_auc": _float(r.test.get("auc")),
+        "test_logloss": _float(r.test.get("logloss")),
+        "valid_auc": _float(r.valid.get("auc")),
+        "valid_logloss": _float(r.valid.get("logloss")),
+        "best_epoch": int(r.best_epoch or 0),
+        "train_seconds": _float(r.train_seconds),
+        "train_rows_per_second": _float(r.train_rows_per_second),
+        "epochs": int(r.epochs or 0),
+        "steps": int(r.steps or 0),
+        "train_rows": int(r.train_rows or 0),
+        "search_seconds": _float(r.search_seconds),
+        "task": str(r.task or ""),
         "run_dir": str(run_dir),
     }
 
@@ -154,7 +155,7 @@ def read_results_csv(path: str | Path) -> list[ResultRow]:
         raise DataError("results file not found", path=p)
     with open(p, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in SPEC_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(
                 f"not an autoloss results file (missing columns: {', '.join(missing)})", path=p

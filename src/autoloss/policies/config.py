@@ -48,7 +48,7 @@ class LossConfig:
     reweight_update_every: int = 7
     reweight_lr: float = 1e-3
     reweight_hidden: list[int] = field(default_factory=lambda: [100])
-    # searched fixed weights (method "search", an outer loop in autoloss.experiments.search)
+    # searched fixed weights (method "search", an outer loop in autoloss.train.search)
     search_trials: int = 20
     search_epochs: int = 1
     search_rows: int | None = None  # rows of train per trial (None = all)

@@ -556,7 +556,14 @@ def load_controller(path: str | Path) -> LoadedController:
     state = load_state(
         p, "controller file", "use another controller, or train the run that wrote it again"
     )
-    if not isinstance(state, dict) or state.get("format") != CONTROLLER_FORMAT:
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("autoloss-controller-") and fmt != CONTROLLER_FORMAT:
+        raise CheckpointError(
+            f"controller format {fmt!r} is not {CONTROLLER_FORMAT!r} (written by another version "
+            "of autoloss): use a controller this version wrote",
+            path=p,
+        )
+    if fmt != CONTROLLER_FORMAT:
         raise CheckpointError(
             "not an autoloss controller file (expected the controller.pt of an autoloss run)",
             path=p,

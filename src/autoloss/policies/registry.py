@@ -2,7 +2,7 @@
 
 The fixed candidates (``ce``, ``focal``, ...), ``uniform`` and ``weights:a,b,...`` are fixed
 policies; ``darts``, ``slf``, ``autoloss``, ``autoloss-soft`` and ``reweight`` learn. (``search``, fixed weights
-found by an outer loop of trainings, lives in :mod:`autoloss.experiments.search`.) Adding a method
+found by an outer loop of trainings, lives in :mod:`autoloss.train.search`.) Adding a method
 is adding one module and one :func:`register_policy` line.
 """
 
@@ -50,7 +50,7 @@ def register_policy(name: str, factory: PolicyFactory) -> None:
 
 
 #: ``--loss search``: fixed weights chosen by an outer loop of trainings
-#: (:mod:`autoloss.experiments.search`), not a criterion this registry builds.
+#: (:mod:`autoloss.train.search`), not a criterion this registry builds.
 SEARCH_METHOD = "search"
 
 

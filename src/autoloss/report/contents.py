@@ -284,7 +284,10 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
     rec = read_run(run_dir)
     out = out or run_dir / REPORT_DIR
     start_output(out)
-    task = str((rec.result or {}).get("task") or rec.config.get("data", {}).get("task", "binary"))
+    task = str(
+        (rec.result.task if rec.result else None)
+        or rec.config.get("data", {}).get("task", "binary")
+    )
     label = f"{rec.model} with {rec.method}"
     page = HtmlPage(f"Run {run_dir.name}: {label}")
     r = rec.result
@@ -293,15 +296,9 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
             "This run has not finished (no result.json): the figures show what it recorded so far."
         )
     else:
-        rows = [
-            [
-                "validation",
-                _fmt(r.get("valid", {}).get("auc")),
-                _fmt(r.get("valid", {}).get("logloss")),
-            ],
-        ]
-        if r.get("test"):
-            rows.append(["test", _fmt(r["test"].get("auc")), _fmt(r["test"].get("logloss"))])
+        rows = [["validation", _fmt(r.valid.get("auc")), _fmt(r.valid.get("logloss"))]]
+        if r.test:
+            rows.append(["test", _fmt(r.test.get("auc")), _fmt(r.test.get("logloss"))])
         page.heading("Result")
         page.table(
             ["split", "AUC" + (" (macro one-vs-rest)" if task == "multiclass" else ""), "logloss"],
@@ -313,12 +310,12 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
                 [
                     rec.model,
                     rec.method,
-                    _fmt(r.get("seed")),
+                    _fmt(r.seed),
                     task,
-                    _fmt(r.get("best_epoch")),
-                    _fmt(r.get("epochs")),
-                    _fmt(r.get("train_seconds"), 1),
-                    f"{float(r.get('train_rows_per_second', 0)):,.0f}",
+                    _fmt(r.best_epoch),
+                    _fmt(r.epochs),
+                    _fmt(r.train_seconds, 1),
+                    f"{float(r.train_rows_per_second or 0):,.0f}",
                 ]
             ],
         )
@@ -342,7 +339,7 @@ def run_report(run_dir: Path, out: Path | None = None) -> Path:
         method=rec.method,
     )
     ctrl = run_dir / "controller.pt"
-    seed = int((r or {}).get("seed") or rec.config.get("train", {}).get("seed") or 0)
+    seed = _seed(rec)
     loaded = load_maps([(seed, ctrl)]) if ctrl.is_file() else None
     if _policy_map_section(
         page,
@@ -852,7 +849,8 @@ def _cell_maps(exp: Any, cells: Cells) -> dict[tuple[str, str, str], Maps]:
 
 
 def _seed(rec: RunRecords) -> int:
-    return int((rec.result or {}).get("seed") or rec.config.get("train", {}).get("seed") or 0)
+    seed = rec.result.seed if rec.result else None
+    return int(seed or rec.config.get("train", {}).get("seed") or 0)
 
 
 def _policy_map_figures(

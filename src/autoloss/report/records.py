@@ -20,6 +20,7 @@ import numpy as np
 from autoloss import yamlfile
 from autoloss.errors import ConfigError, DataError
 from autoloss.files import read_verified_text
+from autoloss.train.result import RunResult
 from autoloss.train.rundir import RESULT_HINT, read_records
 
 
@@ -27,26 +28,24 @@ from autoloss.train.rundir import RESULT_HINT, read_records
 class RunRecords:
     run_dir: Path
     config: dict[str, Any]
-    result: dict[str, Any] | None
+    result: RunResult | None
     evals: list[dict[str, Any]]
     policy: list[dict[str, Any]]
 
     @property
     def method(self) -> str:
-        return str(
-            (self.result or {}).get("method") or self.config.get("loss", {}).get("method", "?")
-        )
+        method = self.result.method if self.result else None
+        return str(method or self.config.get("loss", {}).get("method", "?"))
 
     @property
     def model(self) -> str:
-        return str(
-            (self.result or {}).get("model") or self.config.get("model", {}).get("name", "?")
-        )
+        model = self.result.model if self.result else None
+        return str(model or self.config.get("model", {}).get("name", "?"))
 
     @property
     def candidates(self) -> list[str]:
-        if self.result and self.result.get("candidates"):
-            return [str(c) for c in self.result["candidates"]]
+        if self.result and self.result.candidates:
+            return [str(c) for c in self.result.candidates]
         return [str(c) for c in self.config.get("loss", {}).get("candidates", [])]
 
 
@@ -83,9 +82,11 @@ def read_run(run_dir: str | Path) -> RunRecords:
     if (rd / "result.json").is_file():
         try:
             text = read_verified_text(rd / "result.json", "result.json", RESULT_HINT)
-            result = json.loads(text)
+            result = RunResult.from_dict(json.loads(text))
         except ValueError:
             raise DataError("result.json is not valid JSON", path=rd / "result.json") from None
+        except TypeError:
+            raise DataError("result.json is not a JSON object", path=rd / "result.json") from None
     evals, policy = read_metrics(rd / "metrics.jsonl")
     return RunRecords(rd, config, result, evals, policy)
 

@@ -82,6 +82,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0 = only by time and per epoch)
     checkpoint_minutes: float = 10.0  # also checkpoint every M minutes of training (0 = never)
     on_nonfinite: str = "stop"  # a NaN/inf training loss: stop (keep the last checkpoint) | skip
+    # experiment tracking of metrics.jsonl's records and the config (train/tracking.py):
+    # tensorboard, mlflow (the 'tracking' extra); empty: metrics.jsonl only
+    tracking: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -181,6 +184,9 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: The experiment trackers ``train.tracking`` may name (:mod:`autoloss.train.tracking`).
+TRACKERS = ("tensorboard", "mlflow")
+
 #: Checked when a value is set and again when a run starts: key -> (test, what it must be).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.task": (lambda v: v in ("binary", "multiclass"), "binary or multiclass"),
@@ -223,12 +229,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"),
     "train.checkpoint_minutes": (lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: off)"),
     "train.on_nonfinite": (lambda v: v in ("stop", "skip"), "stop or skip"),
+    "train.tracking": (
+        lambda v: all(name in TRACKERS for name in v),
+        "a list of: " + ", ".join(TRACKERS) + " (empty: none)",
+    ),
 }
 
-#: Settings that do not change what a run computes (where it writes, how fast, what it shows).
+#: Settings that do not change what a run computes (where it writes, how fast, what it shows;
+#: ``train.tracking``: where else its records go, so a resumed run may add or drop a tracker).
 #: The thread count is not one: it changes how reductions split, and so the last bits of every
 #: step (docs/reliability.md).
-NEUTRAL_SETTINGS = frozenset({"out", "train.progress", "train.device", "train.heap"})
+NEUTRAL_SETTINGS = frozenset(
+    {"out", "train.progress", "train.device", "train.heap", "train.tracking"}
+)
 
 #: Settings a resumed run may change: the neutral ones, when to checkpoint, and what to do with a
 #: non-finite loss from now on.

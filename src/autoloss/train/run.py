@@ -16,13 +16,17 @@ from typing import Any
 from torch import nn
 
 from autoloss.data.spec import FeatureSpec
+from autoloss.data.store import check_format_version
 from autoloss.errors import CheckpointError, ConfigError
 from autoloss.files import check_writable, make_dirs
 from autoloss.locks import RunLock, lock_run
 from autoloss.train import distributed
+from autoloss.train.builder import build_recommender, resolve_device, run_threads
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
+from autoloss.train.result import RunResult
 from autoloss.train.rundir import RunDir
-from autoloss.train.trainer import Trainer, build_recommender, resolve_device, run_threads
+from autoloss.train.tracking import tracked
+from autoloss.train.trainer import Trainer
 
 
 @dataclass
@@ -114,7 +118,7 @@ def train_run(
     overwrite: bool = False,
     log: Any = None,
     preset: FixedWeightsOutcome | None = None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, RunResult]:
     """Train ``cfg`` into its run directory and return (run_dir, result).
 
     ``resume``: continue from the last checkpoint (a finished run returns its result; a run killed
@@ -132,7 +136,7 @@ def train_run(
     rd = run_dir_of(cfg)
     if ctx is not None:
         rd = RunDir(distributed.broadcast_object(str(rd.path)), read_only=not ctx.is_main)
-    with _run_lock(rd):
+    with _run_lock(rd), tracked(rd, cfg) as rd:  # train.tracking: the records go there too
         return _train_locked(
             cfg, rd, ctx, resume=resume, overwrite=overwrite, log=log, preset=preset
         )
@@ -163,7 +167,7 @@ def _train_locked(
     overwrite: bool,
     log: Any,
     preset: FixedWeightsOutcome | None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, RunResult]:
     check_run_dir(rd, resume=resume, overwrite=overwrite)
     cfg = _with_threads(cfg, rd if resume else None, ctx)
     if resume:
@@ -227,7 +231,7 @@ class LoadedRun:
     spec: FeatureSpec
     meta: dict[str, Any]
     model: nn.Module
-    result: dict[str, Any] | None
+    result: RunResult | None
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
@@ -239,6 +243,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     meta = rd.read_json(rd.dataset / "meta.json")
     if meta is None:
         raise CheckpointError("run directory has no dataset/meta.json", path=rd.path)
+    check_format_version(meta, rd.dataset / "meta.json", "train the run again with this version")
     spec = FeatureSpec.from_meta(meta)
     model = build_recommender(cfg, spec)
     state = rd.load_model_state()

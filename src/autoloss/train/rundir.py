@@ -42,6 +42,7 @@ from autoloss.files import (
     write_text,
     writing,
 )
+from autoloss.train.result import RunResult
 
 MODEL_FORMAT = "autoloss-model-1"
 #: What to do about a damaged result.json (or search.json) of a run.
@@ -198,9 +199,10 @@ class RunDir:
             np.savez(fh, **arrays)
 
     @_writes
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: RunResult) -> None:
         """Write result.json and drop the checkpoint: the run is complete."""
-        write_text(self.result, json.dumps(result, indent=2) + "\n", what="the result", digest=True)
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
+        write_text(self.result, text, what="the result", digest=True)
         remove_with_digest(self.checkpoint)
 
     @_writes
@@ -224,11 +226,15 @@ class RunDir:
         )
 
     def load_model_state(self) -> dict[str, Any]:
-        return _state_dict_file(
-            self.model,
-            "model file",
-            f"train the run again (autoloss train --out {self.path} --overwrite)",
-        )
+        hint = f"train the run again (autoloss train --out {self.path} --overwrite)"
+        state = _state_dict_file(self.model, "model file", hint)
+        if state.get("format") != MODEL_FORMAT:
+            raise CheckpointError(
+                f"model file format {state.get('format')!r} is not {MODEL_FORMAT!r} "
+                f"(written by another version of autoloss): {hint}",
+                path=self.model,
+            )
+        return state
 
     def read_json(self, path: Path) -> dict[str, Any] | None:
         """A JSON file of this run, or None when it does not exist."""
@@ -243,8 +249,10 @@ class RunDir:
             raise DataError(f"{path.name} is not a JSON object", path=path)
         return out
 
-    def read_result(self) -> dict[str, Any] | None:
-        return self.read_json(self.result)
+    def read_result(self) -> RunResult | None:
+        """The run's result.json (any version of it), or None when it has none."""
+        content = self.read_json(self.result)
+        return None if content is None else RunResult.from_dict(content)
 
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -1,4 +1,6 @@
-"""``--loss search``: fixed candidate weights found by Optuna (TPE sampler + Hyperband pruner).
+"""``--loss search``: fixed candidate weights found by Optuna (TPE sampler + Hyperband pruner),
+and :func:`train_any`, which trains a run of any ``--loss`` method (the search's outer loop, or
+:func:`~autoloss.train.run.train_run` for every loss policy).
 
 The BOHB-style baseline of the paper, an outer loop of trainings (not a loss policy): it runs
 ``loss.search_trials`` trials; each trains the same model in memory with fixed weights ``w`` for a
@@ -16,6 +18,7 @@ reachable.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +31,9 @@ from autoloss.locks import hold_run
 from autoloss.policies.base import config_candidates
 from autoloss.policies.registry import SEARCH_METHOD, check_controller_option
 from autoloss.train import run as runs
+from autoloss.train.builder import run_dataset
 from autoloss.train.config import RunConfig
+from autoloss.train.result import RunResult
 from autoloss.train.run import (
     FixedWeightsOutcome,
     check_resumable,
@@ -36,7 +41,7 @@ from autoloss.train.run import (
     run_dir_of,
     train_run,
 )
-from autoloss.train.trainer import Trainer, run_dataset
+from autoloss.train.trainer import Trainer
 
 METHOD = SEARCH_METHOD
 #: Validation evaluations (pruning checkpoints) per trial epoch.
@@ -67,7 +72,7 @@ def check_search_config(cfg: RunConfig) -> None:
 
 def train_searched(
     cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Any = None
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, RunResult]:
     """Search the weights (unless a resumed run already did), then train with them. The run
     directory is locked for the whole of it (:func:`~autoloss.locks.hold_run`; re-entrant)."""
     check_search_config(cfg)
@@ -82,14 +87,14 @@ def train_searched(
         if saved is not None:
             outcome = FixedWeightsOutcome.from_dict(saved)
         elif resume and rd.result.exists():
-            return rd.path, rd.read_result() or {}
+            return rd.path, rd.read_result() or RunResult()
         else:
-            say = log or (lambda s: print(s, flush=True))
+            say = log or logging.getLogger(__name__).info
             outcome = search_weights(cfg, run_dataset(cfg), say)
         return train_run(cfg, resume=resume, overwrite=overwrite, log=log, preset=outcome)
 
 
-def train_any(cfg: RunConfig, **options: Any) -> tuple[Path, dict[str, Any]]:
+def train_any(cfg: RunConfig, **options: Any) -> tuple[Path, RunResult]:
     """Train a run of any ``--loss`` method: :func:`train_searched` for ``search`` (an outer
     loop of trainings), :func:`~autoloss.train.run.train_run` for every loss policy. ``options``
     (``resume``, ``overwrite``, ``log``) go to that function."""
@@ -114,31 +119,8 @@ def search_weights(
         f"search: {lc.search_trials} trials over the weights of {','.join(names)}, "
         f"{total_steps} steps each, validation every {eval_every} steps"
     )
-
-    def objective(trial: optuna.Trial) -> float:
-        w = simplex_weights([trial.suggest_float(f"u_{n}", U_MIN, 1.0) for n in names])
-        trial.set_user_attr("weights", w)
-        cfg = _trial_config(base, w, eval_every, total_steps if lc.search_rows else 0)
-        reports = [0]
-
-        def on_eval(rec: dict[str, Any]) -> None:
-            reports[0] += 1
-            trial.report(float(rec["auc"]), reports[0])
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        trainer = Trainer(cfg, dataset=dataset, on_eval=on_eval, log=lambda s: None)
-        try:
-            trainer.fit()
-        except optuna.TrialPruned:
-            log(
-                f"search trial {trial.number}: {_fmt(names, w)} pruned after {reports[0]} evaluations"
-            )
-            raise
-        value = float(trainer.best["auc"])
-        log(f"search trial {trial.number}: {_fmt(names, w)} valid AUC {value:.4f}")
-        return value
-
+    max_steps = total_steps if lc.search_rows else 0
+    objective = _objective(base, dataset, log, eval_every, max_steps)
     max_reports = -(-total_steps // eval_every)
     study = optuna.create_study(
         # Hyperband assigns trials to brackets by a hash of the study name: a fixed name
@@ -159,6 +141,45 @@ def search_weights(
     weights = list(best.user_attrs["weights"])
     log(f"search: best {_fmt(names, weights)} (trial {best.number}) in {seconds:.1f}s")
     return FixedWeightsOutcome(METHOD, weights, _summary(study, best, names, seconds))
+
+
+def _objective(
+    base: RunConfig,
+    dataset: EncodedDataset,
+    log: Callable[[str], None],
+    eval_every: int,
+    max_steps: int,
+) -> Callable[[Any], float]:
+    """A trial: train with the weights it suggests, report the validation AUC to the pruner."""
+    import optuna
+
+    names = list(base.loss.candidates)
+
+    def objective(trial: optuna.Trial) -> float:
+        w = simplex_weights([trial.suggest_float(f"u_{n}", U_MIN, 1.0) for n in names])
+        trial.set_user_attr("weights", w)
+        cfg = _trial_config(base, w, eval_every, max_steps)
+        reports = [0]
+
+        def on_eval(rec: dict[str, Any]) -> None:
+            reports[0] += 1
+            trial.report(float(rec["auc"]), reports[0])
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        trainer = Trainer(cfg, dataset=dataset, on_eval=on_eval, log=lambda s: None)
+        try:
+            trainer.fit()
+        except optuna.TrialPruned:
+            log(
+                f"search trial {trial.number}: {_fmt(names, w)} pruned after {reports[0]} evaluations"
+            )
+            raise
+        value = float(trainer.best["auc"])
+        log(f"search trial {trial.number}: {_fmt(names, w)} valid AUC {value:.4f}")
+        return value
+
+    return objective
 
 
 def _trial_config(base: RunConfig, w: list[float], eval_every: int, max_steps: int) -> RunConfig:

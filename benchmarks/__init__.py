@@ -1,0 +1,1 @@
+"""The benchmarks: ``python -m benchmarks SUITE... [--smoke] [--json DIR]`` (benchmarks/run.py)."""
