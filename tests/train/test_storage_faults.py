@@ -266,15 +266,9 @@ def test_prepare_with_a_file_size_limit_leaves_no_build_directory(tmp_path: Path
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "command", ["train", "resume", "prepare", "predict", "export", "report", "compare"]
-)
-def test_read_only_output_is_refused_before_any_work(
-    command: str, data: Path, trained: Path, tmp_path: Path, tmpfs: Callable[..., Path]
-) -> None:
-    fs = tmpfs("64k", ro=True)
-    out = str(fs / "x")
-    args = {
+def _command(command: str, out: str, data: Path, trained: Path) -> list[str]:
+    """The arguments of ``command`` writing to ``out`` (``resume``: the run at ``out``)."""
+    return {
         "train": ["train", "--data", str(data), *SMALL, *FAST, "--out", out],
         "resume": ["train", "--resume", "--out", out],
         "prepare": [
@@ -312,6 +306,17 @@ def test_read_only_output_is_refused_before_any_work(
             out,
         ],
     }[command]
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "resume", "prepare", "predict", "export", "report", "compare"]
+)
+def test_read_only_output_is_refused_before_any_work(
+    command: str, data: Path, trained: Path, tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    fs = tmpfs("64k", ro=True)
+    out = str(fs / "x")
+    args = _command(command, out, data, trained)
     proc = cli(args, tmp_path)
     one_line_error(proc, f"{out} (column --out): cannot write there:", "read-only file system")
 
@@ -322,25 +327,7 @@ def test_out_under_a_file_is_one_line(
 ) -> None:
     (tmp_path / "somefile").write_text("x")
     out = "somefile/run"
-    args = {
-        "train": ["train", "--data", str(data), *SMALL, *FAST, "--out", out],
-        "resume": ["train", "--resume", "--out", out],
-        "report": ["report", str(trained), "--out", out],
-        "compare": [
-            "compare",
-            "--data",
-            str(data),
-            "--models",
-            "lr",
-            "--methods",
-            "ce",
-            "--seeds",
-            "1",
-            *FAST,
-            "--out",
-            out,
-        ],
-    }[command]
+    args = _command(command, out, data, trained)
     proc = cli(args, tmp_path)
     one_line_error(proc, "cannot create it: somefile is a file, not a directory")
 

@@ -252,6 +252,11 @@ class ConditionedDataset(EncodedDataset):
         self._splits = dict(splits)
         self._summary = summary
 
+    @property
+    def identity(self) -> str:  # type: ignore[override]
+        """The prepared dataset's (conditions are settings, recorded with the run's config)."""
+        return self.base.identity
+
     def conditions_summary(self) -> dict[str, Any]:
         """The realised conditions, for ``result.json`` (a copy)."""
         return copy.deepcopy(self._summary)

@@ -99,6 +99,11 @@ class EncodedDataset:
     def spec(self) -> FeatureSpec:
         return FeatureSpec.from_meta(self.meta)
 
+    @cached_property
+    def identity(self) -> str:
+        """What this dataset holds, as read when it was opened (:func:`meta_identity`)."""
+        return meta_identity(self.meta)
+
     @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(s for s in SPLITS if s in self.meta["splits"])
@@ -110,7 +115,7 @@ class EncodedDataset:
                 f"no split {name!r} (has {', '.join(self.split_names)})", path=self.path
             )
         if name not in self._splits:
-            self.check_digests(name)
+            digested = self.check_digests(name)
             rows = int(self.meta["splits"][name])
             d = self.path / name
             spec = self.spec
@@ -124,27 +129,30 @@ class EncodedDataset:
             y = _load(d / "y.npy", rows, "int32")
             dense = _load(d / "dense.npy", rows, "float32") if spec.dense_names else None
             bags = _load(d / "bags.npy", rows, "int32") if spec.bag_names else None
-            check_ids(EncodedSplit(name, x, y, dense, bags), spec, d)
-            self._splits[name] = EncodedSplit(name, x, y, dense, bags)
+            split = EncodedSplit(name, x, y, dense, bags)
+            if not digested:  # arrays equal to what prepare wrote hold only ids in range
+                check_ids(split, spec, d)
+            self._splits[name] = split
         return self._splits[name]
 
-    def check_digests(self, split: str) -> None:
+    def check_digests(self, split: str) -> bool:
         """DataError naming the file when an array of ``split`` differs from the SHA-256 that
         meta.json recorded when the dataset was prepared (``digests``; a dataset prepared by an
         older version records none and is read unchecked). Each file is hashed once per process
-        (:func:`autoloss.files.file_sha256`)."""
+        (:func:`autoloss.files.file_sha256`). True when the split's arrays were verified."""
         recorded = self.meta.get("digests")
         if not isinstance(recorded, dict):
-            return
-        for rel in sorted(recorded):
-            if rel.startswith(f"{split}/"):
-                verify_recorded(
-                    self.path / rel,
-                    recorded[rel],
-                    rel,
-                    "prepare the dataset again (autoloss prepare ... --overwrite)",
-                    DataError,
-                )
+            return False
+        mine = [rel for rel in sorted(recorded) if rel.startswith(f"{split}/")]
+        for rel in mine:
+            verify_recorded(
+                self.path / rel,
+                recorded[rel],
+                rel,
+                "prepare the dataset again (autoloss prepare ... --overwrite)",
+                DataError,
+            )
+        return {f"{split}/x.npy", f"{split}/y.npy"} <= set(mine)
 
     def flipped(self, split: str) -> np.ndarray | None:
         """Which rows of ``split`` the label noise flipped: None, a prepared dataset has none
@@ -259,7 +267,7 @@ def check_trainable(dataset: Any, ranks: int = 1) -> list[str]:
 _CIRCUMSTANTIAL = frozenset({"created", "seconds", "autoloss_version"})
 
 
-def identity(meta: dict[str, Any]) -> str:
+def meta_identity(meta: dict[str, Any]) -> str:
     """A digest of what a dataset holds, from its meta.json (inputs with their SHA-256, splits,
     vocabularies' sizes, class counts, ...; not when it was prepared): a dataset prepared again
     from other inputs or with other options has another identity. A resumed run compares it

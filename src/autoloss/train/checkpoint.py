@@ -10,19 +10,17 @@ In a distributed run the entries of :data:`PER_RANK` are saved for each rank.
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import yaml
 
-from autoloss.data.store import identity as data_identity
+from autoloss.data.store import EncodedDataset
 from autoloss.errors import CheckpointError
-from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, TrainConfig
+from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, TrainConfig, shown_differences
 from autoloss.train.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -85,7 +83,7 @@ def collect(trainer: Trainer) -> dict[str, Any]:
         "rng": rng_state(trainer.device),
         # what the run computes: a resume refuses an edited config.yaml or another dataset
         "settings": yaml.safe_dump(trainer.cfg.to_dict(), sort_keys=True),
-        "data_identity": dataset_identity(trainer.dataset.path),
+        "data_identity": trainer.dataset.identity,
     }
     trainer.sync.add_rank_states(state, PER_RANK)  # each rank's random stream and running loss
     return state
@@ -101,18 +99,13 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     }
 
 
-def dataset_identity(path: str | Path) -> str:
-    meta_file = Path(path) / "meta.json"
-    return data_identity(json.loads(meta_file.read_text(encoding="utf-8")))
-
-
 # ---------------------------------------------------------------------------------- reading
 def restore(trainer: Trainer, run_dir: RunDir) -> None:
     """Continue ``trainer`` from ``run_dir``'s checkpoint, after checking that it is this run's."""
     state = run_dir.load_checkpoint()
     check_format(state, run_dir)
     check_world_size(state, trainer.sync.world_size, run_dir)
-    check_identity(state, trainer.cfg, trainer.dataset.path, run_dir)
+    check_identity(state, trainer.cfg, trainer.dataset, run_dir)
     state = trainer.sync.own_state(state)
     try:
         trainer.model.load_state_dict(state["model"])
@@ -163,7 +156,7 @@ def check_format(state: dict[str, Any], run_dir: RunDir) -> None:
 
 
 def check_identity(
-    state: dict[str, Any], cfg: RunConfig, dataset_path: str | Path, run_dir: RunDir
+    state: dict[str, Any], cfg: RunConfig, dataset: EncodedDataset, run_dir: RunDir
 ) -> None:
     """A checkpoint resumes the settings and the data it was written with: config.yaml
     edited since, or the dataset prepared again, is refused, naming what changed.
@@ -172,15 +165,14 @@ def check_identity(
         saved = RunConfig.from_dict(yaml.safe_load(state["settings"]))
         diff = saved.differences(cfg, ignore=RESUMABLE_CHANGES | {"data.path"})
         if diff:
-            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise CheckpointError(
                 f"{run_dir.config.name} was changed after the checkpoint was written "
-                f"({shown}): restore those settings to resume, or start again with --overwrite",
+                f"({shown_differences(diff)}): restore those settings to resume, or start again with --overwrite",
                 path=run_dir.path,
             )
-    if "data_identity" in state and state["data_identity"] != dataset_identity(dataset_path):
+    if "data_identity" in state and state["data_identity"] != dataset.identity:
         raise CheckpointError(
-            f"the dataset {dataset_path} is not the one this run started on (prepared "
+            f"the dataset {dataset.path} is not the one this run started on (prepared "
             "again since the checkpoint: its meta.json differs): resume on the original "
             "dataset, or start again with --overwrite",
             path=run_dir.path,

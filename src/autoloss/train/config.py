@@ -252,6 +252,12 @@ RESUMABLE_CHANGES = NEUTRAL_SETTINGS | {
 }
 
 
+def shown_differences(diff: list[str], most: int = 3) -> str:
+    """The first ``most`` of :meth:`RunConfig.differences`, and how many more there are."""
+    more = f"; and {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
+
+
 def check_value(key: str, value: Any, source: str | None = None) -> None:
     origin = f" (from {source})" if source else ""
     rule = RULES.get(key)

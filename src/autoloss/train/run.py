@@ -22,7 +22,7 @@ from autoloss.files import check_writable, make_dirs
 from autoloss.locks import RunLock, lock_run
 from autoloss.train import distributed
 from autoloss.train.builder import build_recommender, resolve_device, run_threads
-from autoloss.train.config import RESUMABLE_CHANGES, RunConfig
+from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, shown_differences
 from autoloss.train.result import RunResult
 from autoloss.train.rundir import RunDir
 from autoloss.train.tracking import tracked
@@ -93,9 +93,8 @@ def check_resumable(rd: RunDir, cfg: RunConfig) -> None:
         given.data.path = str(Path(given.data.path).resolve())
     diff = saved.differences(given, ignore=RESUMABLE_CHANGES)
     if diff:
-        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
         raise ConfigError(
-            f"--resume {rd.path}: these settings differ from the run's config.yaml ({shown}); "
+            f"--resume {rd.path}: these settings differ from the run's config.yaml ({shown_differences(diff)}); "
             "resume with the run's own settings, or start a new run"
         )
 
