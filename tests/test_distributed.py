@@ -32,7 +32,7 @@ from autoloss.data.batches import BatchIterator
 from autoloss.data.store import open_dataset
 from autoloss.errors import CheckpointError
 from autoloss.metrics import evaluate
-from autoloss.train import distributed
+from autoloss.train import distributed, failures, replicas
 from autoloss.train.config import RunConfig
 from autoloss.train.run import train_run
 from autoloss.train.trainer import Trainer
@@ -45,7 +45,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--max-restarts", "0"
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", distributed.TIMEOUT_ENV: "120"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", failures.TIMEOUT_ENV: "120"}
 
 
 def equality_cfg(data: Path) -> RunConfig:
@@ -257,14 +257,14 @@ def test_shards_are_disjoint_and_cover_each_batch(data: Path) -> None:
     it = BatchIterator(open_dataset(str(data)).split("train"), 100, seed=3)
     whole = [b.rows.tolist() for b in it.epoch(1)]
     parts = [
-        [b.rows.tolist() for b in distributed.ShardedBatches(it, r, 3).epoch(1)] for r in range(3)
+        [b.rows.tolist() for b in replicas.ShardedBatches(it, r, 3).epoch(1)] for r in range(3)
     ]
-    assert all(len(p) == len(whole) == len(distributed.ShardedBatches(it, 0, 3)) for p in parts)
+    assert all(len(p) == len(whole) == len(replicas.ShardedBatches(it, 0, 3)) for p in parts)
     for step, rows in enumerate(whole):
         got = [parts[r][step] for r in range(3)]
         assert sorted(itertools.chain(*got)) == sorted(rows)  # covering, none twice
         assert max(len(g) for g in got) - min(len(g) for g in got) <= 1
-    bounds = [distributed.shard_bounds(301, r, 4) for r in range(4)]
+    bounds = [replicas.shard_bounds(301, r, 4) for r in range(4)]
     assert bounds[0][0] == 0 and bounds[-1][1] == 301
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
 
@@ -279,7 +279,7 @@ def test_a_last_batch_smaller_than_the_world_is_dropped() -> None:
             return 9
 
     it = BatchIterator(Split(), 4, shuffle=False)  # type: ignore[arg-type]
-    sharded = distributed.ShardedBatches(it, 1, 2)
+    sharded = replicas.ShardedBatches(it, 1, 2)
     assert len(sharded) == 2 == len(list(sharded.epoch(0)))
 
 

@@ -34,7 +34,7 @@ from autoloss import locks
 from autoloss.errors import ConfigError
 from autoloss.experiments.locks import RunLock as ExperimentRunLock
 from autoloss.locks import INHERITED_ENV, RunLock, hold_run
-from autoloss.train import distributed
+from autoloss.train import failures
 from encoded_fixtures import write_encoded_dataset
 
 pytestmark = pytest.mark.timeout(600)
@@ -268,7 +268,7 @@ def test_killing_compare_takes_its_workers_with_it_and_a_rerun_completes(
 
 # ------------------------------------------------------------------------ --nproc failures
 def _nproc_env(timeout_s: float) -> dict[str, str]:
-    return _env(**{distributed.TIMEOUT_ENV: f"{timeout_s:g}"})
+    return _env(**{failures.TIMEOUT_ENV: f"{timeout_s:g}"})
 
 
 def _rank(launcher: int, rank: int) -> psutil.Process | None:
@@ -303,7 +303,7 @@ def test_a_stopped_rank_is_named_in_one_line_and_the_run_resumes(
     assert launcher.returncode not in (0, None)
     line = _one_line(err)
     assert f"rank 1 (pid {victim.pid}) stopped answering" in line, line
-    assert "--resume" in line and distributed.TIMEOUT_ENV in line
+    assert "--resume" in line and failures.TIMEOUT_ENV in line
     assert not psutil.pid_exists(victim.pid) or victim.status() == psutil.STATUS_ZOMBIE
     resume = _autoloss("train", "--nproc", "2", "--out", str(out), "--resume", "--progress", "off")
     done = subprocess.run(resume, capture_output=True, text=True, timeout=GUARD_S,

@@ -166,7 +166,7 @@ def _print_result(run_dir: Path, result: RunResult) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from autoloss.train import distributed
+    from autoloss.train import distributed, failures
     from autoloss.train.run import saved_config
     from autoloss.train.search import train_any
 
@@ -179,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _launch(args, cfg, nproc)
     # Under torchrun (WORLD_SIZE > 1) this process is one rank of the run (docs/distributed.md);
     # its errors are one line, printed once (by the --nproc launcher).
-    with distributed.one_line_failures(), distributed.process_group(cfg.train.device) as ctx:
+    with failures.one_line_failures(), distributed.process_group(cfg.train.device) as ctx:
         if ctx is not None:
             distributed.check_config(cfg)
         # the run's progress and warnings through logging: --quiet / --verbose (autoloss.logs)
@@ -215,7 +215,7 @@ def _launch(args: argparse.Namespace, cfg: RunConfig, nproc: int) -> int:
 
     from autoloss.data.store import open_dataset
     from autoloss.locks import INHERITED_ENV, hold_run
-    from autoloss.train import distributed
+    from autoloss.train import distributed, launch
     from autoloss.train.run import check_resumable, check_run_dir, run_dir_of
 
     cfg.validate()
@@ -230,7 +230,7 @@ def _launch(args: argparse.Namespace, cfg: RunConfig, nproc: int) -> int:
             check_resumable(rd, cfg)
         os.environ[INHERITED_ENV] = lock.token
         try:
-            return distributed.launch_local(nproc, [*rank_argv(args), "--out", str(rd.path)])
+            return launch.launch_local(nproc, [*rank_argv(args), "--out", str(rd.path)])
         finally:
             os.environ.pop(INHERITED_ENV, None)
 

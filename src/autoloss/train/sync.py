@@ -4,7 +4,7 @@
 single-process training is unchanged bit for bit. :class:`DistributedSync` is one rank of a
 ``torch.distributed`` run (docs/distributed.md): the batch shards, the agreement on skipped
 steps, the row-weighted gradient averaging, the averaged running statistics, gathered evaluation
-and per-rank checkpoint entries, all done by :class:`~autoloss.train.distributed.Replicas`.
+and per-rank checkpoint entries, all done by :class:`~autoloss.train.replicas.Replicas`.
 The trainer calls the same methods either way and never asks which one it holds.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
-from autoloss.train import distributed
+from autoloss.train import distributed, replicas
 from autoloss.train.distributed import Batches
 from autoloss.train.evaluation import predict_logits
 
@@ -80,17 +80,17 @@ class DistributedSync(StepSync):
         self.ctx = ctx
         self.world_size = ctx.world_size
         self.is_main = ctx.is_main
-        self.replicas: distributed.Replicas | None = None
+        self.replicas: replicas.Replicas | None = None
 
     def attach(self, model: nn.Module, policy: nn.Module, seed: int) -> None:
-        self.replicas = distributed.Replicas(self.ctx, model, policy, seed)
+        self.replicas = replicas.Replicas(self.ctx, model, policy, seed)
 
-    def _r(self) -> distributed.Replicas:
+    def _r(self) -> replicas.Replicas:
         assert self.replicas is not None, "attach() first"
         return self.replicas
 
     def shard(self, batches: BatchIterator) -> Batches:
-        return distributed.ShardedBatches(batches, self.ctx.rank, self.ctx.world_size)
+        return replicas.ShardedBatches(batches, self.ctx.rank, self.ctx.world_size)
 
     def agree_step(self, finite: bool, rows: int) -> tuple[bool, int]:
         return self._r().agree_step(finite, rows)  # a batch is skipped on every rank or on none
@@ -128,7 +128,7 @@ class DistributedSync(StepSync):
         rows = len(dataset.split(split))
         size = max(1, min(batch_size, -(-rows // ctx.world_size)))
         it = BatchIterator(dataset.split(split), size, shuffle=False)
-        first, last = distributed.eval_batches(len(it), ctx.rank, ctx.world_size)
+        first, last = replicas.eval_batches(len(it), ctx.rank, ctx.world_size)
         if last > first:
             batches = itertools.islice(it.epoch(0, start=first), last - first)
             logits, y = predict_logits(model, batches, device)
