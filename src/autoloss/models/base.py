@@ -4,6 +4,9 @@ regularisation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,22 @@ class CommonHParams:
 
 
 DENSE_INITS = ("torch", "xavier")
+
+#: Where the models built now keep their field embeddings: ``local`` (one ``nn.Embedding`` table)
+#: or ``torchrec`` (one TorchRec table per field, to be sharded: :func:`torchrec_tables`).
+_TABLES: ContextVar[str] = ContextVar("autoloss_tables", default="local")
+
+
+@contextmanager
+def torchrec_tables() -> Iterator[None]:
+    """Models built inside keep their field embeddings in TorchRec tables
+    (:class:`~autoloss.models.torchrec_tables.TorchRecFieldEmbedding`); the first-order term
+    keeps its table (a width of ``out_dim``, which FBGEMM's kernels do not take)."""
+    token = _TABLES.set("torchrec")
+    try:
+        yield
+    finally:
+        _TABLES.reset(token)
 
 
 class CTRModel(nn.Module):
@@ -80,8 +99,12 @@ class CTRModel(nn.Module):
         """Width of the flattened field embeddings: fields x ``embed_dim``."""
         return self.spec.num_fields * self.hp.embed_dim
 
-    def field_embedding(self) -> FieldEmbedding:
+    def field_embedding(self) -> nn.Module:
         """The (B, F, embed_dim) embeddings of all fields, with ``embedding_l2``."""
+        if _TABLES.get() == "torchrec":
+            from autoloss.models.torchrec_tables import TorchRecFieldEmbedding
+
+            return TorchRecFieldEmbedding(self.spec, self.hp.embed_dim, l2=self.hp.embedding_l2)
         return FieldEmbedding(self.spec, self.hp.embed_dim, l2=self.hp.embedding_l2)
 
     def field_linear(self) -> FieldLinear:
@@ -102,8 +125,9 @@ class CTRModel(nn.Module):
         """Sum of the embedding L2 penalties stored by the last training forward (0 if none)."""
         total: torch.Tensor | None = None
         for m in self.modules():
-            if isinstance(m, FieldEmbedding | FieldLinear) and m.penalty is not None:
-                total = m.penalty if total is None else total + m.penalty
+            penalty = getattr(m, "penalty", None)  # field tables: FieldEmbedding and the like
+            if isinstance(penalty, torch.Tensor):
+                total = penalty if total is None else total + penalty
         if total is None:
             p = next(self.parameters(), None)
             return torch.zeros((), device=p.device if p is not None else None)

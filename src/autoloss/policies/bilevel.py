@@ -226,9 +226,21 @@ def unrolled(
     controller input is taken at the current W and held there, matching the recommender step,
     where ŷ is detached.
     """
+    _check_unshardable(problem.model)
     if impl == "autograd":
         return _unrolled_autograd(problem, weigh, params, xi)
     return _unrolled_finite_difference(problem, weigh, params, xi)
+
+
+def _check_unshardable(model: nn.Module) -> None:
+    """The virtual step moves every recommender parameter; a sharded table (TorchRec's, whose
+    optimiser runs inside the backward pass: a module with a ``fused_optimizer``) gives autograd
+    no gradient to step along, which would leave it silently out."""
+    if any(hasattr(m, "fused_optimizer") for m in model.modules()):
+        raise ConfigError(
+            "the unrolled hypergradient takes a virtual step over every embedding table, which "
+            "a sharded table does not allow: use mode='first-order'"
+        )
 
 
 def _unrolled_finite_difference(

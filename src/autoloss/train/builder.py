@@ -6,6 +6,7 @@ loss policy and the optimisers (:func:`build_run`). The trainer, the weight sear
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from autoloss.data.spec import FeatureSpec
 from autoloss.data.store import EncodedDataset, check_trainable, open_dataset
 from autoloss.errors import ConfigError
 from autoloss.models import build_model
+from autoloss.models.base import torchrec_tables
 from autoloss.policies.base import LossPolicy
 from autoloss.policies.registry import build_policy
 from autoloss.train import capacity, distributed, heap
@@ -77,6 +79,13 @@ def run_threads(configured: int, ctx: distributed.Context | None = None) -> int:
 
 
 def build_recommender(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
+    """The model of ``cfg`` (its field embeddings in TorchRec tables, to be sharded, with
+    ``train.embeddings=sharded``)."""
+    with torchrec_tables() if cfg.train.embeddings == "sharded" else nullcontext():
+        return _build_model(cfg, spec)
+
+
+def _build_model(cfg: RunConfig, spec: FeatureSpec) -> nn.Module:
     m = cfg.model
     return build_model(
         m.name,
@@ -141,7 +150,6 @@ def build_run(cfg: RunConfig, dataset: EncodedDataset | None = None) -> RunParts
     ctx = distributed.context()
     if ctx is not None:
         distributed.check_config(cfg)
-    sync = make_sync(ctx)
     threads = run_threads(cfg.train.num_threads, ctx)
     torch.set_num_threads(threads)
     if cfg.train.heap == "keep":
@@ -149,8 +157,9 @@ def build_run(cfg: RunConfig, dataset: EncodedDataset | None = None) -> RunParts
     device = resolve_device(cfg.train.device)
     if ctx is not None:
         device = distributed.rank_device(cfg.train.device, ctx.local_rank)
+    sync = make_sync(ctx, cfg, device)
     dataset = dataset or run_dataset(cfg)
-    warnings = check_trainable(dataset, sync.world_size)
+    warnings = check_trainable(dataset, sync.world_size) + sync.warnings(cfg)
     seed_everything(cfg.train.seed)
     model, policy = _build_model_and_policy(cfg, dataset, sync, device)
     optimizer = build_optimizer(cfg, model)
@@ -162,9 +171,9 @@ def _build_model_and_policy(
     cfg: RunConfig, dataset: EncodedDataset, sync: StepSync, device: torch.device
 ) -> tuple[nn.Module, LossPolicy]:
     spec = dataset.spec
-    capacity.check_fits(spec, cfg.model.embed_dim, device)
+    capacity.check_fits(spec, cfg.model.embed_dim, device, shards=sync.table_shards)
     model = capacity.out_of_memory(
-        lambda: build_recommender(cfg, spec).to(device), f"the {cfg.model.name} model"
+        lambda: sync.place(build_recommender(cfg, spec), cfg, device), f"the {cfg.model.name} model"
     )
     policy: LossPolicy = build_policy(
         cfg.loss,
@@ -186,4 +195,5 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> RecommenderOptimizer:
         o.weight_decay,
         lazy=o.lazy_embeddings,
         clip_norm=o.clip_norm,
+        table_optimizer=o.table_optimizer,
     )

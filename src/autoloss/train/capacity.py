@@ -43,9 +43,11 @@ def available_bytes(device: torch.device) -> int | None:
     return min(limits) if limits else None
 
 
-def check_fits(spec: FeatureSpec, embed_dim: int, device: torch.device) -> None:
-    """ConfigError naming ``model.embed_dim`` when the embedding tables alone cannot fit."""
+def check_fits(spec: FeatureSpec, embed_dim: int, device: torch.device, shards: int = 1) -> None:
+    """ConfigError naming ``model.embed_dim`` when the embedding tables alone cannot fit (their
+    share, ``1/shards`` of them, where the tables are sharded between processes)."""
     rows, need = embedding_bytes(spec, embed_dim)
+    need //= shards
     have = available_bytes(device)
     if have is not None and need > have:
         raise ConfigError(

@@ -20,6 +20,7 @@ import yaml
 
 from autoloss.data.store import EncodedDataset
 from autoloss.errors import CheckpointError
+from autoloss.train import nonfinite
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, TrainConfig, shown_differences
 from autoloss.train.rundir import RunDir
 
@@ -66,6 +67,16 @@ class CheckpointClock:
 
 
 # ---------------------------------------------------------------------------------- writing
+def save(trainer: Trainer, run_dir: RunDir) -> None:
+    """Write ``trainer``'s checkpoint into ``run_dir`` (sharded tables: into their own files
+    first); never a diverged state."""
+    nonfinite.check_parameters(trainer.model, trainer.step, run_dir)
+    state = collect(trainer)
+    trainer.sync.save_tables(state, run_dir, trainer.step)
+    run_dir.save_checkpoint(state)
+    trainer.sync.checkpoint_written(state, run_dir)
+
+
 def collect(trainer: Trainer) -> dict[str, Any]:
     """Everything a resume of ``trainer`` needs to continue exactly where the run is now."""
     position: dict[str, Any] = {k: getattr(trainer, k) for k in POSITION}
@@ -106,7 +117,7 @@ def restore(trainer: Trainer, run_dir: RunDir) -> None:
     check_format(state, run_dir)
     check_world_size(state, trainer.sync.world_size, run_dir)
     check_identity(state, trainer.cfg, trainer.dataset, run_dir)
-    state = trainer.sync.own_state(state)
+    state = trainer.sync.load_tables(trainer.sync.own_state(state), run_dir)
     try:
         trainer.model.load_state_dict(state["model"])
         trainer.policy.load_state_dict(state["policy"])

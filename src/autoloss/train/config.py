@@ -64,6 +64,9 @@ class OptimConfig:
     # Criteo; the decay helped DeepFM but stopped AutoInt early (-0.02 AUC): off by default
     clip_norm: float = 10.0  # clip the global gradient norm to this (0 = off)
     lr_decay_on_plateau: float = 1.0  # multiply the lr by this after each non-improving evaluation
+    # the embedding tables' optimiser: adam (lazy, row-wise) | rowwise_adagrad (FBGEMM's, the one
+    # sharded tables can use on the CPU: docs/distributed.md, "Sharded embedding tables")
+    table_optimizer: str = "adam"
 
 
 @dataclass
@@ -85,6 +88,9 @@ class TrainConfig:
     # experiment tracking of metrics.jsonl's records and the config (train/tracking.py):
     # tensorboard, mlflow (the 'tracking' extra); empty: metrics.jsonl only
     tracking: list[str] = field(default_factory=list)
+    # replicated: every process holds every table | sharded: TorchRec places each table on one
+    # process (the 'torchrec' extra; docs/distributed.md, "Sharded embedding tables")
+    embeddings: str = "replicated"
 
 
 @dataclass
@@ -229,6 +235,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"),
     "train.checkpoint_minutes": (lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: off)"),
     "train.on_nonfinite": (lambda v: v in ("stop", "skip"), "stop or skip"),
+    "train.embeddings": (lambda v: v in ("replicated", "sharded"), "replicated or sharded"),
+    "optim.table_optimizer": (
+        lambda v: v in ("adam", "rowwise_adagrad"),
+        "adam or rowwise_adagrad",
+    ),
     "train.tracking": (
         lambda v: all(name in TRACKERS for name in v),
         "a list of: " + ", ".join(TRACKERS) + " (empty: none)",

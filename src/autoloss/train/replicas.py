@@ -23,7 +23,7 @@ from torch import nn
 from autoloss.data.batches import BatchIterator
 from autoloss.data.spec import Batch
 from autoloss.train.distributed import Context
-from autoloss.train.optim import split_parameters
+from autoloss.train.optim import fused_parameters, split_parameters
 
 # ---------------------------------------------------------------------------------------------
 # Sharding
@@ -151,12 +151,16 @@ def _touched_rows(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return g.indices()[0], g.values()
 
 
-def _float_buffers(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
-    return [b for m in modules for b in m.buffers() if torch.is_floating_point(b)]
+def _float_buffers(modules: Sequence[nn.Module], own: set[int]) -> list[torch.Tensor]:
+    """The floating-point buffers, but those of a sharded table (ids ``own``)."""
+    return [
+        b for m in modules for b in m.buffers() if torch.is_floating_point(b) and id(b) not in own
+    ]
 
 
-def _state_tensors(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
-    return [t for m in modules for t in (*m.parameters(), *m.buffers())]
+def _state_tensors(modules: Sequence[nn.Module], own: set[int]) -> list[torch.Tensor]:
+    """Every parameter and buffer, but a sharded table's (ids ``own``: each rank holds its own)."""
+    return [t for m in modules for t in (*m.parameters(), *m.buffers()) if id(t) not in own]
 
 
 class Replicas:
@@ -171,6 +175,8 @@ class Replicas:
         self.ctx = ctx
         self.modules = (model, policy)
         self.tables, self.dense = split_parameters(model)
+        #: the tensors of the sharded tables, which each rank holds for itself
+        self.own = fused_parameters(model)
         #: rows of the batch the policy's next step learns from (set by the trainer)
         self.policy_rows = 0
         self.broadcast_state()
@@ -182,7 +188,7 @@ class Replicas:
 
     def broadcast_state(self) -> None:
         """Every parameter and buffer of rank 0, on every rank."""
-        for t in _state_tensors(self.modules):
+        for t in _state_tensors(self.modules, self.own):
             buf = t.detach().to(self.ctx.device)
             dist.broadcast(buf, 0)
             t.data.copy_(buf)
@@ -206,7 +212,7 @@ class Replicas:
     def average_buffers(self) -> None:
         """Running statistics (BatchNorm, SLF's loss scales) come from each rank's own rows:
         their mean over the ranks keeps the replicas identical."""
-        bufs = _float_buffers(self.modules)
+        bufs = _float_buffers(self.modules, self.own)
         if not bufs:
             return
         flat = torch.cat([b.detach().reshape(-1).to(self.ctx.device, torch.float64) for b in bufs])

@@ -188,6 +188,9 @@ def _train_locked(
     try:
         trainer.run_dir = rd
         rd.remove_temporaries()
+        placement = trainer.sync.placement(trainer.model)  # sharded tables: where they live
+        if placement is not None:
+            rd.save_placement(placement)
         if resume:
             trainer.load_checkpoint(rd)
         else:
@@ -244,6 +247,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
         raise CheckpointError("run directory has no dataset/meta.json", path=rd.path)
     check_format_version(meta, rd.dataset / "meta.json", "train the run again with this version")
     spec = FeatureSpec.from_meta(meta)
+    cfg.train.embeddings = "replicated"  # model.pt holds the tables gathered, whatever trained
     model = build_recommender(cfg, spec)
     state = rd.load_model_state()
     try:

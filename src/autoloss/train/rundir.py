@@ -5,6 +5,9 @@ RUN/
   config.yaml      the run's RunConfig (``autoloss train --config RUN/config.yaml`` repeats it)
   metrics.jsonl    one JSON record per line: evaluations and loss-policy statistics
   checkpoint.pt    the state of an unfinished run (``--resume``); removed when it finishes
+  checkpoint-tables/  sharded embedding tables of that state (``train.embeddings=sharded``), one
+                   ``torch.distributed.checkpoint`` directory that every process writes its part of
+  tables.json      with sharded tables: where each table lives and the bytes each process holds
   search.json      the outcome of ``--loss search``'s outer loop (the weights it trains with)
   result.json      final metrics and a summary of the loss policy
   model.pt         the recommender's state dict
@@ -67,6 +70,8 @@ class RunDir:
 
     CONFIG = "config.yaml"
     METRICS = "metrics.jsonl"
+    TABLES = "tables.json"
+    CHECKPOINT_TABLES = "checkpoint-tables"
     CHECKPOINT = "checkpoint.pt"
     SEARCH = "search.json"
     RESULT = "result.json"
@@ -204,6 +209,13 @@ class RunDir:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         write_text(self.result, text, what="the result", digest=True)
         remove_with_digest(self.checkpoint)
+        shutil.rmtree(self.path / self.CHECKPOINT_TABLES, ignore_errors=True)
+
+    @_writes
+    def save_placement(self, placement: dict[str, Any]) -> None:
+        """``tables.json``: where the sharded embedding tables live."""
+        text = json.dumps(placement, indent=2) + "\n"
+        write_text(self.path / self.TABLES, text, what="the tables' placement")
 
     @_writes
     def copy_dataset_reference(self, src: Path) -> None:

@@ -98,6 +98,11 @@ def train_any(cfg: RunConfig, **options: Any) -> tuple[Path, RunResult]:
     """Train a run of any ``--loss`` method: :func:`train_searched` for ``search`` (an outer
     loop of trainings), :func:`~autoloss.train.run.train_run` for every loss policy. ``options``
     (``resume``, ``overwrite``, ``log``) go to that function."""
+    if cfg.loss.method == METHOD and cfg.train.embeddings == "sharded":
+        raise ConfigError(
+            "train.embeddings=sharded: --loss search trains its trials in one process on "
+            "replicated tables: search first, then train the weights it finds with sharded tables"
+        )
     train = train_searched if cfg.loss.method == METHOD else runs.train_run
     return train(cfg, **options)
 

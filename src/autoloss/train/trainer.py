@@ -258,11 +258,9 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write checkpoint.pt (atomically) if the run has a directory; never a diverged state."""
-        if self.run_dir is None:
-            return
-        nonfinite.check_parameters(self.model, self.step, self.run_dir)
-        self.run_dir.save_checkpoint(self.checkpoint_state())
-        self._clock.restart()
+        if self.run_dir is not None:
+            checkpoint.save(self, self.run_dir)
+            self._clock.restart()
 
     def load_checkpoint(self, run_dir: RunDir) -> None:
         """Continue from ``run_dir``'s checkpoint; its log is cut back to the checkpoint's step."""
