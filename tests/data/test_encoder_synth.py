@@ -12,7 +12,7 @@ from autoloss.cli import main
 from autoloss.data.encoder import RowEncoder
 from autoloss.data.prepare import prepare
 from autoloss.data.store import EncodedDataset
-from autoloss.data.synth import write_synthetic_criteo
+from autoloss.data.synth import write_synthetic_criteo, write_synthetic_criteo_files
 
 from .conftest import write_raw
 
@@ -149,3 +149,37 @@ def test_synth_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["synth", "criteo", "--rows", "500", "--out", str(tmp_path / "c.txt")]) == 0
     assert len((tmp_path / "c.txt").read_text().splitlines()) == 500
     assert main(["synth", "criteo", "--rows", "0", "--out", str(tmp_path / "d.txt")]) == 2
+
+
+def test_synth_criteo_files_like_criteo_1tb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--files N``: N gzip files day_0.gz ... in Criteo's exact layout, which together, in
+    order, hold the rows of the one file of the same --rows and --seed (a generated chunk cut
+    between two files); deterministic for a seed; bad counts are one line."""
+    import autoloss.data.synth as synth
+
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 700)  # several generated chunks, cut across files
+    out = tmp_path / "days"
+    argv = ["synth", "criteo", "--rows", "3001", "--out", str(out), "--seed", "4"]
+    assert main([*argv, "--files", "3"]) == 0
+    assert "3 files day_0.gz ... day_2.gz" in capsys.readouterr().out
+    days = [out / f"day_{i}.gz" for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in days]
+    texts = [gzip.decompress(p.read_bytes()).decode() for p in days]
+    assert [t.count("\n") for t in texts] == [1001, 1000, 1000]
+    assert all({line.count("\t") for line in t.splitlines()} == {39} for t in texts)
+    assert "".join(texts) == write_synthetic_criteo(tmp_path / "one.txt", 3001, seed=4).read_text()
+    again = write_synthetic_criteo_files(tmp_path / "again", 3001, 3, seed=4)
+    assert [gzip.decompress(p.read_bytes()).decode() for p in again] == texts
+    for bad, needle in ((["--files", "0"], "--files must be in 1..--rows"),
+                        (["--files", "3002"], "--files must be in 1..--rows")):  # fmt: skip
+        assert main([*argv[:4], "--out", str(tmp_path / "x"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err
+    (tmp_path / "file").write_text("")
+    assert (
+        main(["synth", "criteo", "--rows", "9", "--out", str(tmp_path / "file"), "--files", "2"])
+        == 2
+    )
+    assert "is a file" in capsys.readouterr().err

@@ -444,9 +444,12 @@ def test_case1_out_under_a_file(tmp_path: Path, capfd: pytest.CaptureFixture[str
 
 # --- case 3: misleading messages ------------------------------------------------------------------
 def test_case3_directory_as_input(tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    with pytest.raises(DataError, match="is a directory, not a file"):
+    """A directory stands for its files (none, sub-directories aside: one line)."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="the input directory has no files"):
         prepare("criteo", tmp_path / "d", tmp_path / "out")
+    (tmp_path / "d" / "a.txt").write_text(criteo_text(10))
+    prepare("criteo", tmp_path / "d", tmp_path / "out")  # the sub-directory is not an input
 
 
 def test_case3_file_as_out(tmp_path: Path) -> None:

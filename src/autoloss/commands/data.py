@@ -14,6 +14,7 @@ from typing import Any
 
 from autoloss.data.formats import FORMATS
 from autoloss.data.implicit import DEFAULT_CLEAN_RATING, DEFAULT_NEGATIVES
+from autoloss.data.mapreduce.executors import EXECUTORS
 from autoloss.data.prepare import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_SEED,
@@ -124,7 +125,22 @@ def register(subparsers: Any) -> None:
         type=int,
         default=0,
         help="threads that encode the fields of a chunk side by side (default 0: one per core; "
-        "the result does not depend on it)",
+        "the result does not depend on it); with --executor ray, the most tasks at once "
+        "(0: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local (default): this process reads the inputs one after the other; ray: a "
+        "map-reduce over the input files on Ray tasks, one file per task (the same dataset "
+        "byte for byte; needs 'autoloss-rec[ray]', and the inputs and --out on storage every "
+        "node sees)",
+    )
+    p.add_argument(
+        "--address",
+        help="--executor ray: the Ray cluster (ray.init address; default RAY_ADDRESS, else a "
+        "new local instance)",
     )
     p.set_defaults(func=run_prepare)
 
@@ -136,8 +152,20 @@ def register(subparsers: Any) -> None:
     )
     s.add_argument("kind", choices=("criteo",))
     s.add_argument("--rows", type=int, required=True)
-    s.add_argument("--out", type=Path, required=True, help="file (.gz/.bz2/.zst compress)")
+    s.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="file (.gz/.bz2/.zst compress); with --files, the directory of the files",
+    )
     s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument(
+        "--files",
+        type=int,
+        help="write the rows as this many gzip files day_0.gz, day_1.gz, ... in --out (the "
+        "layout of Criteo 1TB); together, in order, the rows of one file of the same --rows "
+        "and --seed",
+    )
     s.set_defaults(func=run_synth)
 
 
@@ -179,6 +207,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             progress=progress,
             negatives=args.negatives,
             clean_rating=args.clean_rating,
+            executor=args.executor,
+            address=args.address,
         )
     print(summary(result))
     return 0
@@ -281,13 +311,30 @@ def _protocol_lines(protocol: dict[str, Any]) -> list[str]:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from autoloss.data.synth import write_synthetic_criteo
+    from autoloss.data.synth import (
+        criteo_file_names,
+        write_synthetic_criteo,
+        write_synthetic_criteo_files,
+    )
 
     if args.rows < 1:
         raise ConfigError(f"--rows must be >= 1, got {args.rows}", column="--rows")
+    if args.files is not None and not 1 <= args.files <= args.rows:
+        raise ConfigError(
+            f"--files must be in 1..--rows ({args.rows:,}), got {args.files}", column="--files"
+        )
     start = time.perf_counter()
-    write_synthetic_criteo(args.out, args.rows, seed=args.seed)
+    if args.files is None:
+        write_synthetic_criteo(args.out, args.rows, seed=args.seed)
+        where = str(args.out)
+    else:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError("is a file; --files writes into a directory", path=args.out)
+        write_synthetic_criteo_files(args.out, args.rows, args.files, seed=args.seed)
+        names = criteo_file_names(args.files)
+        shown = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+        where = f"{args.out} ({args.files} files {shown})"
     seconds = time.perf_counter() - start
-    print(f"wrote {args.rows:,} synthetic {args.kind} rows to {args.out} in {seconds:.2f} s")
+    print(f"wrote {args.rows:,} synthetic {args.kind} rows to {where} in {seconds:.2f} s")
     sys.stdout.flush()
     return 0

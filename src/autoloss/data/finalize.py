@@ -34,6 +34,17 @@ class FieldEncodings:
     max_bag: int  # the width of bags.npy
 
 
+@dataclass
+class PassOutcome:
+    """What meta.json takes from the parse pass and its finish, once the arrays and the
+    vocabulary files are written."""
+
+    counts: dict[str, int]  # rows of each split
+    label_counts: dict[str, list[int]]  # class counts of each split
+    fields_meta: list[dict[str, Any]]  # meta.json's field entries
+    time_range: dict[str, list[float]]  # --split temporal: each split's first and last time
+
+
 # --- 1. final encodings ----------------------------------------------------------------------
 def finish_fields(p: ParsePass) -> FieldEncodings:
     """Build every field's final encoding from what the pass gathered."""
@@ -224,10 +235,13 @@ def write_field_meta(
         entry, vocab = field_meta(f, enc)
         entries.append(entry)
         if vocab is not None:
-            (out / "vocab" / f"{f.name}.json").write_text(
-                json.dumps(vocab) + "\n", encoding="utf-8"
-            )
+            write_vocab_file(out, f.name, vocab)
     return entries
+
+
+def write_vocab_file(out: Path, name: str, vocab: dict[str, Any]) -> None:
+    """Write ``out/vocab/<name>.json`` (``vocab``: from :func:`field_meta`)."""
+    (out / "vocab" / f"{name}.json").write_text(json.dumps(vocab) + "\n", encoding="utf-8")
 
 
 def field_meta(f: FieldDef, enc: FieldEncodings) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from autoloss import __version__
-from autoloss.data.finalize import finish_fields, quantile_ids, write_field_meta, write_splits
+from autoloss.data.finalize import (
+    PassOutcome,
+    finish_fields,
+    quantile_ids,
+    write_field_meta,
+    write_splits,
+)
 from autoloss.data.formats import MovieLensFormat, RawFormat, make_format
 from autoloss.data.implicit import (
     DEFAULT_CLEAN_RATING,
@@ -47,6 +54,8 @@ from autoloss.data.implicit import (
     build_implicit,
     write_noisy_rows,
 )
+from autoloss.data.mapreduce.executors import TaskExecutor, task_executor
+from autoloss.data.mapreduce.plan import run_mapreduce
 from autoloss.data.parallel import FieldPool
 from autoloss.data.parse_pass import ParsePass, PassInput, PassOptions
 from autoloss.data.readers import BackgroundDigests, BadRows, read_head
@@ -61,7 +70,7 @@ from autoloss.data.tmpdirs import (
     release_build_dir,
     remove,
 )
-from autoloss.errors import ConfigError, StorageError
+from autoloss.errors import ConfigError, DataError, StorageError
 from autoloss.files import (
     check_writable,
     file_sha256,
@@ -139,6 +148,8 @@ def prepare(
     workers: int = 0,
     negatives: int | None = None,
     clean_rating: float | None = None,
+    executor: str | TaskExecutor = "local",
+    address: str | None = None,
 ) -> PrepareResult:
     """Prepare raw files into an encoded dataset directory ``out`` (see ``docs/data.md``).
 
@@ -160,10 +171,18 @@ def prepare(
         on_bad_row: ``error`` (raise DataError naming file and line) or ``skip``.
         chunk_rows: about how many rows are parsed at a time (memory vs. overhead).
         progress: called with the number of rows read so far after each chunk.
-        workers: threads that encode the fields of a chunk side by side (0: one per core).
+        workers: threads that encode the fields of a chunk side by side (0: one per core);
+            with ``executor="ray"``, the most tasks run at once (0: the cluster's CPUs).
+        executor: ``local`` (one process reads the inputs one after the other), ``ray`` (a
+            map-reduce over the input files on Ray tasks, the same dataset byte for byte), or
+            a :class:`~autoloss.data.mapreduce.executors.TaskExecutor` that runs that
+            map-reduce's tasks (in this process, on threads).
+        address: with ``executor="ray"``, the cluster to connect to (default: ``RAY_ADDRESS``,
+            else a new local instance).
     """
     start = time.perf_counter()
     _check_options(on_bad_row, workers, chunk_rows, valid, test)
+    tasks = task_executor(executor, address, workers)  # a missing Ray: one line, nothing written
     parts, temporal = parse_split_option(split)
     if temporal and valid is not None:
         raise ConfigError(
@@ -190,7 +209,7 @@ def prepare(
     check_output(out, overwrite, [p for p, _ in files])
     bound = _bind_inputs(fmt, files)
     cleaned = clean_stale(out)
-    meta = _build(fmt, bound, out, opts, workers, overwrite, start, protocol)
+    meta = _build(fmt, bound, out, opts, workers, overwrite, start, protocol, tasks)
     seconds = time.perf_counter() - start
     sizes = {f["name"]: f["vocab_size"] for f in meta["fields"] if "vocab_size" in f}
     return PrepareResult(
@@ -282,13 +301,30 @@ def _input_files(
     """Every input with the split of all its rows (None: rows hashed to a split)."""
     if inputs is None:
         raise ConfigError("no input file given", column="--input")
-    train_files = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    given = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    train_files = [f for p in given for f in _directory_files(p)]
     if not train_files:
         raise ConfigError("no input file given", column="--input")
     files: list[tuple[Path, int | None]] = [(p, None if valid is None else 0) for p in train_files]
     if valid is not None and test is not None:
         files += [(Path(valid), 1), (Path(test), 2)]
     return files
+
+
+def _directory_files(path: Path) -> list[Path]:
+    """``path``, or the files of a directory ``path`` in natural order (``day_2`` before
+    ``day_10``: the order of Criteo 1TB's days), hidden files left out."""
+    if not path.is_dir():
+        return [path]
+    files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if not files:
+        raise DataError("the input directory has no files", path=path)
+    return sorted(
+        files, key=lambda f: [int(t) if t.isdigit() else t for t in _DIGITS.split(f.name)]
+    )
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _bind_inputs(fmt: RawFormat, files: list[tuple[Path, int | None]]) -> list[PassInput]:
@@ -312,8 +348,10 @@ def _build(
     overwrite: bool,
     start: float,
     protocol: _Protocol,
+    tasks: TaskExecutor | None = None,
 ) -> dict[str, Any]:
-    """Build the dataset in a temporary directory beside ``out``, then commit it; its meta."""
+    """Build the dataset in a temporary directory beside ``out``, then commit it; its meta
+    (``tasks``: run the map-reduce on them instead of the serial pass)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -326,8 +364,9 @@ def _build(
     try:
         tmp = make_build_dir(out)
         digested = [inp.bound.path for inp in inputs] + list(fmt.side_inputs())
-        with FieldPool(workers) as pool, BackgroundDigests(digested) as digests:
-            meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests, protocol)
+        threads = workers if tasks is None else 1
+        with FieldPool(threads) as pool, BackgroundDigests(digested) as digests:
+            meta = _write_dataset(fmt, inputs, tmp, opts, pool, digests, protocol, tasks)
         meta["seconds"] = round(time.perf_counter() - start, 3)
         write_text(tmp / "meta.json", json.dumps(meta, indent=1) + "\n")
         release_build_dir(tmp)
@@ -393,39 +432,52 @@ def _write_dataset(
     pool: FieldPool,
     digests: BackgroundDigests,
     protocol: _Protocol,
+    tasks: TaskExecutor | None = None,
 ) -> dict[str, Any]:
     """Everything but meta.json into ``tmp``: arrays, vocabularies, side tables; the meta."""
-    raw = tmp / "_raw"
     bad = BadRows()
     pre = _pre_pass(fmt, inputs, tmp, opts, protocol, bad)
     fmt = pre.fmt
-    p = ParsePass(fmt, raw, pre.opts, pool, bad)
-    counts = p.run(pre.inputs)
-    enc = finish_fields(p)
-    write_splits(p, enc, tmp)
-    shutil.rmtree(raw)
+    if tasks is None:
+        done = _serial_pass(fmt, pre, tmp, pool, bad)
+    else:
+        done = run_mapreduce(fmt, pre.inputs, pre.opts, tmp, tasks, bad)
+    counts = done.counts
     if pre.noisy_valid is not None:
         assert len(pre.noisy_valid) == counts["valid"]
         write_noisy_rows(tmp / "valid", pre.noisy_valid)
         shutil.rmtree(tmp / "_implicit")
     if pre.opts.cuts is not None:
-        pre.protocol["temporal"]["time_range"] = time_ranges(p.time_range)
-    fields_meta = write_field_meta(fmt.fields, enc, tmp)
+        pre.protocol["temporal"]["time_range"] = time_ranges(done.time_range)
     side = _save_side_tables(fmt, tmp)
-    label_counts = {
-        name: [int(c) for c in sink.label_counts] for name, sink in zip(SPLITS, p.sinks)
-    }
-    meta = _meta(fmt, inputs, opts, digests, fields_meta, counts, label_counts)
+    meta = _meta(fmt, inputs, opts, digests, done.fields_meta, counts, done.label_counts)
     meta["protocol"].update(pre.protocol)
-    meta["bad_rows"] = p.bad.as_dict()
+    meta["bad_rows"] = bad.as_dict()
     meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta["autoloss_version"] = __version__
     if side:
         meta["side_data"] = side
     if fmt.task == "binary":
-        meta["positive_rate"] = {name: _rate(c) for name, c in label_counts.items()}
+        meta["positive_rate"] = {name: _rate(c) for name, c in done.label_counts.items()}
     meta["digests"] = array_digests(tmp)
     return meta
+
+
+def _serial_pass(
+    fmt: RawFormat, pre: _PrePassed, tmp: Path, pool: FieldPool, bad: BadRows
+) -> PassOutcome:
+    """The parse pass and its finish in this process: arrays and vocabulary files."""
+    raw = tmp / "_raw"
+    p = ParsePass(fmt, raw, pre.opts, pool, bad)
+    counts = p.run(pre.inputs)
+    enc = finish_fields(p)
+    write_splits(p, enc, tmp)
+    shutil.rmtree(raw)
+    label_counts = {
+        name: [int(c) for c in sink.label_counts] for name, sink in zip(SPLITS, p.sinks)
+    }
+    fields_meta = write_field_meta(fmt.fields, enc, tmp)
+    return PassOutcome(counts, label_counts, fields_meta, p.time_range)
 
 
 def array_digests(root: Path) -> dict[str, dict[str, Any]]:

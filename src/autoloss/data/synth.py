@@ -14,10 +14,13 @@ header, like Criteo's ``train.txt``:
   product of per-value factors, the shape an FM term learns). About 25% positives.
 
 Everything is generated per chunk of rows with numpy and written by pyarrow's CSV writer.
+``write_synthetic_criteo_files(directory, rows, files)`` writes the same rows as ``files`` gzip
+files named like Criteo 1TB's (``day_0.gz`` ... ``day_23.gz``), in order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,14 +111,68 @@ def write_synthetic_criteo(path: str | Path, rows: int, seed: int = 0) -> Path:
     """Write ``rows`` synthetic Criteo rows to ``path`` (``.gz``/``.bz2``/``.zst`` compress)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, _tables(seed, rows))
+    return path
+
+
+def criteo_file_names(files: int) -> list[str]:
+    """The names of a multi-file layout like Criteo 1TB's: ``day_0.gz`` ... ``day_{files-1}.gz``."""
+    return [f"day_{i}.gz" for i in range(files)]
+
+
+def write_synthetic_criteo_files(
+    directory: str | Path, rows: int, files: int, seed: int = 0
+) -> list[Path]:
+    """Write ``rows`` synthetic Criteo rows as ``files`` gzip files in ``directory``, named as
+    Criteo 1TB's day files (:func:`criteo_file_names`), the first ``rows % files`` one row
+    longer than the others. Read in order, they hold exactly the rows that
+    :func:`write_synthetic_criteo` writes for the same ``rows`` and ``seed``."""
+    if not 1 <= files <= rows:
+        raise ValueError(f"files must be in 1..rows, got {files} for {rows} rows")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stream = _Stream(_tables(seed, rows))
+    paths = []
+    for i, name in enumerate(criteo_file_names(files)):
+        n = rows // files + (1 if i < rows % files else 0)
+        paths.append(_write(directory / name, stream.take(n)))
+    return paths
+
+
+def _tables(seed: int, rows: int) -> Iterator[pa.Table]:
+    """The rows of a seed, a table of up to :data:`CHUNK_ROWS` at a time."""
     model = _CriteoModel(seed, rows)
     rng = np.random.default_rng(seed)
+    for lo in range(0, rows, CHUNK_ROWS):
+        yield model.chunk(rng, min(CHUNK_ROWS, rows - lo))
+
+
+class _Stream:
+    """Tables handed out ``n`` rows at a time (a table cut in two keeps its rest for later)."""
+
+    def __init__(self, tables: Iterator[pa.Table]) -> None:
+        self.tables = tables
+        self.rest: pa.Table | None = None
+
+    def take(self, n: int) -> Iterator[pa.Table]:
+        while n > 0:
+            table = self.rest if self.rest is not None else next(self.tables)
+            self.rest = None
+            if table.num_rows > n:
+                self.rest, table = table.slice(n), table.slice(0, n)
+            n -= table.num_rows
+            yield table
+
+
+def _write(path: Path, tables: Iterable[pa.Table]) -> Path:
+    """Write the rows of ``tables`` to ``path`` in the Criteo layout, atomically (a temporary
+    file beside it, renamed; compressed by the extension)."""
     options = pv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with pa.output_stream(str(tmp), compression=compression_of(path)) as sink:
-            for lo in range(0, rows, CHUNK_ROWS):
-                pv.write_csv(model.chunk(rng, min(CHUNK_ROWS, rows - lo)), sink, options)
+            for table in tables:
+                pv.write_csv(table, sink, options)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -63,7 +63,7 @@ class FieldVocab:
         ``count_mask`` is True (all if None) are counted."""
         if isinstance(tokens, pa.DictionaryArray):  # may hold duplicate values: encode afresh
             tokens = tokens.dictionary_decode()
-        local, values = _encode(tokens)
+        local, values = encode_values(tokens)
         if count_mask is None or count_mask.all():
             counts = np.bincount(local, minlength=len(values))
         else:
@@ -115,30 +115,61 @@ class FieldVocab:
         values = self._values()
         counts_per_local = np.fromfile(self._counts_path, dtype=np.int64)
         assert counts_per_local.size == sum(self.sizes) == len(values)
-        position, distinct = _encode(values)
-        # float64 weights count exactly up to 2**53
-        summed = np.bincount(position, weights=counts_per_local, minlength=len(distinct))
-        counts = np.rint(summed).astype(np.int64)
-        keep = np.flatnonzero(counts >= max(1, min_count))
-        # Stable sort on -count: ties keep first-appearance order.
-        keep = keep[np.argsort(-counts[keep], kind="stable")]
-        final_of_value = np.zeros(max(1, len(distinct)), dtype=np.int32)
-        final_of_value[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+        position, distinct = encode_values(values)
+        counts, keep, final_of_value = rank_values(
+            position, counts_per_local, len(distinct), min_count
+        )
         table_path = self.root / "final_ids.bin"
         final_of_value[position].astype(np.int32).tofile(table_path)
         del values, position
         offsets = np.concatenate([[0], np.cumsum(self.sizes, dtype=np.int64)])
-        kept = distinct.take(pa.array(keep, type=pa.int64()))
-        return FinalVocab(
-            values=tokens_to_json(kept),
-            counts=counts[keep],
-            token_type=_token_type(kept) if len(distinct) else "string",
-            table_path=table_path,
-            offsets=offsets,
-        )
+        return final_vocab(distinct, counts, keep, table_path, offsets)
+
+    @property
+    def value_type(self) -> pa.DataType | None:
+        """The type of the field's tokens (the first chunk's that is not null-typed), if any."""
+        return self._type
+
+    def dictionaries(self) -> pa.ChunkedArray:
+        """Every chunk's dictionary (its distinct values in order of first appearance), in
+        chunk order, memory-mapped."""
+        return self._values()
 
 
-def _encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+def rank_values(
+    position: np.ndarray, counts_per_local: np.ndarray, distinct: int, min_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count of each distinct value, the kept values ordered by id, the final id of each
+    distinct value): the counts of the entries of ``position`` (the distinct value of each
+    counted entry) summed per value; values counted at least ``min_count`` times kept, by
+    decreasing count, ties in order of first appearance (the order of the distinct values);
+    the others get the OOV id 0."""
+    # float64 weights count exactly up to 2**53
+    summed = np.bincount(position, weights=counts_per_local, minlength=distinct)
+    counts = np.rint(summed).astype(np.int64)
+    keep = np.flatnonzero(counts >= max(1, min_count))
+    # Stable sort on -count: ties keep first-appearance order.
+    keep = keep[np.argsort(-counts[keep], kind="stable")]
+    final_of_value = np.zeros(max(1, distinct), dtype=np.int32)
+    final_of_value[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return counts, keep, final_of_value
+
+
+def final_vocab(
+    distinct: pa.Array, counts: np.ndarray, keep: np.ndarray, table_path: Path, offsets: np.ndarray
+) -> FinalVocab:
+    """The :class:`FinalVocab` of the kept values (:func:`rank_values`) of ``distinct``."""
+    kept = distinct.take(pa.array(keep, type=pa.int64()))
+    return FinalVocab(
+        values=tokens_to_json(kept),
+        counts=counts[keep],
+        token_type=_token_type(kept) if len(distinct) else "string",
+        table_path=table_path,
+        offsets=offsets,
+    )
+
+
+def encode_values(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """(int32 index of each value in the dictionary, the dictionary: the distinct values in
     order of first appearance, null included). A chunked array is encoded without concatenating
     it: pyarrow keeps one memo table across its chunks, so they share the final dictionary."""
