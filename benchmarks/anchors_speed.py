@@ -35,9 +35,15 @@ import sys
 from pathlib import Path
 
 from _machine import machine_info  # type: ignore[import-not-found]
+from _table import markdown  # type: ignore[import-not-found]
 from anchors.common import HERE, anchors_python, criteo_data, frappe_data, log, run_json
 
 LIBRARIES = ("autoloss", "pytorch-fm", "fuxictr")
+#: The columns of a dataset's table.
+COLUMNS = (
+    "library", "prepare s", "train rows/s", "epoch s", "test AUC", "test logloss", "peak RSS MB",
+    "eval rows/s",
+)  # fmt: skip
 
 # Runs a command and prints its seconds and peak RSS as one JSON line (our prepare's figures).
 TIMED = """\
@@ -87,23 +93,17 @@ def run_anchor(args: argparse.Namespace, ds: dict, work: Path, library: str) -> 
     return run_json(cmd, env=thread_env(args.threads))
 
 
-def table(results: dict[str, dict | None]) -> str:
-    lines = [
-        "| library | prepare s | train rows/s | epoch s | test AUC | test logloss | peak RSS MB"
-        " | eval rows/s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for library, r in results.items():
-        if r is None:
-            lines.append(f"| {library} | failed | | | | | | |")
-            continue
-        epoch_s = r["train_s"] / max(r["epochs_run"], 1)
-        lines.append(
-            f"| {library} | {r['prepare_s']:.2f} | {r['train_rows_per_s']:,} | {epoch_s:.2f}"
-            f" ({r['epochs_run']} ep) | {r['test_auc']:.4f} | {r['test_logloss']:.4f}"
-            f" | {r['peak_rss_mb']:,} | {r['test_eval_rows_per_s']:,} |"
-        )
-    return "\n".join(lines)
+def row(library: str, r: dict | None) -> dict[str, object]:
+    """One library's row of a dataset's table (``r`` None: the run failed)."""
+    if r is None:
+        return {"library": library, "prepare s": "failed", **dict.fromkeys(COLUMNS[2:], "")}
+    epoch_s = r["train_s"] / max(r["epochs_run"], 1)
+    cells = [
+        f"{r['prepare_s']:.2f}", f"{r['train_rows_per_s']:,}",
+        f"{epoch_s:.2f} ({r['epochs_run']} ep)", f"{r['test_auc']:.4f}",
+        f"{r['test_logloss']:.4f}", f"{r['peak_rss_mb']:,}", f"{r['test_eval_rows_per_s']:,}",
+    ]  # fmt: skip
+    return {"library": library, **dict(zip(COLUMNS[1:], cells, strict=True))}
 
 
 def datasets(args: argparse.Namespace) -> list[dict]:
@@ -117,46 +117,78 @@ def datasets(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def libraries_option(text: str) -> list[str]:
+    """``--libraries``: names of :data:`LIBRARIES`, comma-separated."""
+    libraries = [lib for lib in text.split(",") if lib]
+    unknown = set(libraries) - set(LIBRARIES)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown libraries: {', '.join(sorted(unknown))}")
+    return libraries
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--root", type=Path, default=Path("bench-out/anchors"))
     p.add_argument("--frappe", help="directory of Frappe_x1's train/valid/test.csv.gz")
     p.add_argument("--criteo-rows", type=int, default=1_000_000, help="0: no Criteo-layout data")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads of every run (0: all)")
-    p.add_argument("--libraries", default=",".join(LIBRARIES), help="the libraries to run")
-    args = p.parse_args()
+    p.add_argument("--libraries", type=libraries_option, default=",".join(LIBRARIES),
+                   help="the libraries to run")  # fmt: skip
+    p.add_argument("--strict", action="store_true",
+                   help="a failed run stops the benchmark (default: its row says failed)")  # fmt: skip
+    return p
+
+
+def run_libraries(args: argparse.Namespace, ds: dict, work: Path) -> dict[str, dict | None]:
+    """Each library's figures on dataset ``ds`` (None where its run failed), one after another."""
+    results: dict[str, dict | None] = {}
+    for library in args.libraries:
+        log(f"{ds['name']}: {library}")
+        try:
+            if library == "autoloss":
+                figures = run_ours(args, ds, work)
+            else:
+                figures = run_anchor(args, ds, work, library)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            if args.strict:
+                raise
+            log(f"{ds['name']}: {library} failed: {exc}")
+            results[library] = None
+            continue
+        log(json.dumps(figures))
+        results[library] = figures
+        path = args.root / "results" / f"speed-t{args.threads}" / f"{ds['name']}-{library}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures))
+    return results
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per dataset and library (the ``dataset`` column, then :data:`COLUMNS`)."""
     args.root = args.root.resolve()
-    libraries = [lib for lib in args.libraries.split(",") if lib]
-    unknown = set(libraries) - set(LIBRARIES)
-    if unknown:
-        p.error(f"unknown libraries: {', '.join(sorted(unknown))}")
-    print(machine_info())
     print(f"every run: {args.threads or 'all'} threads, {args.epochs} epochs, seed {args.seed}")
-    if {"pytorch-fm", "fuxictr"} & set(libraries):
+    if {"pytorch-fm", "fuxictr"} & set(args.libraries):
         args.python = anchors_python(args.root)
     work = args.root / f"speed-t{args.threads}"
-    tables = []
+    rows: list[dict[str, object]] = []
     for ds in datasets(args):
-        results: dict[str, dict | None] = {}
-        for library in libraries:
-            log(f"{ds['name']}: {library}")
-            try:
-                if library == "autoloss":
-                    figures = run_ours(args, ds, work)
-                else:
-                    figures = run_anchor(args, ds, work, library)
-            except (RuntimeError, KeyError, ValueError) as exc:
-                log(f"{ds['name']}: {library} failed: {exc}")
-                results[library] = None
-                continue
-            log(json.dumps(figures))
-            results[library] = figures
-            path = args.root / "results" / f"speed-t{args.threads}" / f"{ds['name']}-{library}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(figures))
-        tables.append(f"\n### {ds['name']}\n\n{table(results)}")
+        results = run_libraries(args, ds, work)
+        rows += [{"dataset": ds["name"], **row(lib, r)} for lib, r in results.items()]
+    return rows
+
+
+def main() -> int:
+    args = parser().parse_args()
+    print(machine_info())
+    rows = measure(args)
+    tables = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        part = [
+            {k: v for k, v in r.items() if k != "dataset"} for r in rows if r["dataset"] == name
+        ]
+        tables.append(f"\n### {name}\n\n{markdown(part)}")
     print("\n".join(tables))
     return 0
 

@@ -24,6 +24,7 @@ from scipy import stats
 
 from _machine import machine_info  # type: ignore[import-not-found]
 from _runs import mean_sd, train_cached  # type: ignore[import-not-found]
+from _table import markdown  # type: ignore[import-not-found]
 
 
 def parse_config(text: str) -> tuple[str, list[str]]:
@@ -40,8 +41,8 @@ def train(args: argparse.Namespace, name: str, settings: list[str], seed: int) -
     return train_cached(Path(args.out) / f"{name}-s{seed}", options)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--model", default="deepfm")
     p.add_argument("--epochs", type=int, default=15)
@@ -49,27 +50,40 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="a setting for every run")
     p.add_argument("--out", required=True)
     p.add_argument("configs", nargs="+", help="NAME:KEY=VALUE,... (the first is the baseline)")
-    args = p.parse_args()
+    return p
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """One row per configuration: test AUC and logloss over seeds, the paired difference to the
+    baseline (the first configuration) and its paired t-test p (none for one seed)."""
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = [parse_config(c) for c in args.configs]
-    print(machine_info())
     print(f"data {args.data}, model {args.model}, epochs {args.epochs}, seeds {seeds}")
     results: dict[str, list[dict]] = {}
     for seed in seeds:  # seeds outermost: every configuration of a seed runs before the next
         for name, settings in configs:
             results.setdefault(name, []).append(train(args, name, settings, seed))
     base = [r["test"]["auc"] for r in results[configs[0][0]]]
-    print("\n| configuration | settings | test AUC | test logloss | Δ AUC vs base | paired p |")
-    print("|---|---|---|---|---|---|")
+    rows: list[dict[str, object]] = []
     for name, settings in configs:
         auc = [r["test"]["auc"] for r in results[name]]
         ll = [r["test"]["logloss"] for r in results[name]]
         diff = [a - b for a, b in zip(auc, base, strict=True)]
-        p_value = stats.ttest_rel(auc, base).pvalue if name != configs[0][0] else float("nan")
-        print(
-            f"| {name} | {' '.join(settings) or 'defaults'} | {mean_sd(auc)} | {mean_sd(ll)} | "
-            f"{statistics.mean(diff):+.4f} | {p_value:.3f} |"
-        )
+        paired = name != configs[0][0] and len(seeds) > 1
+        p_value = stats.ttest_rel(auc, base).pvalue if paired else float("nan")
+        rows.append({
+            "configuration": name, "settings": " ".join(settings) or "defaults",
+            "test AUC": mean_sd(auc), "test logloss": mean_sd(ll),
+            "Δ AUC vs base": f"{statistics.mean(diff):+.4f}", "paired p": f"{p_value:.3f}",
+        })  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    args = parser().parse_args()
+    print(machine_info())
+    rows = measure(args)
+    print(f"\n{markdown(rows)}")
     return 0
 
 

@@ -26,6 +26,7 @@ import torch
 
 from _machine import machine_info  # type: ignore[import-not-found]
 from _runs import train_cached  # type: ignore[import-not-found]
+from _table import markdown  # type: ignore[import-not-found]
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import open_dataset
 from autoloss.losses.candidates import get_candidate
@@ -39,6 +40,7 @@ def train_both(args: argparse.Namespace) -> dict[str, Path]:
         "--data", str(args.data), "--model", "deepfm", "--epochs", str(args.epochs),
         "--seed", str(args.seed), "--threads", "1", "--set", f"data.label_noise={args.noise}",
         "--set", f"data.noise_mode={args.mode}", "--set", "data.noise_on_valid=false",
+        *(a for kv in args.set for a in ("--set", kv)),
     ]  # fmt: skip
     runs = {}
     for method in ("autoloss", "uniform"):
@@ -75,7 +77,8 @@ def candidate_terms(
     return np.stack(values, axis=1), np.stack(grads, axis=1)
 
 
-def report(runs: dict[str, Path], args: argparse.Namespace) -> None:
+def report(runs: dict[str, Path]) -> tuple[list[dict[str, object]], list[str]]:
+    """The table's rows (one per group of training rows) and the summary lines under it."""
     ctrl = load_controller(runs["autoloss"] / "controller.pt")
     logits, y, clean = train_rows(runs["autoloss"])
     p = 1 / (1 + np.exp(-logits))
@@ -83,44 +86,57 @@ def report(runs: dict[str, Path], args: argparse.Namespace) -> None:
     values, g = candidate_terms(list(ctrl.candidates), logits, y)
     learnt = (alpha * g).sum(axis=1)
     uniform = g.mean(axis=1)
-    names = " | ".join(f"α {c}" for c in ctrl.candidates)
-    print(f"\n| group | rows | mean ŷ | {names} | pull (learnt α) | pull (uniform) | ratio |")
-    print("|---|---|---|" + "---|" * len(ctrl.candidates) + "---|---|---|")
+    rows: list[dict[str, object]] = []
     for flipped in (False, True):
         for label in (0, 1):
             m = ((y != clean) == flipped) & (y == label)
-            kind = "flipped" if flipped else "clean"
-            a = " | ".join(f"{v:.3f}" for v in alpha[m].mean(axis=0))
             lp, up = learnt[m].mean(), uniform[m].mean()
-            print(
-                f"| {kind}, given y={label} | {m.sum():,} | {p[m].mean():.3f} | {a} | "
-                f"{lp:.4f} | {up:.4f} | {lp / up:.2f} |"
-            )
+            rows.append({
+                "group": f"{'flipped' if flipped else 'clean'}, given y={label}",
+                "rows": f"{m.sum():,}", "mean ŷ": f"{p[m].mean():.3f}",
+                **{f"α {c}": f"{v:.3f}" for c, v in zip(ctrl.candidates, alpha[m].mean(axis=0))},
+                "pull (learnt α)": f"{lp:.4f}", "pull (uniform)": f"{up:.4f}",
+                "ratio": f"{lp / up:.2f}",
+            })  # fmt: skip
     flip = y != clean
-    print(
-        f"\nflipped/clean mean pull: learnt α {learnt[flip].mean() / learnt[~flip].mean():.2f}, "
-        f"uniform {uniform[flip].mean() / uniform[~flip].mean():.2f}; rows whose largest α "
-        f"exceeds 0.9: {(alpha.max(axis=1) > 0.9).mean():.1%}"
-    )
     # The first-order controller minimises the α-weighted validation loss at fixed recommender
     # weights: its optimum puts all mass on the candidate whose loss *value* is smallest.
     same = alpha.argmax(axis=1) == values.argmin(axis=1)
-    print(
-        f"rows whose largest α is on the candidate with the smallest loss value: {same.mean():.1%}"
-    )
+    notes = [
+        f"flipped/clean mean pull: learnt α {learnt[flip].mean() / learnt[~flip].mean():.2f}, "
+        f"uniform {uniform[flip].mean() / uniform[~flip].mean():.2f}; rows whose largest α "
+        f"exceeds 0.9: {(alpha.max(axis=1) > 0.9).mean():.1%}",
+        f"rows whose largest α is on the candidate with the smallest loss value: {same.mean():.1%}",
+    ]
+    return rows, notes
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="a prepared binary dataset")
     ap.add_argument("--root", type=Path, default=Path("bench-out/controller-noise"))
     ap.add_argument("--seed", type=int, default=2021)
     ap.add_argument("--noise", type=float, default=0.3)
     ap.add_argument("--mode", default="symmetric")
     ap.add_argument("--epochs", type=int, default=30)
-    args = ap.parse_args()
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of both runs (repeatable)")  # fmt: skip
+    return ap
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The table's rows; the summary lines are printed."""
+    rows, notes = report(train_both(args))
+    print("\n".join(notes))
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
     print(machine_info())
-    report(train_both(args), args)
+    rows, notes = report(train_both(args))
+    print(f"\n{markdown(rows)}")
+    print("\n" + "\n".join(notes))
 
 
 if __name__ == "__main__":

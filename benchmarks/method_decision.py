@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info
+from _table import markdown
 from autoloss.data.store import EncodedDataset
 from autoloss.metrics import welch_ttest
 from autoloss.train.config import RunConfig
@@ -49,18 +50,20 @@ METHODS: dict[str, dict[str, Any]] = {
 
 
 def run_one(
-    data: str, dataset: EncodedDataset, method: str, seed: int, epochs: int, threads: int
+    data: str, dataset: EncodedDataset, method: str, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     cfg = RunConfig()
     cfg.data.path = data
     cfg.model.name = "deepfm"
-    cfg.train.epochs = epochs
+    cfg.train.epochs = args.epochs
     cfg.train.seed = seed
     cfg.train.progress = "off"
     cfg.train.device = "cpu"
-    cfg.train.num_threads = threads
+    cfg.train.num_threads = args.threads
     for k, v in METHODS[method].items():
         cfg.set(k, v)
+    for kv in args.set:
+        cfg.set(*kv.split("=", 1))
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset=dataset, log=lambda s: None)
     result = trainer.fit()
@@ -89,12 +92,10 @@ def mean_std(xs: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    out = [
-        "| dataset | method | seeds | test AUC | p (AUC vs ce) | test logloss | p (logloss vs ce) "
-        "| best epoch | train s | s / epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def table(rows: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """Per dataset and method: test AUC and logloss over seeds with Welch's p against ``ce``,
+    best epoch and training seconds."""
+    out: list[dict[str, object]] = []
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         base = [r for r in rows if r["dataset"] == ds and r["method"] == "ce"]
         for m in METHODS:
@@ -110,42 +111,51 @@ def table(rows: list[dict[str, Any]]) -> str:
             p_ll = (
                 "" if m == "ce" else f"{welch_ttest(ll, [r['test_logloss'] for r in base])[1]:.3f}"
             )
-            out.append(
-                f"| {ds} | {m} | {len(rs)} | {mean_std(auc, '.4f')} | {p_auc} | {mean_std(ll, '.4f')} "
-                f"| {p_ll} | {mean_std([float(r['best_epoch']) for r in rs], '.1f')} "
-                f"| {mean_std([r['train_seconds'] for r in rs], '.0f')} "
-                f"| {mean_std([r['train_seconds'] / max(r['epochs'], 1) for r in rs], '.1f')} |"
-            )
-    return "\n".join(out)
+            out.append({
+                "dataset": ds, "method": m, "seeds": str(len(rs)),
+                "test AUC": mean_std(auc, ".4f"), "p (AUC vs ce)": p_auc,
+                "test logloss": mean_std(ll, ".4f"), "p (logloss vs ce)": p_ll,
+                "best epoch": mean_std([float(r["best_epoch"]) for r in rs], ".1f"),
+                "train s": mean_std([r["train_seconds"] for r in rs], ".0f"),
+                "s / epoch": mean_std(
+                    [r["train_seconds"] / max(r["epochs"], 1) for r in rs], ".1f"
+                ),
+            })  # fmt: skip
+    return out
 
 
-def timing(data: str, reps: int, threads: int) -> str:
+def timing(data: str, args: argparse.Namespace) -> list[dict[str, object]]:
     """Median seconds of one training epoch per method, back to back in this process."""
     dataset = EncodedDataset(data)
     variants = {**METHODS, "autoloss unrolled (autograd)": {**METHODS["autoloss unrolled"]}}
     variants["autoloss unrolled (autograd)"]["loss.unrolled_impl"] = "autograd"
     secs: dict[str, list[float]] = {m: [] for m in variants}
-    for _ in range(reps):
+    for _ in range(args.timing):
         for m, over in variants.items():
             cfg = RunConfig()
             cfg.data.path = data
             cfg.train.epochs = 1
             cfg.train.progress = "off"
             cfg.train.device = "cpu"
-            cfg.train.num_threads = threads
+            cfg.train.num_threads = args.threads
             for k, v in over.items():
                 cfg.set(k, v)
+            for kv in args.set:
+                cfg.set(*kv.split("=", 1))
             secs[m].append(Trainer(cfg, dataset=dataset, log=lambda s: None).fit()["train_seconds"])
     ce = statistics.median(secs["ce"])
-    lines = ["| method | s / epoch (median) | x CE |", "|---|---|---|"]
-    for m, xs in secs.items():
-        med = statistics.median(xs)
-        lines.append(f"| {m} | {med:.2f} | {med / ce:.2f} |")
-    return "\n".join(lines)
+    return [
+        {
+            "method": m,
+            "s / epoch (median)": f"{statistics.median(xs):.2f}",
+            "x CE": f"{statistics.median(xs) / ce:.2f}",
+        }
+        for m, xs in secs.items()
+    ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data", action="append", required=True, help="NAME=DIR of an encoded dataset")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=1)
@@ -156,14 +166,15 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--results", default="method_decision.jsonl", help="finished runs (resumable)")
     ap.add_argument("--timing", type=int, default=0, help="only time one epoch per method, N reps")
-    args = ap.parse_args()
-    print(machine_info(), flush=True)
-    if args.timing:
-        for spec in args.data:
-            name, data = spec.split("=", 1)
-            print(f"\n{name}: one training epoch, DeepFM, {args.threads} thread(s)")
-            print(timing(data, args.timing, args.threads))
-        return
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of every run (repeatable; not part of a result's key in"
+                    " --results)")  # fmt: skip
+    return ap
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train every (dataset, method, seed) not in ``--results`` yet (appending it there); the
+    runs of ``--results`` of the datasets and methods asked for."""
     methods = [m.strip() for m in args.methods.split(",")]
     path = Path(args.results)
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -175,7 +186,7 @@ def main() -> None:
             for m in methods:
                 if (name, m, seed) in done:
                     continue
-                r = {"dataset": name, **run_one(data, dataset, m, seed, args.epochs, args.threads)}
+                r = {"dataset": name, **run_one(data, dataset, m, seed, args)}
                 rows.append(r)
                 with path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(r) + "\n")
@@ -186,8 +197,29 @@ def main() -> None:
                     flush=True,
                 )
     names = [s.split("=", 1)[0] for s in args.data]
+    return [r for r in rows if r["dataset"] in names and r["method"] in methods]
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The table of the runs (or with ``--timing``, each dataset's timing rows)."""
+    if not args.timing:
+        return table(run_all(args))
+    specs = [spec.split("=", 1) for spec in args.data]
+    return [{"dataset": name, **row} for name, data in specs for row in timing(data, args)]
+
+
+def main() -> None:
+    args = parser().parse_args()
+    print(machine_info(), flush=True)
+    if args.timing:
+        for spec in args.data:
+            name, data = spec.split("=", 1)
+            print(f"\n{name}: one training epoch, DeepFM, {args.threads} thread(s)")
+            print(markdown(timing(data, args)))
+        return
+    rows = run_all(args)
     print()
-    print(table([r for r in rows if r["dataset"] in names and r["method"] in methods]))
+    print(markdown(table(rows)))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ option). Sizes:
 * ``smoke``: tiny synthetic data made on the fly under ``--workdir``/smoke (a few seconds per
   suite; ``tests/test_benchmarks_smoke.py`` runs every suite at this size, so none rots);
 * ``full``: the size ``docs/benchmarks.md`` cites (minutes to hours: never on a shared machine
-  while anything else runs). Suites that measure a real dataset (``model-zoo``, ``distributed``)
-  need ``--data`` at this size; the others take it instead of their synthetic file.
+  while anything else runs). Suites that measure a real dataset (``model-zoo``, ``distributed``,
+  ``baseline-factors``, ``controller-noise``, ``method-decision``) need ``--data`` at this size;
+  the others take it instead of their synthetic file (``anchors`` makes its own split files).
 
 Suites run one after another, never two at once. With ``--json DIR`` each writes
 ``DIR/<suite>-<size>.json``: ``{"format", "suite", "size", "options", "machine", "date",
@@ -82,6 +83,8 @@ class Suite:
     full: Options
     #: smoke size left to the slow test (several processes that each import torch and train)
     slow: bool = False
+    #: what the smoke size leaves out of the full one, and why (printed with its table)
+    smoke_note: str = ""
 
     def options(self, ctx: Context) -> list[str]:
         return (self.smoke if ctx.size == "smoke" else self.full)(ctx)
@@ -96,6 +99,12 @@ def _synth(ctx: Context) -> list[str]:
 
 def _full_data(ctx: Context) -> list[str]:
     return ["--data", ctx.data] if ctx.data else []
+
+
+def _named_data(ctx: Context, suite: str) -> list[str]:
+    """``--data NAME=DIR`` (the dataset's directory name) of a script that names its datasets."""
+    data = ctx.data_or_synthetic(suite)
+    return ["--data", f"{Path(data).name}={data}"]
 
 
 SUITES: dict[str, Suite] = {
@@ -169,6 +178,33 @@ SUITES: dict[str, Suite] = {
             "autoloss prepare --format criteo against a bare pandas parse",
             lambda c: ["--rows", "5000", "--out", str(c.workdir / "prepare")],
             lambda c: ["--out", str(c.workdir)],
+        ),
+        Suite(
+            "prepare-ray",
+            "prepare_ray",
+            "prepare over many files: serial, the map-reduce in this process, --executor ray",
+            lambda c: [
+                "--rows",
+                "20000",
+                "--files",
+                "4",
+                "--no-ray",
+                "--out",
+                str(c.workdir / "prepare-ray"),
+            ],
+            lambda c: ["--out", str(c.workdir / "prepare-ray")],
+        ),
+        Suite(
+            "sharded",
+            "sharded_tables",
+            "replicated against sharded embedding tables: memory per process and rows/s, 1 and 2"
+            " processes",
+            lambda c: [
+                "--fields", "4", "--vocab", "2000", "--rows", "20000", "--steps", "3",
+                "--batch-size", "1000", "--out", str(c.workdir / "sharded"),
+            ],  # fmt: skip
+            lambda c: ["--out", str(c.workdir / "sharded")],
+            slow=True,
         ),
         Suite(
             "serving",
@@ -253,6 +289,100 @@ SUITES: dict[str, Suite] = {
             ],
             slow=True,
         ),
+        Suite(
+            "anchors",
+            "anchors_speed",
+            "one DeepFM training in autoloss, pytorch-fm and FuxiCTR: speed and memory",
+            lambda c: [
+                "--root",
+                str(c.workdir / "anchors"),
+                "--libraries",
+                "autoloss",
+                "--criteo-rows",
+                "2000",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--strict",
+            ],
+            lambda c: ["--root", str(c.workdir / "anchors")],
+            slow=True,
+            smoke_note="autoloss alone: pytorch-fm and FuxiCTR need their own environment,"
+            " installed from PyPI the first time (minutes, and a network)",
+        ),
+        Suite(
+            "baseline-factors",
+            "baseline_factors",
+            "one training setting at a time against the CE baseline: test AUC, paired p",
+            lambda c: [
+                "--data",
+                c.data_or_synthetic("baseline-factors"),
+                "--epochs",
+                "1",
+                "--seeds",
+                "1",
+                "--set",
+                "train.max_steps=2",
+                "--out",
+                str(c.workdir / "factors"),
+                "base:",
+                "clip:optim.clip_norm=10",
+            ],
+            lambda c: [
+                "--data",
+                c.data_or_synthetic("baseline-factors"),
+                "--out",
+                str(c.workdir / "factors"),
+                "old:optim.clip_norm=0",
+                "clip:",
+                "both:optim.lr_decay_on_plateau=0.1",
+            ],
+            slow=True,
+        ),
+        Suite(
+            "controller-noise",
+            "controller_noise",
+            "what AutoLoss's controller learns under label noise, against the uniform mixture",
+            lambda c: [
+                "--data",
+                c.data_or_synthetic("controller-noise"),
+                "--epochs",
+                "1",
+                "--set",
+                "train.max_steps=2",
+                "--root",
+                str(c.workdir / "controller-noise"),
+            ],
+            lambda c: [
+                "--data",
+                c.data_or_synthetic("controller-noise"),
+                "--root",
+                str(c.workdir / "controller-noise"),
+            ],
+            slow=True,
+        ),
+        Suite(
+            "method-decision",
+            "method_decision",
+            "AutoLoss first-order against unrolled against CE: test AUC over seeds, Welch p",
+            lambda c: [
+                *_named_data(c, "method-decision"),
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--set",
+                "train.max_steps=2",
+                "--results",
+                str(c.workdir / "method_decision.jsonl"),
+            ],
+            lambda c: [
+                *_named_data(c, "method-decision"),
+                "--results",
+                str(c.workdir / "method_decision.jsonl"),
+            ],
+        ),
     )
 }
 
@@ -334,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(machine_info())
     for name in names:
         print(f"\n## {name} ({args.size})", flush=True)
+        if args.size == "smoke" and SUITES[name].smoke_note:
+            print(f"(smoke: {SUITES[name].smoke_note})", flush=True)
         record = run_suite(SUITES[name], ctx)
         print(markdown(record["figures"]))
         print(f"({record['seconds']} s)", flush=True)

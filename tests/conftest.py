@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,16 @@ def tiny_dataset(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_multiclass_dataset(tmp_path: Path) -> Path:
     return write_encoded_dataset(tmp_path / "tiny5", num_classes=5)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test, the previous count restored after: tests of tiny tensors
+    run faster on one thread than on two on a shared 2-core machine (``tests/ops`` and
+    ``tests/models`` use it for every test)."""
+    import torch  # here: a run of tests that need no torch does not import it
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

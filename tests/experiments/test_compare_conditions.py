@@ -24,6 +24,7 @@ from autoloss.experiments.compare import (
 from autoloss.experiments.grid import parse_grid
 from autoloss.experiments.tables import BEST_FIXED_MARK, REQUIRED_COLUMNS, fmt_p, read_results_csv
 from autoloss.train.config import RunConfig
+from autoloss.train.rundir import RunDir
 from experiments.fake_runs import write_fake_experiment
 
 TINY = ["--epochs", "1", "--max-steps", "3", "--batch-size", "256", "--embed-dim", "4", "--mlp", "8",
@@ -360,5 +361,6 @@ def test_grid_tables_pair_seeds_and_apply_holm_over_the_whole_table(tmp_path: Pa
 
 
 def outcome_value(out: Path, method: str, seed: int) -> float:
-    result = json.loads((out / "runs" / f"deepfm-{method}-s{seed}" / "result.json").read_text())
-    return float(result["test"]["auc"])
+    result = RunDir(out / "runs" / f"deepfm-{method}-s{seed}").read_result()
+    assert result is not None
+    return result.metric("test", "auc")

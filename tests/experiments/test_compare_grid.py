@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from autoloss.experiments.compare import (
 )
 from autoloss.experiments.tables import REQUIRED_COLUMNS, read_results_csv
 from autoloss.train.config import RunConfig
+from autoloss.train.rundir import RunDir
 from autoloss.train.trainer import Trainer
 
 # tiny runs: a few steps of a small DeepFM
@@ -146,8 +146,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     assert (run.run_dir / "metrics.jsonl").read_text().count(
         '"eval"'
     ) == evals_before  # not retrained
-    result = json.loads((run.run_dir / "result.json").read_text())
-    assert result["epochs"] == 2
+    result = RunDir(run.run_dir).read_result()
+    assert result is not None and result.epochs == 2
 
 
 def test_corrupt_checkpoint_restarts_the_run(

@@ -1,19 +1,14 @@
-"""Kernel tests use tiny tensors: one thread is faster than two on a shared 2-core machine."""
+"""Kernel tests use tiny tensors: each runs on one thread (``one_thread``, tests/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here on one thread."""
 
 
 #: Devices every agreement test runs on: the CPU, and CUDA where present.

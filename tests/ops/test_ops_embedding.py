@@ -55,7 +55,11 @@ def test_lookup_without_a_gradient_is_torch_embedding() -> None:
         assert torch.equal(ops.lookup(w, x, x, (0, 0)), F.embedding(x, w))
 
 
-def test_grouping_inverts_and_sums_agree_with_index_add() -> None:
+@pytest.mark.parametrize("width", [1, 3, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_summed_per_id_equal_index_add(width: int, dtype: torch.dtype) -> None:
+    """The CSR product (tables wider than one column on the CPU) and index_add_ agree, and the
+    grouping inverts: uniq[inverse] gives the ids back, order sorts them, starts count them."""
     torch.manual_seed(0)
     ids = torch.randint(0, 40, (25, 6))
     rows = ops.group_rows(ids)
@@ -63,9 +67,11 @@ def test_grouping_inverts_and_sums_agree_with_index_add() -> None:
         assert a.dtype == b.dtype and torch.equal(a, b)
     flat = ids.reshape(-1)
     assert torch.equal(rows.uniq[rows.inverse], flat)
-    g = torch.randn(flat.numel(), 8, dtype=torch.float64)
-    ref = torch.zeros(rows.uniq.numel(), 8, dtype=torch.float64).index_add_(0, rows.inverse, g)
-    torch.testing.assert_close(ops.sum_rows(rows, g), ref)  # float64: summation order only
+    assert torch.equal(flat[rows.order], flat.sort().values)
+    assert torch.equal(rows.starts.diff(), torch.bincount(rows.inverse))
+    g = torch.randn(flat.numel(), width, dtype=dtype)
+    ref = torch.zeros(rows.uniq.numel(), width, dtype=dtype).index_add_(0, rows.inverse, g)
+    torch.testing.assert_close(ops.sum_rows(rows, g), ref)  # summation order only
 
 
 def _step_grads(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

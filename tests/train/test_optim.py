@@ -199,25 +199,6 @@ def test_tables_of_one_model_share_the_batch_unique_ids(monkeypatch: pytest.Monk
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("width", [1, 3, 16])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rows_summed_per_id_equal_index_add(width: int, dtype: torch.dtype) -> None:
-    """The CSR product (tables wider than one column on the CPU) and index_add_ agree, and the
-    grouping inverts: uniq[inverse] gives the ids back, order sorts them, starts count them."""
-    torch.manual_seed(0)
-    ids = torch.randint(0, 40, (25, 6))
-    rows = ops.group_rows(ids)
-    for a, b in zip(rows, ops.group_rows(ids, num_rows=40), strict=True):  # 32-bit sort keys
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    flat = ids.reshape(-1)
-    assert torch.equal(rows.uniq[rows.inverse], flat)
-    assert torch.equal(flat[rows.order], flat.sort().values)
-    assert torch.equal(rows.starts.diff(), torch.bincount(rows.inverse))
-    g = torch.randn(flat.numel(), width, dtype=dtype)
-    ref = torch.zeros(rows.uniq.numel(), width, dtype=dtype).index_add_(0, rows.inverse, g)
-    torch.testing.assert_close(ops.sum_rows(rows, g), ref)
-
-
 def test_rowwise_adam_continues_from_a_state_saved_with_separate_moments() -> None:
     """Checkpoints written before the moments were interleaved (``exp_avg``, ``exp_avg_sq``) load
     and continue exactly as the optimiser that saved them."""

@@ -75,6 +75,7 @@ from autoloss.experiments.tables import (
 from autoloss.files import TMP_SUFFIX, atomic_output, make_dirs, read_verified_text, write_text
 from autoloss.locks import RunLock, describe_holder, guard
 from autoloss.train.config import MAX_SEED, RunConfig
+from autoloss.train.result import RunResult
 from autoloss.train.rundir import RESULT_HINT, RunDir
 
 #: CPU threads of every run of a grid when ``--threads`` is not given: one, so that a serial grid,
@@ -508,12 +509,15 @@ class _Tally:
                 f" {self.elsewhere[run.name]}; left to it"
             )
 
-    def done(self, run: PlannedRun, result: dict[str, Any]) -> None:
+    def done(self, run: PlannedRun, content: dict[str, Any]) -> None:
+        """``run`` was trained: ``content`` is its result (result.json's content, as the run
+        returned it across processes)."""
         self.trained.append(run.name)
-        auc = (result.get("test") or result.get("valid") or {}).get("auc", float("nan"))
+        result = RunResult.from_dict(content)
+        auc = result.metric("test" if result.test else "valid", "auc")
         self.log(
             f"[{self.count}/{self.total}] {run.name}: test AUC {auc:.4f}, "
-            f"{result.get('train_seconds', 0):.1f}s training "
+            f"{result.train_seconds or 0:.1f}s training "
             f"({time.perf_counter() - self.t0:.0f}s elapsed)"
         )
 
@@ -654,8 +658,10 @@ def collect_rows(exp: Experiment) -> list[ResultRow]:
         if not p.is_file():
             continue
         try:
-            result = json.loads(read_verified_text(p, "result.json", RESULT_HINT))
-        except ValueError:
+            result = RunResult.from_dict(
+                json.loads(read_verified_text(p, "result.json", RESULT_HINT))
+            )
+        except (ValueError, TypeError, AttributeError):  # not JSON, or JSON but not a result
             continue
         row = result_row(
             result, model=run.model, method=run.method, seed=run.seed, run_dir=run.run_dir

@@ -47,6 +47,7 @@ import yaml
 from autoloss.errors import ConfigError
 from autoloss.files import write_text
 from autoloss.train.config import RunConfig
+from autoloss.train.result import RunResult
 from autoloss.train.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ class Tracker:
     def record(self, rec: dict[str, Any]) -> None:
         """One record, as written to ``metrics.jsonl``."""
 
-    def finish(self, result: dict[str, Any]) -> None:
-        """The run is complete: ``result`` is its ``result.json``."""
+    def finish(self, result: RunResult) -> None:
+        """The run is complete: ``result`` is what its ``result.json`` holds."""
 
     def close(self, status: str) -> None:
         """The process is done with the run: ``FINISHED``, ``KILLED`` (interrupted: it may be
@@ -159,9 +160,9 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(tag, value, rec["step"])
         self.writer.flush()  # a killed run keeps in TensorBoard what metrics.jsonl has
 
-    def finish(self, result: dict[str, Any]) -> None:
-        step = int(result.get("steps", 0))
-        for tag, value in result_scalars(result).items():
+    def finish(self, result: RunResult) -> None:
+        step = result.steps or 0
+        for tag, value in result_scalars(result.to_dict()).items():
             self.writer.add_scalar(tag, value, step)
 
     def close(self, status: str) -> None:
@@ -247,10 +248,10 @@ class MLflowTracker(Tracker):
     def record(self, rec: dict[str, Any]) -> None:
         self._metrics(record_scalars(rec), int(rec["step"]))
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: RunResult) -> None:
         self._metrics(
-            {k: v for k, v in result_scalars(result).items() if math.isfinite(v)},
-            int(result.get("steps", 0)),
+            {k: v for k, v in result_scalars(result.to_dict()).items() if math.isfinite(v)},
+            result.steps or 0,
         )
         if (self.run_dir / RunDir.RESULT).is_file():
             self.client.log_artifact(self.run_id, str(self.run_dir / RunDir.RESULT))
@@ -325,11 +326,10 @@ class TrackedRunDir(RunDir):
         self._start()
         self._each("record", rec)
 
-    def finish(self, result: Any) -> None:
+    def finish(self, result: RunResult) -> None:
         super().finish(result)
         self._start()
-        # a RunResult (result.json's content: to_dict()) or, from older callers, that dict
-        self._each("finish", result.to_dict() if hasattr(result, "to_dict") else dict(result))
+        self._each("finish", result)
         self.close("FINISHED")
 
     def close(self, status: str) -> None:
