@@ -200,9 +200,19 @@ SUITES: dict[str, Suite] = {
             "replicated against sharded embedding tables: memory per process and rows/s, 1 and 2"
             " processes",
             lambda c: [
-                "--fields", "4", "--vocab", "2000", "--rows", "20000", "--steps", "3",
-                "--batch-size", "1000", "--out", str(c.workdir / "sharded"),
-            ],  # fmt: skip
+                "--fields",
+                "4",
+                "--vocab",
+                "2000",
+                "--rows",
+                "20000",
+                "--steps",
+                "3",
+                "--batch-size",
+                "1000",
+                "--out",
+                str(c.workdir / "sharded"),
+            ],
             lambda c: ["--out", str(c.workdir / "sharded")],
             slow=True,
         ),
