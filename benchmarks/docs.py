@@ -101,6 +101,7 @@ TABLES: dict[str, Table] = {
 MARK = re.compile(
     r"<!-- table:(?P<name>[\w-]+(?::[\w,-]+)?) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S
 )
+REPO = HERE.parent
 SOURCE = re.compile(r"^<!-- generated: .* -->\n", re.M)
 
 
@@ -139,7 +140,8 @@ def compare_table(root: Path) -> str:
     grids = sorted(p for p in root.glob("*/table.md"))
     parts = []
     for path in grids:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8").replace(f"{REPO}/", "")  # paths of this clone
+        for line in text.splitlines():
             if line.startswith("# "):
                 continue
             parts.append("#" * 2 + line if line.startswith("## ") else line)
@@ -151,6 +153,8 @@ def generate(table: Table, root: Path) -> str | None:
     where = root / table.out
     if not any(where.glob("*/runs/*/result.json")):
         return None
+    if table.kind != "evidence" and not any(where.glob("*/table.md")):
+        return None  # compare writes table.md once every run of the grid has finished
     body = evidence_tables(table, where) if table.kind == "evidence" else compare_table(where)
     source = (
         f"<!-- generated: `{table.command(str(root))}`, then "
