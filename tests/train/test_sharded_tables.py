@@ -1,7 +1,7 @@
 """Embedding tables sharded across processes by TorchRec (``train.embeddings=sharded``).
 
-Two CPU processes (gloo, table-wise): each holds only its tables, ``model.pt`` holds them all
-(gathered once) and serves like a replicated run's, a ``kill -9`` and ``--resume`` give the run an
+Two CPU processes (gloo, table-wise): each holds only its tables, each writes its own beside
+``model.pt``, and ``load_run`` reads them into a model that serves like a replicated run's, a ``kill -9`` and ``--resume`` give the run an
 uninterrupted one gives bit for bit, and sharded and replicated training reach the same test AUC
 within seed noise. The refusals are one line. This file is also the worker of the last test
 (``python -m torch.distributed.run ... test_sharded_tables.py agree DATA OUT``).
@@ -133,7 +133,7 @@ def test_each_process_holds_only_its_tables(straight: Path) -> None:
         assert sum(r["bytes"].values()) == total // 2  # 1/N of the replicated tables
 
 
-def test_model_pt_holds_every_table_and_serves_like_a_replicated_run(
+def test_the_tables_beside_model_pt_serve_like_a_replicated_run(
     straight: Path, tmp_path: Path
 ) -> None:
     from autoloss.metrics import evaluate
@@ -141,6 +141,9 @@ def test_model_pt_holds_every_table_and_serves_like_a_replicated_run(
     from autoloss.train.trainer import predict_logits
 
     assert not (straight / "checkpoint-tables").exists()  # a finished run keeps no checkpoint
+    saved = torch.load(straight / "model.pt", weights_only=True)
+    assert saved["tables"] == "model-tables" and (straight / "model-tables").is_dir()
+    assert not any("tables" in k for k in saved["state_dict"])  # nothing gathered in training
     loaded = load_run(straight)
     weight = loaded.model.embedding.embedding.weight
     assert weight.shape == (4 * 40 + 1, 8) and bool((weight[-1] == 0).all())
@@ -152,6 +155,19 @@ def test_model_pt_holds_every_table_and_serves_like_a_replicated_run(
     logits, y = predict_logits(loaded.model, iter(it.epoch(0)), torch.device("cpu"))
     result = json.loads((straight / "result.json").read_text())
     assert math.isclose(evaluate(y, logits, "binary")["auc"], result["test"]["auc"], abs_tol=1e-6)
+
+
+def test_a_missing_table_file_is_one_line(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    next((run / "model-tables").glob("__1_*.distcp")).unlink()
+    assert main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the sharded tables beside model.pt cannot be read" in err
 
 
 @pytest.mark.slow
@@ -175,8 +191,9 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(
     assert resumed.returncode == 0, resumed.stderr[-6000:]
     a, b = _outcome(straight), _outcome(out)
     assert a == b
-    sa = torch.load(straight / "model.pt", weights_only=True)["state_dict"]
-    sb = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    from autoloss.train.run import load_run
+
+    sa, sb = load_run(straight).model.state_dict(), load_run(out).model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 

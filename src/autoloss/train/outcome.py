@@ -30,8 +30,8 @@ def finish_run(trainer: Trainer) -> RunResult:
     result = run_result(trainer, test, valid)
     rd = trainer.run_dir
     if rd is not None:
-        model_state = trainer.sync.model_state(trainer.model)  # sharded tables: gathered once
-        rd.save_weights(model_state or {}, trainer.policy.controller_state())
+        model_state, tables = trainer.sync.model_state(trainer.model, rd)  # sharded: apart
+        rd.save_weights(model_state, trainer.policy.controller_state(), tables=tables)
         if trainer.policy.weights_sample:
             rd.save_example_weights(example_weights(trainer))
         rd.finish(result)

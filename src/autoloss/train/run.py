@@ -25,6 +25,7 @@ from autoloss.train.builder import build_recommender, resolve_device, run_thread
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, shown_differences
 from autoloss.train.result import RunResult
 from autoloss.train.rundir import RunDir
+from autoloss.train.sharded import load_model_tables
 from autoloss.train.tracking import tracked
 from autoloss.train.trainer import Trainer
 
@@ -251,7 +252,10 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     model = build_recommender(cfg, spec)
     state = rd.load_model_state()
     try:
-        model.load_state_dict(state["state_dict"])
+        weights = dict(state["state_dict"])
+        if state.get("tables"):  # a sharded run's tables, read whole here
+            weights.update(load_model_tables(rd.path, str(state["tables"])))
+        model.load_state_dict(weights)
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(
             f"weights do not match the model: {str(exc).splitlines()[0]}", path=rd.model

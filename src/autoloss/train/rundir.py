@@ -8,6 +8,7 @@ RUN/
   checkpoint-tables/  sharded embedding tables of that state (``train.embeddings=sharded``), one
                    ``torch.distributed.checkpoint`` directory that every process writes its part of
   tables.json      with sharded tables: where each table lives and the bytes each process holds
+  model-tables/    with sharded tables: the trained tables (model.pt names it), each process's part
   search.json      the outcome of ``--loss search``'s outer loop (the weights it trains with)
   result.json      final metrics and a summary of the loss policy
   model.pt         the recommender's state dict
@@ -184,10 +185,19 @@ class RunDir:
         )
 
     @_writes
-    def save_weights(self, model_state: dict[str, Any], controller: dict[str, Any] | None) -> None:
-        save_state(
-            {"format": MODEL_FORMAT, "state_dict": model_state}, self.model, what="the model"
-        )
+    def save_weights(
+        self,
+        model_state: dict[str, Any],
+        controller: dict[str, Any] | None,
+        *,
+        tables: str | None = None,
+    ) -> None:
+        """model.pt (``tables``: the directory beside it that holds the sharded tables) and
+        controller.pt."""
+        content: dict[str, Any] = {"format": MODEL_FORMAT, "state_dict": model_state}
+        if tables is not None:
+            content["tables"] = tables
+        save_state(content, self.model, what="the model")
         if controller is not None:
             save_state(controller, self.controller, what="the controller")
 

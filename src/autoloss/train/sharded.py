@@ -6,14 +6,16 @@ table on one process: table-wise on the CPU (gloo has no reduce-scatter for row-
 the planner's choice on CUDA. The tables' optimiser runs inside the backward pass (FBGEMM's fused
 kernels); the dense layers, the first-order term's table and the policy stay replicated and are
 averaged by :class:`~autoloss.train.replicas.Replicas` as in every distributed run. This module:
-the checks, the sharding, a process group for a run of one process, the tables' checkpoint
-(``torch.distributed.checkpoint``), and the model gathered once for ``model.pt``.
+the checks, the sharding, a process group for a run of one process, and the tables written by
+every process for itself (``torch.distributed.checkpoint``): for checkpoints, and beside
+``model.pt``, where ``load_run`` reads them whole.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -211,14 +213,20 @@ def local_tables(model: nn.Module) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- checkpoints
 def save_tables(root: Path, step: int, state: dict[str, Any], ctx: Context) -> str:
-    """Write the tables' ``state`` (sharded tensors: each process writes its own shards) to
-    ``root/checkpoint-tables/step-STEP`` through a temporary directory renamed by rank 0 once
-    every process has written; returns the directory's name (checkpoint.pt records it)."""
+    """Write the tables' ``state`` for the checkpoint of ``step`` (:func:`write_shards` into
+    ``root/checkpoint-tables/step-STEP``); returns the directory's name (checkpoint.pt records
+    it)."""
+    name = f"step-{step}"
+    write_shards(root / TABLES_DIR / name, state, ctx)
+    return name
+
+
+def write_shards(final: Path, state: dict[str, Any], ctx: Context) -> None:
+    """``state`` (sharded tensors: each process writes its own shards) to the directory
+    ``final`` through a temporary directory that rank 0 renames once every process has written."""
     import torch.distributed.checkpoint as dcp
 
-    name = f"step-{step}"
-    final = root / TABLES_DIR / name
-    tmp = root / TABLES_DIR / f".{name}.tmp"
+    tmp = final.with_name(f".{final.name}.tmp")
     if ctx.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -229,7 +237,6 @@ def save_tables(root: Path, step: int, state: dict[str, Any], ctx: Context) -> s
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     dist.barrier()
-    return name
 
 
 def prune_tables(root: Path, keep: str) -> None:
@@ -249,7 +256,7 @@ def load_tables(root: Path, name: str, template: dict[str, Any]) -> dict[str, An
     where = root / TABLES_DIR / name
     try:
         dcp.load(template, checkpoint_id=str(where))
-    except Exception as exc:  # DCP wraps every reader's failure in its own CheckpointException
+    except _unreadable() as exc:  # DCP wraps every reader's failure in its CheckpointException
         raise CheckpointError(
             f"the sharded tables of the checkpoint cannot be read ({str(exc).splitlines()[0]}): "
             f"start the run again (autoloss train --out {root} --overwrite)",
@@ -259,27 +266,72 @@ def load_tables(root: Path, name: str, template: dict[str, Any]) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------- model.pt
-def gathered_state(model: nn.Module, ctx: Context) -> dict[str, Any] | None:
-    """The state of the same model with replicated tables (what ``model.pt`` holds), gathered
-    on rank 0 (None on the other ranks): each field's table, in the order of the fields, in one
-    ``nn.Embedding`` with a zero padding row, as :class:`~autoloss.models.layers.FieldEmbedding`
-    keeps them."""
-    state = model.state_dict()
-    out: dict[str, Any] = {k: v for k, v in state.items() if not is_sharded(v)}
-    for path, m in model.named_modules():
-        if not isinstance(m, TorchRecFieldEmbedding):
-            continue
-        prefix = f"{path}.tables.embedding_bags." if path else "tables.embedding_bags."
-        parts = [_gather(state[f"{prefix}{key}.weight"], ctx) for key in m.table_names]
-        if ctx.is_main:
-            pad = torch.zeros(1, m.dim, dtype=parts[0].dtype)
-            out[f"{path}.embedding.weight" if path else "embedding.weight"] = torch.cat(
-                [*parts, pad]
-            )
-    return out if ctx.is_main else None
+#: Beside model.pt: the trained tables, each process's shards (``torch.distributed.checkpoint``).
+MODEL_TABLES = "model-tables"
+_TABLE_KEY = re.compile(
+    r"^(?:(?P<path>.+)\.)?tables\.embedding_bags\.(?P<kind>[cb])(?P<i>\d+)\.weight$"
+)
 
 
-def _gather(table: Any, ctx: Context) -> torch.Tensor:
-    full = torch.empty(table.size(), dtype=table.dtype) if ctx.is_main else None
-    table.gather(dst=0, out=full)
-    return full if full is not None else torch.empty(0)
+def save_model_tables(root: Path, model: nn.Module, ctx: Context) -> tuple[dict[str, Any], str]:
+    """(model.pt's state: the replicated entries, the name of the directory beside it that holds
+    the tables): every process writes its own tables; nothing is gathered."""
+    state, tables = split_state(model.state_dict())
+    write_shards(root / MODEL_TABLES, tables, ctx)
+    assert state is not None
+    return state, MODEL_TABLES
+
+
+def load_model_tables(root: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tables a sharded run wrote (:func:`save_model_tables`), read whole in this process
+    (no process group) and laid out as :class:`~autoloss.models.layers.FieldEmbedding` keeps
+    them: each field's table in field order in one ``embedding.weight``, then a zero padding
+    row."""
+    from autoloss.errors import CheckpointError
+
+    where = root / name
+    try:
+        full = _read_whole(where)
+    except _unreadable() as exc:  # a missing or damaged file
+        raise CheckpointError(
+            f"the sharded tables beside model.pt cannot be read ({str(exc).splitlines()[0]}): "
+            f"train the run again (autoloss train --out {root} --overwrite)",
+            path=where,
+        ) from None
+    grouped: dict[str, list[tuple[int, int, torch.Tensor]]] = {}
+    for key, value in full.items():
+        m = _TABLE_KEY.match(key)
+        if m:
+            order = (0 if m["kind"] == "c" else 1, int(m["i"]))
+            grouped.setdefault(m["path"] or "", []).append((*order, value))
+    out = {}
+    for path, parts in grouped.items():
+        rows = [t for _, _, t in sorted(parts, key=lambda p: p[:2])]
+        pad = torch.zeros(1, rows[0].shape[1], dtype=rows[0].dtype)
+        out[f"{path}.embedding.weight" if path else "embedding.weight"] = torch.cat([*rows, pad])
+    return out
+
+
+def _read_whole(where: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``torch.distributed.checkpoint`` directory, whole, in this process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    meta = FileSystemReader(str(where)).read_metadata().state_dict_metadata
+    warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single")
+    full = {
+        k: torch.empty(m.size, dtype=m.properties.dtype)
+        for k, m in meta.items()
+        if isinstance(m, TensorStorageMetadata)
+    }
+    dcp.load(full, checkpoint_id=str(where), no_dist=True)
+    return full
+
+
+def _unreadable() -> tuple[type[BaseException], ...]:
+    """What reading a ``torch.distributed.checkpoint`` directory raises when it is missing or
+    damaged (DCP's ``CheckpointException`` is a ``BaseException``)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)

@@ -100,10 +100,10 @@ class StepSync:
         """A loaded checkpoint ``state`` with the tables :meth:`save_tables` kept apart."""
         return state
 
-    def model_state(self, model: nn.Module) -> dict[str, Any] | None:
-        """The state ``model.pt`` holds: the model's, with replicated tables (None: this process
-        writes none)."""
-        return model.state_dict()
+    def model_state(self, model: nn.Module, run_dir: RunDir) -> tuple[dict[str, Any], str | None]:
+        """(the state ``model.pt`` holds, the directory beside it that holds the tables apart:
+        here none, the tables are in the state)."""
+        return model.state_dict(), None
 
 
 class DistributedSync(StepSync):
@@ -269,8 +269,11 @@ class ShardedSync(DistributedSync):
         best_state = {**state["best_state"], **loaded["best"]} if has_best else None
         return {**state, "model": model, "best_state": best_state}
 
-    def model_state(self, model: nn.Module) -> dict[str, Any] | None:
-        return sharded.gathered_state(model, self.ctx)
+    def model_state(self, model: nn.Module, run_dir: RunDir) -> tuple[dict[str, Any], str | None]:
+        """Each process writes its tables beside model.pt (``model-tables/``); model.pt holds
+        the rest. Nothing is gathered: ``load_run`` reads the tables whole where they are used
+        (predict, export, serve)."""
+        return sharded.save_model_tables(run_dir.path, model, self.ctx)
 
 
 def make_sync(ctx: distributed.Context | None, cfg: RunConfig, device: torch.device) -> StepSync:
