@@ -115,3 +115,29 @@ def test_compare_help_offers_one_way_to_name_models_and_methods() -> None:
     )
     assert {"--models", "--methods", "--seeds", "--epochs"} <= listed
     assert not {"--model", "--loss"} & listed
+
+
+def test_an_allocation_failure_anywhere_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """PyTorch's allocator failing mid-run (``ulimit -v``, a full machine): one line, exit 2."""
+    import autoloss.commands.train as train_cmd
+
+    def starved(args: object) -> int:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 512000064 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(train_cmd, "cmd_train", starved)
+    assert main(["train", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoloss train: error: out of memory (488.3 MiB at once)")
+    assert len(err.splitlines()) == 1
+
+    def bug(args: object) -> int:
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(train_cmd, "cmd_train", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "--out", str(tmp_path / "r")])

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from autoloss import __version__, logs
-from autoloss.errors import AutolossError
+from autoloss.errors import AutolossError, out_of_memory
 
 # Modules that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -98,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         reason = f"cannot write: {storage_reason(exc)}"
         sys.stderr.write(f"autoloss {args.command}: error: {terminal_safe(where + reason)}\n")
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocation failure is one line too
+        error = out_of_memory(exc)
+        if error is None:
+            raise
+        sys.stderr.write(f"autoloss {args.command}: error: {error}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"autoloss {args.command}: interrupted\n")

@@ -68,3 +68,25 @@ class RegistryError(ConfigError):
 
 class TrainingDiverged(AutolossError):
     """The training loss or the parameters became NaN or infinite (names the step and the quantity)."""
+
+
+class OutOfMemory(AutolossError):
+    """The process could not allocate memory (its limit, ``ulimit -v``, or the machine's)."""
+
+
+def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+    """``exc`` as one line when it is an allocation failure (``MemoryError``, PyTorch's CPU or
+    CUDA allocator), else None."""
+    text = str(exc)
+    kinds = ("can't allocate memory", "CUDA out of memory", "Cannot allocate memory")
+    if not (isinstance(exc, MemoryError) or any(k in text for k in kinds)):
+        return None
+    import re
+
+    m = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(m.group(1)) / 2**20:,.1f} MiB at once)" if m else ""
+    return OutOfMemory(
+        f"out of memory{size}: the process's limit (ulimit -v) or the machine's is reached; "
+        "a training run keeps its last checkpoint (rerun with --resume once memory is freed, or "
+        "shard the embedding tables: docs/distributed.md)"
+    )

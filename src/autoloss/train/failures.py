@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from autoloss.errors import AutolossError, ConfigError
+from autoloss.errors import AutolossError, ConfigError, out_of_memory
 from autoloss.locks import _proc_stat
 
 #: Seconds a collective (and the process group's start) may wait for the other ranks.
@@ -117,7 +117,7 @@ def one_line_failures() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        error = collective_failure(exc) or exc
+        error = collective_failure(exc) or out_of_memory(exc) or exc
         if not isinstance(error, AutolossError):
             raise
         if _reports() and launched():
