@@ -205,6 +205,54 @@ def _outcome(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Every model, every first-order policy
+
+MODELS = ("fm", "deepfm", "ipnn", "nfm", "autoint", "widedeep", "dcn", "dcnv2", "xdeepfm")
+POLICIES = (("autoloss", {}), ("darts", {}), ("slf", {}), ("uniform", {}), ("focal", {}),
+            ("reweight", {"reweight_mode": "first-order"}))  # fmt: skip
+
+
+def zoo_worker(data: str, out: str) -> None:
+    """One process: a few sharded steps of every model (CE) and of DeepFM with every first-order
+    policy; each run's test AUC, or its error."""
+    from autoloss.train.config import RunConfig
+    from autoloss.train.run import train_run
+
+    def run(model: str, method: str, loss: dict[str, Any]) -> float | str:
+        cfg = RunConfig()
+        cfg.data.path, cfg.data.eval_batch_size, cfg.model.name = data, 500, model
+        cfg.model.embed_dim, cfg.model.mlp, cfg.loss.method = 8, [16], method
+        for key, value in loss.items():
+            setattr(cfg.loss, key, value)
+        cfg.optim.batch_size, cfg.optim.clip_norm = 200, 0.0
+        cfg.optim.table_optimizer, cfg.optim.embedding_lr = "rowwise_adagrad", 0.05
+        cfg.train.epochs, cfg.train.max_steps, cfg.train.embeddings = 1, 4, "sharded"
+        cfg.train.device, cfg.train.progress, cfg.train.num_threads = "cpu", "off", 1
+        cfg.train.log_every = 2
+        try:
+            return train_run(cfg, log=lambda s: None)[1].test["auc"]
+        except Exception as exc:  # reported, not raised: every case is tried
+            return f"{type(exc).__name__}: {exc}"
+
+    results = {f"{m}/ce": run(m, "ce", {}) for m in MODELS}
+    results |= {f"deepfm/{p}": run("deepfm", p, loss) for p, loss in POLICIES}
+    Path(out).write_text(json.dumps(results))
+
+
+def test_every_model_and_first_order_policy_trains_on_sharded_tables(
+    data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "zoo.json"
+    cmd = [sys.executable, __file__, "zoo", str(data), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_env())
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    results = json.loads(out.read_text())
+    failed = {k: v for k, v in results.items() if not isinstance(v, float)}
+    assert not failed, failed
+    assert all(0 < v < 1 for v in results.values())
+
+
+# ---------------------------------------------------------------------------------------------
 # The same step: sharded tables and replicated ones from the same weights
 
 
@@ -314,3 +362,5 @@ if __name__ == "__main__" and sys.argv[1:2] == ["agree"]:
     agree_worker(sys.argv[2], sys.argv[3])
 if __name__ == "__main__" and sys.argv[1:2] == ["one-step"]:
     one_step_worker(sys.argv[2], sys.argv[3])
+if __name__ == "__main__" and sys.argv[1:2] == ["zoo"]:
+    zoo_worker(sys.argv[2], sys.argv[3])
