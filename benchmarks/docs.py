@@ -148,13 +148,20 @@ def compare_table(root: Path) -> str:
     return "\n".join(parts).strip() + "\n"
 
 
+def finished(table: Table, where: Path) -> bool:
+    """Whether every grid of the table's plan has finished under ``where`` (compare writes a
+    grid's table.md once all its runs have): a plan still running keeps its old tables."""
+    from autoloss.experiments.plan import load_plan, plan_runs
+
+    grids = plan_runs(load_plan(HERE / "grids" / table.plan), where)
+    return all((where / g.name / "table.md").is_file() for g in grids)
+
+
 def generate(table: Table, root: Path) -> str | None:
     """The section's new text, or None when the grid's results are not under ``root``."""
     where = root / table.out
-    if not any(where.glob("*/runs/*/result.json")):
+    if not any(where.glob("*/runs/*/result.json")) or not finished(table, where):
         return None
-    if table.kind != "evidence" and not any(where.glob("*/table.md")):
-        return None  # compare writes table.md once every run of the grid has finished
     body = evidence_tables(table, where) if table.kind == "evidence" else compare_table(where)
     source = (
         f"<!-- generated: `{table.command(str(root))}`, then "

@@ -193,6 +193,7 @@ SUITES: dict[str, Suite] = {
                 str(c.workdir / "prepare-ray"),
             ],
             lambda c: ["--out", str(c.workdir / "prepare-ray")],
+            slow=True,  # its byte-identity is tests/data/test_prepare_ray.py's
         ),
         Suite(
             "sharded",

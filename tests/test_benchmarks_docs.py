@@ -37,3 +37,15 @@ def test_every_table_of_the_results_page_is_marked_and_known(tmp_path: Path) -> 
     assert headers and all(h in inside for h in headers)  # every results table is generated
     for table in docs.TABLES.values():
         assert (ROOT / "benchmarks" / "grids" / table.plan).is_file()
+
+
+def test_a_plan_still_running_keeps_its_tables(tmp_path: Path) -> None:
+    """A finished grid has a table.md; until every grid of the plan has one, nothing changes."""
+    text = "<!-- table:paper-ml-binary -->\nold\n<!-- /table:paper-ml-binary -->\n"
+    grid = tmp_path / "paper-ml-binary" / "paper"
+    (grid / "runs" / "deepfm-ce-s2021").mkdir(parents=True)
+    (grid / "runs" / "deepfm-ce-s2021" / "result.json").write_text("{}")
+    assert docs.regenerate(text, tmp_path)[0] == text  # running: no table.md yet
+    (grid / "table.md").write_text(f"# grid\n\n- data: `{ROOT}/exp/d`\n\n| model | ce |\n")
+    new, done, _ = docs.regenerate(text, tmp_path)
+    assert done == ["paper-ml-binary"] and "- data: `exp/d`" in new and "old" not in new
