@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -181,12 +182,21 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(
     cmd = [sys.executable, "-m", "autoloss", *args]
     proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not list((out / "checkpoint-tables").glob("step-*")) and time.monotonic() < deadline:
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:  # tables first
         assert proc.poll() is None, proc.stderr.read().decode()[-4000:] if proc.stderr else ""
         time.sleep(0.05)
+    # torch's launcher starts each rank in a session of its own: killing the launcher's group
+    # alone would leave the ranks to finish the run uninterrupted
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    assert len(ranks) >= 2, ranks
+    for rank in ranks:
+        rank.kill()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
+    psutil.wait_procs(ranks, timeout=30)
+    # killed before the first evaluation (16 steps an epoch): no best weights in the checkpoint
     assert (out / "checkpoint.pt").exists() and not (out / "result.json").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["best_state"] is None
     resumed = _cli(*args, "--resume", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-6000:]
     a, b = _outcome(straight), _outcome(out)
@@ -202,6 +212,33 @@ def _outcome(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     strip = lambda d: {k: v for k, v in d.items() if k not in VOLATILE}  # noqa: E731
     return strip(result), [strip(r) for r in records]
+
+
+def test_the_tables_gradient_takes_the_share_set_after_the_forward_pass() -> None:
+    """The trainer sets this process's share of the global batch (``grad_scale``) once every
+    process has counted its rows, after the forward pass: the backward pass takes that share,
+    not the previous step's (1.0 at the first step of a run and of a resume)."""
+    from autoloss.data.spec import FeatureSpec
+    from autoloss.models.torchrec_tables import TorchRecFieldEmbedding
+
+    spec = FeatureSpec(cat_names=("a", "b"), cat_vocab=(3, 5), bag_names=("g",), bag_vocab=(4,))
+    emb = TorchRecFieldEmbedding(spec, 4)
+    pooled = {k: torch.ones(2, 4, requires_grad=True) for k in ("c0", "c1", "b0")}
+
+    class Lookup(torch.nn.Module):  # the sharded lookup's output, as leaves to read grads from
+        def forward(self, features: object) -> object:
+            return type("Pooled", (), {"to_dict": lambda _: pooled})()
+
+    emb.tables = Lookup()
+    x, bags = torch.tensor([[0, 1], [2, 4]]), torch.tensor([[[1, -1]], [[-1, -1]]])
+    for before, after in ((1.0, 0.5), (0.5, 0.25), (0.25, 1.0)):
+        emb.grad_scale = before
+        out = emb(x, bags=bags)
+        emb.grad_scale = after  # what ShardedSync.agree_step does for this step
+        out.sum().backward()
+        for t in pooled.values():
+            assert t.grad is not None and torch.equal(t.grad, torch.full((2, 4), after))
+            t.grad = None
 
 
 # ---------------------------------------------------------------------------------------------

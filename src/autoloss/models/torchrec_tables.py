@@ -69,6 +69,13 @@ class TorchRecFieldEmbedding(nn.Module):
         self.dense_weight = nn.Parameter(torch.empty(self.num_dense, dim))
         nn.init.normal_(self.dense_weight, std=init_std)
 
+    def _scaled(self, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient into the tables times ``grad_scale`` as it is when the backward pass
+        runs: the trainer sets this step's share after the forward pass (once every process
+        has counted its rows), so a value taken at the forward pass would be the last step's
+        (1.0 at the first step of a run or of a resume)."""
+        return grad if self.grad_scale == 1.0 else grad * self.grad_scale
+
     @property
     def table_names(self) -> tuple[str, ...]:
         """The tables (and features) in field order: categorical fields, then multi-valued."""
@@ -101,20 +108,16 @@ class TorchRecFieldEmbedding(nn.Module):
         pooled = self.tables(self.features(x, bags)).to_dict()
         b, d = x.shape[0], self.dim
         cat = torch.stack([pooled[k] for k in self.cat_keys], dim=1).view(b, -1, d)
-        if self.grad_scale != 1.0 and cat.requires_grad:
-            cat.register_hook(_scaled(self.grad_scale))
+        if cat.requires_grad:
+            cat.register_hook(self._scaled)
         parts = [cat]
         if dense is not None:
             parts.append(dense.unsqueeze(-1).to(cat.dtype) * self.dense_weight)
         if self.bag_keys:
             bag = torch.stack([pooled[k] for k in self.bag_keys], dim=1)
-            if self.grad_scale != 1.0 and bag.requires_grad:
-                bag.register_hook(_scaled(self.grad_scale))
+            if bag.requires_grad:
+                bag.register_hook(self._scaled)
             parts.append(bag)
         penalize = self.training and self.l2 > 0
         self.penalty = cat.pow(2).sum() * (self.l2 / b) if penalize else None
         return torch.cat(parts, dim=1) if len(parts) > 1 else cat
-
-
-def _scaled(factor: float):  # type: ignore[no-untyped-def]
-    return lambda g: g * factor

@@ -69,6 +69,31 @@ def _root_logging_kept() -> Iterator[None]:
         root.setLevel(level)
 
 
+class _NotFrom(logging.Filter):
+    """Drops the records logged from files under ``part``."""
+
+    def __init__(self, part: str) -> None:
+        super().__init__()
+        self.part = part
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.part not in record.pathname
+
+
+@contextmanager
+def _dcp_logs_kept_out() -> Iterator[None]:
+    """``torch.distributed.checkpoint`` logs on the *root* logger, with tracebacks, what it
+    tries before it fails (a missing metadata file, then the rank's): the one-line error that
+    follows says it all, so these stay out of the run's output while it reads or writes."""
+    root = logging.getLogger()
+    kept_out = _NotFrom(os.path.join("torch", "distributed", "checkpoint", ""))
+    root.addFilter(kept_out)
+    try:
+        yield
+    finally:
+        root.removeFilter(kept_out)
+
+
 def _quiet() -> None:
     """TorchRec's planner notes and deprecation warnings (ShardedTensor, which its sharded
     tables still use) out of a run's output."""
@@ -231,7 +256,8 @@ def write_shards(final: Path, state: dict[str, Any], ctx: Context) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    dcp.save(state, checkpoint_id=str(tmp))
+    with _dcp_logs_kept_out():
+        dcp.save(state, checkpoint_id=str(tmp))
     dist.barrier()
     if ctx.is_main:
         shutil.rmtree(final, ignore_errors=True)
@@ -254,15 +280,42 @@ def load_tables(root: Path, name: str, template: dict[str, Any]) -> dict[str, An
     from autoloss.errors import CheckpointError
 
     where = root / TABLES_DIR / name
+    wanted = _without_empty(template)
     try:
-        dcp.load(template, checkpoint_id=str(where))
+        with _dcp_logs_kept_out():
+            dcp.load(wanted, checkpoint_id=str(where))
     except _unreadable() as exc:  # DCP wraps every reader's failure in its CheckpointException
         raise CheckpointError(
-            f"the sharded tables of the checkpoint cannot be read ({str(exc).splitlines()[0]}): "
+            f"the sharded tables of the checkpoint cannot be read ({_reason(exc)}): "
             f"start the run again (autoloss train --out {root} --overwrite)",
             path=where,
         ) from None
+    _fill(template, wanted)
     return template
+
+
+def _without_empty(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without its empty dicts and lists, at any depth (the same tensors). They hold
+    nothing, and a process that lacks some of the tables (every process of a run of several)
+    makes DCP read an empty container as a value the checkpoint must have: no best weights
+    before the first evaluation, no optimiser state on a process without a table."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = _without_empty(value)
+        if not (isinstance(value, dict | list) and not value):
+            out[key] = value
+    return out
+
+
+def _fill(state: dict[str, Any], loaded: dict[str, Any]) -> None:
+    """Put what DCP loaded into ``loaded`` (:func:`_without_empty` of ``state``) back into
+    ``state``: tensors were filled in place, other values replaced."""
+    for key, value in loaded.items():
+        if isinstance(value, dict) and isinstance(state.get(key), dict):
+            _fill(state[key], value)
+        else:
+            state[key] = value
 
 
 # ---------------------------------------------------------------------------- model.pt
@@ -294,7 +347,7 @@ def load_model_tables(root: Path, name: str) -> dict[str, torch.Tensor]:
         full = _read_whole(where)
     except _unreadable() as exc:  # a missing or damaged file
         raise CheckpointError(
-            f"the sharded tables beside model.pt cannot be read ({str(exc).splitlines()[0]}): "
+            f"the sharded tables beside model.pt cannot be read ({_reason(exc)}): "
             f"train the run again (autoloss train --out {root} --overwrite)",
             path=where,
         ) from None
@@ -325,8 +378,20 @@ def _read_whole(where: Path) -> dict[str, torch.Tensor]:
         for k, m in meta.items()
         if isinstance(m, TensorStorageMetadata)
     }
-    dcp.load(full, checkpoint_id=str(where), no_dist=True)
+    with _dcp_logs_kept_out():
+        dcp.load(full, checkpoint_id=str(where), no_dist=True)
     return full
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of why a ``torch.distributed.checkpoint`` read failed: the lowest rank's
+    own error where DCP gathered them (its ``CheckpointException`` says only which ranks)."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = failures[min(failures)]
+        exc = first[0] if isinstance(first, tuple) and first else first
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _unreadable() -> tuple[type[BaseException], ...]:
