@@ -158,17 +158,58 @@ def test_the_tables_beside_model_pt_serve_like_a_replicated_run(
     assert math.isclose(evaluate(y, logits, "binary")["auc"], result["test"]["auc"], abs_tol=1e-6)
 
 
-def test_a_missing_table_file_is_one_line(
-    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "a file of the sharded tables beside model.pt is missing"),
+        ("flipped", "this file of the sharded tables beside model.pt is damaged: its SHA-256"),
+        ("truncated", "this file of the sharded tables beside model.pt is truncated"),
+        ("no digests", "the sharded tables beside model.pt cannot be read"),
+    ],
+)
+def test_a_missing_or_damaged_table_file_is_one_line(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
 ) -> None:
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(straight, run)
-    next((run / "model-tables").glob("__1_*.distcp")).unlink()
+    shard = next((run / "model-tables").glob("__1_*.distcp"))
+    if damage == "flipped":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 1
+        shard.write_bytes(bytes(data))
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:100])
+    else:
+        shard.unlink()
+    if damage == "no digests":  # an older run: read unchecked, DCP's own error
+        (run / "model-tables" / "digests.json").unlink()
     assert main(["evaluate", "--run", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "the sharded tables beside model.pt cannot be read" in err
+    assert len(err.splitlines()) == 1 and message in err, err
+    if damage != "no digests":
+        assert err.startswith(f"autoloss evaluate: error: {shard}: "), err
+
+
+def test_each_process_checks_the_files_it_wrote(straight: Path, tmp_path: Path) -> None:
+    """A resume reads each process's shards on that process: each checks its own files."""
+    import shutil
+
+    from autoloss.train.table_files import check_intact
+
+    where = tmp_path / "tables"
+    shutil.copytree(straight / "model-tables", where)
+    recorded = json.loads((where / "digests.json").read_text())["files"]
+    assert {n for n in recorded if n.startswith("__")} == {"__0_0.distcp", "__1_0.distcp"}
+    assert ".metadata" in recorded
+    assert all(check_intact(where, r, "t", "h") is None for r in (0, 1, None))
+    shard = where / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[::-1])
+    assert check_intact(where, 0, "t", "h") is None
+    for rank in (1, None):
+        error = check_intact(where, rank, "t", "h")
+        assert error is not None and error.path == str(shard), error
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from autoloss.train.builder import build_recommender, resolve_device, run_thread
 from autoloss.train.config import RESUMABLE_CHANGES, RunConfig, shown_differences
 from autoloss.train.result import RunResult
 from autoloss.train.rundir import RunDir
-from autoloss.train.sharded import load_model_tables
+from autoloss.train.table_files import load_model_tables
 from autoloss.train.tracking import tracked
 from autoloss.train.trainer import Trainer
 

@@ -14,13 +14,9 @@ every process for itself (``torch.distributed.checkpoint``): for checkpoints, an
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,8 +30,6 @@ from autoloss.train.distributed import Context
 
 #: ``optim.table_optimizer`` -> FBGEMM's fused optimiser
 _FUSED = {"adam": "ADAM", "rowwise_adagrad": "EXACT_ROWWISE_ADAGRAD"}
-#: The tables' checkpoints, beside checkpoint.pt: one directory per checkpoint, ``step-N``.
-TABLES_DIR = "checkpoint-tables"  # RunDir.CHECKPOINT_TABLES
 
 
 def require_torchrec() -> None:
@@ -67,31 +61,6 @@ def _root_logging_kept() -> Iterator[None]:
             if h not in handlers:
                 root.removeHandler(h)
         root.setLevel(level)
-
-
-class _NotFrom(logging.Filter):
-    """Drops the records logged from files under ``part``."""
-
-    def __init__(self, part: str) -> None:
-        super().__init__()
-        self.part = part
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.part not in record.pathname
-
-
-@contextmanager
-def _dcp_logs_kept_out() -> Iterator[None]:
-    """``torch.distributed.checkpoint`` logs on the *root* logger, with tracebacks, what it
-    tries before it fails (a missing metadata file, then the rank's): the one-line error that
-    follows says it all, so these stay out of the run's output while it reads or writes."""
-    root = logging.getLogger()
-    kept_out = _NotFrom(os.path.join("torch", "distributed", "checkpoint", ""))
-    root.addFilter(kept_out)
-    try:
-        yield
-    finally:
-        root.removeFilter(kept_out)
 
 
 def _quiet() -> None:
@@ -234,169 +203,3 @@ def local_tables(model: nn.Module) -> dict[str, Any]:
             if n:
                 out[key.removesuffix(".weight").rsplit(".", 1)[-1]] = n
     return {"tables": sorted(out), "bytes": out}
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def save_tables(root: Path, step: int, state: dict[str, Any], ctx: Context) -> str:
-    """Write the tables' ``state`` for the checkpoint of ``step`` (:func:`write_shards` into
-    ``root/checkpoint-tables/step-STEP``); returns the directory's name (checkpoint.pt records
-    it)."""
-    name = f"step-{step}"
-    write_shards(root / TABLES_DIR / name, state, ctx)
-    return name
-
-
-def write_shards(final: Path, state: dict[str, Any], ctx: Context) -> None:
-    """``state`` (sharded tensors: each process writes its own shards) to the directory
-    ``final`` through a temporary directory that rank 0 renames once every process has written."""
-    import torch.distributed.checkpoint as dcp
-
-    tmp = final.with_name(f".{final.name}.tmp")
-    if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    with _dcp_logs_kept_out():
-        dcp.save(state, checkpoint_id=str(tmp))
-    dist.barrier()
-    if ctx.is_main:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    dist.barrier()
-
-
-def prune_tables(root: Path, keep: str) -> None:
-    """Remove the tables' checkpoints other than ``keep`` (after checkpoint.pt names it)."""
-    for d in (root / TABLES_DIR).glob("*"):
-        if d.name != keep:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def load_tables(root: Path, name: str, template: dict[str, Any]) -> dict[str, Any]:
-    """``template`` (sharded tensors of this run's placement) filled from the checkpoint
-    ``name``; a missing or damaged one is one line."""
-    import torch.distributed.checkpoint as dcp
-
-    from autoloss.errors import CheckpointError
-
-    where = root / TABLES_DIR / name
-    wanted = _without_empty(template)
-    try:
-        with _dcp_logs_kept_out():
-            dcp.load(wanted, checkpoint_id=str(where))
-    except _unreadable() as exc:  # DCP wraps every reader's failure in its CheckpointException
-        raise CheckpointError(
-            f"the sharded tables of the checkpoint cannot be read ({_reason(exc)}): "
-            f"start the run again (autoloss train --out {root} --overwrite)",
-            path=where,
-        ) from None
-    _fill(template, wanted)
-    return template
-
-
-def _without_empty(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` without its empty dicts and lists, at any depth (the same tensors). They hold
-    nothing, and a process that lacks some of the tables (every process of a run of several)
-    makes DCP read an empty container as a value the checkpoint must have: no best weights
-    before the first evaluation, no optimiser state on a process without a table."""
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            value = _without_empty(value)
-        if not (isinstance(value, dict | list) and not value):
-            out[key] = value
-    return out
-
-
-def _fill(state: dict[str, Any], loaded: dict[str, Any]) -> None:
-    """Put what DCP loaded into ``loaded`` (:func:`_without_empty` of ``state``) back into
-    ``state``: tensors were filled in place, other values replaced."""
-    for key, value in loaded.items():
-        if isinstance(value, dict) and isinstance(state.get(key), dict):
-            _fill(state[key], value)
-        else:
-            state[key] = value
-
-
-# ---------------------------------------------------------------------------- model.pt
-#: Beside model.pt: the trained tables, each process's shards (``torch.distributed.checkpoint``).
-MODEL_TABLES = "model-tables"
-_TABLE_KEY = re.compile(
-    r"^(?:(?P<path>.+)\.)?tables\.embedding_bags\.(?P<kind>[cb])(?P<i>\d+)\.weight$"
-)
-
-
-def save_model_tables(root: Path, model: nn.Module, ctx: Context) -> tuple[dict[str, Any], str]:
-    """(model.pt's state: the replicated entries, the name of the directory beside it that holds
-    the tables): every process writes its own tables; nothing is gathered."""
-    state, tables = split_state(model.state_dict())
-    write_shards(root / MODEL_TABLES, tables, ctx)
-    assert state is not None
-    return state, MODEL_TABLES
-
-
-def load_model_tables(root: Path, name: str) -> dict[str, torch.Tensor]:
-    """The tables a sharded run wrote (:func:`save_model_tables`), read whole in this process
-    (no process group) and laid out as :class:`~autoloss.models.layers.FieldEmbedding` keeps
-    them: each field's table in field order in one ``embedding.weight``, then a zero padding
-    row."""
-    from autoloss.errors import CheckpointError
-
-    where = root / name
-    try:
-        full = _read_whole(where)
-    except _unreadable() as exc:  # a missing or damaged file
-        raise CheckpointError(
-            f"the sharded tables beside model.pt cannot be read ({_reason(exc)}): "
-            f"train the run again (autoloss train --out {root} --overwrite)",
-            path=where,
-        ) from None
-    grouped: dict[str, list[tuple[int, int, torch.Tensor]]] = {}
-    for key, value in full.items():
-        m = _TABLE_KEY.match(key)
-        if m:
-            order = (0 if m["kind"] == "c" else 1, int(m["i"]))
-            grouped.setdefault(m["path"] or "", []).append((*order, value))
-    out = {}
-    for path, parts in grouped.items():
-        rows = [t for _, _, t in sorted(parts, key=lambda p: p[:2])]
-        pad = torch.zeros(1, rows[0].shape[1], dtype=rows[0].dtype)
-        out[f"{path}.embedding.weight" if path else "embedding.weight"] = torch.cat([*rows, pad])
-    return out
-
-
-def _read_whole(where: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a ``torch.distributed.checkpoint`` directory, whole, in this process."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    meta = FileSystemReader(str(where)).read_metadata().state_dict_metadata
-    warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single")
-    full = {
-        k: torch.empty(m.size, dtype=m.properties.dtype)
-        for k, m in meta.items()
-        if isinstance(m, TensorStorageMetadata)
-    }
-    with _dcp_logs_kept_out():
-        dcp.load(full, checkpoint_id=str(where), no_dist=True)
-    return full
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of why a ``torch.distributed.checkpoint`` read failed: the lowest rank's
-    own error where DCP gathered them (its ``CheckpointException`` says only which ranks)."""
-    failures = getattr(exc, "failures", None)
-    if isinstance(failures, dict) and failures:
-        first = failures[min(failures)]
-        exc = first[0] if isinstance(first, tuple) and first else first
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _unreadable() -> tuple[type[BaseException], ...]:
-    """What reading a ``torch.distributed.checkpoint`` directory raises when it is missing or
-    damaged (DCP's ``CheckpointException`` is a ``BaseException``)."""
-    from torch.distributed.checkpoint.api import CheckpointException
-
-    return (Exception, CheckpointException)

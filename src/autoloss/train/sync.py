@@ -20,7 +20,7 @@ from torch import nn
 
 from autoloss.data.batches import BatchIterator
 from autoloss.data.store import EncodedDataset
-from autoloss.train import distributed, replicas, sharded
+from autoloss.train import distributed, replicas, sharded, table_files
 from autoloss.train.config import RunConfig
 from autoloss.train.distributed import Batches
 from autoloss.train.evaluation import predict_logits
@@ -229,7 +229,7 @@ class ShardedSync(DistributedSync):
         state["model"], tables = sharded.split_state(state["model"])
         state["best_state"], best = sharded.split_state(state.get("best_state"))
         optim = self.dmp.fused_optimizer.state_dict()
-        state["tables"] = sharded.save_tables(
+        state["tables"] = table_files.save_tables(
             run_dir.path, step, {"model": tables, "best": best, "optim": optim}, self.ctx
         )
 
@@ -255,7 +255,7 @@ class ShardedSync(DistributedSync):
 
     def checkpoint_written(self, state: dict[str, Any], run_dir: RunDir) -> None:
         if self.ctx.is_main:
-            sharded.prune_tables(run_dir.path, state["tables"])
+            table_files.prune_tables(run_dir.path, state["tables"])
 
     def load_tables(self, state: dict[str, Any], run_dir: RunDir) -> dict[str, Any]:
         assert self.model is not None, "place() first"
@@ -263,7 +263,7 @@ class ShardedSync(DistributedSync):
         has_best = state.get("best_state") is not None
         best = {k: v.detach().clone() for k, v in live.items()} if has_best else {}
         template = {"model": live, "best": best, "optim": self.dmp.fused_optimizer.state_dict()}
-        loaded = sharded.load_tables(run_dir.path, str(state.get("tables")), template)
+        loaded = table_files.load_tables(run_dir.path, str(state.get("tables")), template)
         self.dmp.fused_optimizer.load_state_dict(loaded["optim"])
         model = {**state["model"], **loaded["model"]}
         best_state = {**state["best_state"], **loaded["best"]} if has_best else None
@@ -273,7 +273,7 @@ class ShardedSync(DistributedSync):
         """Each process writes its tables beside model.pt (``model-tables/``); model.pt holds
         the rest. Nothing is gathered: ``load_run`` reads the tables whole where they are used
         (predict, export, serve)."""
-        return sharded.save_model_tables(run_dir.path, model, self.ctx)
+        return table_files.save_model_tables(run_dir.path, model, self.ctx)
 
 
 def make_sync(ctx: distributed.Context | None, cfg: RunConfig, device: torch.device) -> StepSync:
