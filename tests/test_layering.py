@@ -1,6 +1,6 @@
 """Data flows one way: each sub-package imports only from the layers below it (and its own).
 
-    errors, files, metrics, locks, yamlfile, logs -> ops -> data -> models -> losses -> policies -> train
+    errors, files, metrics, locks, yamlfile, logs, raycluster -> ops -> data -> models -> losses -> policies -> train
     -> experiments -> report -> commands, cli
 
 ``ops`` (the custom kernels, each with a switch back to PyTorch's own op) sits above the shared
@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "autoloss"
 LAYERS = [
-    {"errors", "files", "metrics", "locks", "yamlfile", "logs"},
+    {"errors", "files", "metrics", "locks", "yamlfile", "logs", "raycluster"},
     {"ops"},
     {"data"},
     {"models"},

@@ -19,7 +19,6 @@ from autoloss.cli import main
 from autoloss.data import parse_pass, readers
 from autoloss.data.mapreduce.encode import encode_file
 from autoloss.data.mapreduce.executors import (
-    RAY_MISSING,
     RAY_RETRIES,
     RayTasks,
     SerialTasks,
@@ -29,6 +28,7 @@ from autoloss.data.mapreduce.scan import ScanResult, scan_file
 from autoloss.data.prepare import prepare
 from autoloss.data.synth import write_synthetic_criteo_files
 from autoloss.errors import DataError
+from autoloss.raycluster import RAY_MISSING
 
 from .conftest import (
     MOVIES_CSV,

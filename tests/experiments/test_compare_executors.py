@@ -23,12 +23,12 @@ from autoloss.experiments.compare import (
     shard_runs,
 )
 from autoloss.experiments.executors import (
-    RAY_MISSING,
     ProcessExecutor,
     SerialExecutor,
     make_executor,
 )
 from autoloss.experiments.tables import read_results_csv
+from autoloss.raycluster import RAY_MISSING
 from autoloss.train.config import RunConfig
 
 pytestmark = pytest.mark.timeout(600)

@@ -30,8 +30,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from autoloss import logs
+from autoloss import logs, raycluster
 from autoloss.errors import AutolossError, ConfigError
+from autoloss.raycluster import import_ray
 
 #: The function every executor calls for a run: ``fn(config, quiet) -> (status, payload)``. The
 #: run's thread count is in its config (``train.num_threads``): where it runs never changes it.
@@ -42,7 +43,6 @@ Log = Callable[[str], None]
 #: What :meth:`Executor.execute` yields: ``(call, answer)`` as each run finishes.
 Answers = Generator[tuple["RunCall", Answer], None, None]
 
-RAY_MISSING = "--executor ray needs Ray: pip install 'autoloss-rec[ray]'"
 EXECUTORS = ("local", "ray")
 
 
@@ -170,15 +170,6 @@ def local_executor(jobs: int = 1) -> Executor:
 
 
 # ---------------------------------------------------------------------------------- Ray
-def import_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(RAY_MISSING) from None
-    return ray
-
-
 def _in_dir(
     cwd: str, fn: RunFn, config: dict[str, Any], quiet: bool, log_level: int | None = None
 ) -> Any:
@@ -216,7 +207,7 @@ class RayExecutor(Executor):
         self.cpus, self.gpus = float(cpus), float(gpus)
 
     def describe(self) -> str:
-        where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
+        where = raycluster.where(self.address)
         if self.ray.is_initialized():
             where = "the Ray cluster this process is connected to"
         return f" as Ray tasks on {where} ({self.cpus:g} CPUs, {self.gpus:g} GPUs each)"
@@ -224,21 +215,9 @@ class RayExecutor(Executor):
     def _connect(self, log: Log) -> bool:
         """Initialise Ray unless it is; True when this executor did (and shuts it down)."""
         ray = self.ray
-        if ray.is_initialized():
+        if not raycluster.connect(ray, self.address):
             return False
-        local = self.address is None and not os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {"include_dashboard": False} if local else {}
-        try:
-            ray.init(address=self.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError, SystemExit) as exc:
-            # (Ray exits the process, SystemExit, when it gives up waiting for a cluster's GCS)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if isinstance(exc, SystemExit):
-                first = "no cluster answered"
-            where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
-            raise ConfigError(
-                f"--executor ray: cannot start or reach Ray at {where} ({first})"
-            ) from None
+        local = raycluster.is_local(self.address)
         total = ray.cluster_resources()
         short = [
             f"{flag} {need:g} but the cluster has {have:g} {kind}"

@@ -31,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
+from autoloss import raycluster
 from autoloss.errors import AutolossError, ConfigError
+from autoloss.raycluster import import_ray
 
-RAY_MISSING = "--executor ray needs Ray: pip install 'autoloss-rec[ray]'"
 EXECUTORS = ("local", "ray")
 #: How many times Ray runs a task again after its worker died.
 RAY_RETRIES = 3
@@ -112,15 +113,6 @@ class ThreadTasks(TaskExecutor):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def import_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(RAY_MISSING) from None
-    return ray
-
-
 def _in_dir(cwd: str, fn: Callable[[Any], Any], job: Any) -> Any:
     """A Ray task: ``fn(job)`` run from the driver's working directory where this node has it
     (relative paths mean what they meant to the driver, and errors name them alike)."""
@@ -155,28 +147,12 @@ class RayTasks(TaskExecutor):
         self.limit = max(1, workers)
         self._started = False
 
-    def _where(self) -> str:
-        return self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
-
     def describe(self) -> str:
-        return f"as Ray tasks on {self._where()} (at most {self.limit} at once)"
+        return f"as Ray tasks on {raycluster.where(self.address)} (at most {self.limit} at once)"
 
     def start(self) -> None:
         ray = self.ray
-        if not ray.is_initialized():
-            local = self.address is None and not os.environ.get("RAY_ADDRESS")
-            kwargs: dict[str, Any] = {"include_dashboard": False} if local else {}
-            try:
-                ray.init(address=self.address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError, SystemExit) as exc:
-                # (Ray exits the process, SystemExit, when it gives up waiting for a cluster)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                if isinstance(exc, SystemExit):
-                    first = "no cluster answered"
-                raise ConfigError(
-                    f"--executor ray: cannot start or reach Ray at {self._where()} ({first})"
-                ) from None
-            self._started = True
+        self._started = raycluster.connect(ray, self.address)
         cpus = int(float(ray.cluster_resources().get("CPU", 1.0)))
         self.limit = self.workers or max(1, cpus)
 
