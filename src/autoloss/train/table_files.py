@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from autoloss.errors import CheckpointError
-from autoloss.files import damaged_error, file_sha256, write_text
+from autoloss.files import file_sha256, verify_recorded, write_text
 from autoloss.train.distributed import Context
 from autoloss.train.sharded import split_state
 
@@ -97,22 +97,17 @@ def write_shards(final: Path, state: dict[str, Any], ctx: Context) -> None:
     dist.barrier()
 
 
-def _owner(name: str, world_size: int) -> int:
+def _owner(name: str) -> int:
     """The process that wrote (and hashes, and checks) the file ``name`` of a directory."""
     m = _OWNER.match(name)
-    rank = int(m["rank"]) if m else 0
-    return rank if rank < world_size else 0
+    return int(m["rank"]) if m else 0
 
 
 def _hash_own(where: Path, ctx: Context) -> dict[str, dict[str, Any]]:
     """``{NAME: {"sha256", "size"}}`` of the files of ``where`` that this process wrote."""
     out = {}
     for path in sorted(where.iterdir()):
-        if (
-            path.is_file()
-            and path.name != DIGESTS
-            and _owner(path.name, ctx.world_size) == ctx.rank
-        ):
+        if path.is_file() and path.name != DIGESTS and _owner(path.name) == ctx.rank:
             hexdigest, size = file_sha256(path)
             out[path.name] = {"sha256": hexdigest, "size": size}
     return out
@@ -129,8 +124,6 @@ def load_tables(root: Path, name: str, template: dict[str, Any]) -> dict[str, An
     """``template`` (sharded tensors of this run's placement) filled from the checkpoint
     ``name``; a missing or damaged one is one line."""
     import torch.distributed.checkpoint as dcp
-
-    from autoloss.errors import CheckpointError
 
     where = root / TABLES_DIR / name
     hint = f"start the run again (autoloss train --out {root} --overwrite)"
@@ -178,25 +171,36 @@ def check_intact(where: Path, rank: int | None, what: str, hint: str) -> Checkpo
     ``digests.json`` recorded (its SHA-256) or that is missing: only the files process ``rank``
     wrote (None: all of them). None when they match, or when nothing was recorded."""
     try:
-        recorded = json.loads((where / DIGESTS).read_text(encoding="utf-8"))["files"]
-        world = 1 + max((_owner(n, 1 << 30) for n in recorded), default=0)
+        recorded = _recorded(where)
     except FileNotFoundError:
         return None  # no digests (or no directory: its reader says so)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         text = f"cannot check {what}: the file is damaged ({type(exc).__name__}); {hint}"
         return CheckpointError(text, path=where / DIGESTS)
     for name, entry in sorted(recorded.items()):
-        if rank is not None and _owner(name, world) != rank:
+        if rank is not None and _owner(name) != rank:
             continue
-        try:
-            found = file_sha256(where / name)
-        except FileNotFoundError:
+        if not (where / name).is_file():
             return CheckpointError(f"a file of {what} is missing; {hint}", path=where / name)
-        if not isinstance(entry, dict) or found[0] != entry.get("sha256"):
-            entry = entry if isinstance(entry, dict) and "size" in entry else {"size": found[1]}
-            error = damaged_error(where / name, f"this file of {what}", entry, found, hint)
-            return CheckpointError(error.message, path=error.path)
+        try:
+            verify_recorded(where / name, entry, f"this file of {what}", hint)
+        except CheckpointError as error:
+            return error
     return None
+
+
+def _recorded(where: Path) -> dict[str, dict[str, Any]]:
+    """The ``{NAME: {"sha256", "size"}}`` of ``where``'s ``digests.json``; ValueError when it
+    is not one."""
+    doc = json.loads((where / DIGESTS).read_text(encoding="utf-8"))
+    files = doc.get("files") if isinstance(doc, dict) else None
+    ok = isinstance(files, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("size"), int)
+        for e in files.values()
+    )
+    if not ok:
+        raise ValueError("not a digests file")
+    return files  # type: ignore[return-value]
 
 
 def _agree_intact(where: Path, what: str, hint: str) -> None:
@@ -232,7 +236,6 @@ def load_model_tables(root: Path, name: str) -> dict[str, torch.Tensor]:
     (no process group) and laid out as :class:`~autoloss.models.layers.FieldEmbedding` keeps
     them: each field's table in field order in one ``embedding.weight``, then a zero padding
     row."""
-    from autoloss.errors import CheckpointError
 
     where = root / name
     hint = f"train the run again (autoloss train --out {root} --overwrite)"
